@@ -1,0 +1,203 @@
+"""The math of Online Normalization (Chiley et al., 2019) as functions on tensors.
+
+Shapes: ``x`` is ``(N, C, *spatial)``; per-channel state ``mu``, ``var``,
+``u``, ``v`` is ``(C,)``. Per sample ``t`` (in batch order) and channel, with
+``m_t``, ``s2_t`` the mean and biased variance of ``x_t`` over its spatial
+positions (``s2_t = 0`` when there are none):
+
+Forward (normalizer)::
+
+    y_t   = (x_t - mu_{t-1}) / sqrt(var_{t-1} + eps)
+    var_t = a_f var_{t-1} + (1 - a_f) s2_t + a_f (1 - a_f) (m_t - mu_{t-1})^2
+    mu_t  = a_f mu_{t-1} + (1 - a_f) m_t
+
+Backward (the control process, not the autograd derivative), for the
+gradient ``g_t`` arriving at ``y_t``::
+
+    g~_t = g_t - (1 - a_b) v_{t-1} y_t          v_t = v_{t-1} + mean(g~_t y_t)
+    h_t  = g~_t / sqrt(var_{t-1} + eps)
+    dx_t = h_t - (1 - a_b) u_{t-1}              u_t = u_{t-1} + mean(dx_t)
+
+Every state update is a first-order linear recurrence over ``t`` with
+per-sample inputs that need one reduction over the activations, so the layer
+costs a reduction pass and an elementwise pass each way (like batch norm)
+plus scans over ``(N, C)`` numbers (``onlinenorm.scan``). Substituting the
+definitions gives the forms the code evaluates::
+
+    v_t = (1 - (1 - a_b) mean(y_t^2)) v_{t-1} + mean(g_t y_t)
+    u_t = a_b u_{t-1} + (mean(g_t) - (1 - a_b) v_{t-1} mean(y_t)) / sqrt(var_{t-1} + eps)
+
+where ``mean(y_t) = (m_t - mu_{t-1}) / sqrt(var_{t-1} + eps)`` and
+``mean(y_t^2) = (s2_t + (m_t - mu_{t-1})^2) / (var_{t-1} + eps)`` come from
+the forward statistics without touching the activations again.
+
+After the normalizer: the optional affine ``y' = weight * y + bias``, then an
+error compensation mechanism: activation clamping ``clamp(y', -c, c)``
+(inside the same autograd node, so its mask is recomputed rather than stored)
+or layer scaling (``layer_scale``, plain autograd).
+
+Statistics and control state are kept in float32 (float64 for float64
+inputs); the output has the input's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from onlinenorm.scan import geometric_scan, linear_scan, previous
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _pass_bound(clamp_value: float, dtype: torch.dtype) -> float:
+    """Smallest value of ``dtype`` above ``clamp_value``.
+
+    ``hardtanh_backward`` passes the gradient where ``-b < y' < b``; with this
+    ``b`` that is exactly ``|y'| <= clamp_value``, the unclamped elements.
+    """
+    c = torch.tensor(clamp_value, dtype=dtype)
+    return torch.nextafter(c, torch.tensor(math.inf, dtype=dtype)).item()
+
+
+class _OnlineNormTrain(torch.autograd.Function):
+    """Training-mode normalizer + affine + optional clamp; updates the state in place.
+
+    ``mu``/``var`` advance in ``forward``, ``u``/``v`` in ``backward``.
+    Saves only ``x`` and ``(N, C)`` statistics for backward: the clamp mask is
+    recomputed from ``x``, as batch norm recomputes its normalized input.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mu, var, u, v, alpha_fwd, alpha_bkw, eps, clamp_value, clamp_count):
+        n, c = x.shape[:2]
+        x3 = x.reshape(n, c, -1)
+        positions = x3.shape[2]
+        dtype = _compute_dtype(x.dtype)
+
+        mean = x3.sum(2, dtype=dtype) / positions
+        mean_sq = torch.linalg.vector_norm(x3, dim=2, dtype=dtype).square() / positions
+        s2 = (mean_sq - mean.square()).clamp_min(0)
+
+        mu0, var0 = mu.to(dtype), var.to(dtype)
+        mu_all = geometric_scan((1 - alpha_fwd) * mean, alpha_fwd, mu0)
+        mu_prev = previous(mu_all, mu0)
+        dev = mean - mu_prev
+        var_all = geometric_scan((1 - alpha_fwd) * (s2 + alpha_fwd * dev.square()), alpha_fwd, var0)
+        invstd = torch.rsqrt(previous(var_all, var0) + eps)
+
+        scale = invstd if weight is None else invstd * weight.to(dtype)
+        shift = -mu_prev * scale
+        if bias is not None:
+            shift = shift + bias.to(dtype)
+        out = torch.addcmul(shift[..., None], x3, scale[..., None])
+        if clamp_value is not None:
+            if clamp_count is not None:
+                clamp_count += (out.abs() > clamp_value).sum()
+            out.clamp_(-clamp_value, clamp_value)
+
+        mu.copy_(mu_all[-1])
+        var.copy_(var_all[-1])
+
+        ctx.save_for_backward(x, weight, mean, s2, mu_prev, invstd, scale, shift)
+        # u, v are the live control state, read and advanced by whichever
+        # backward runs next, so they are held by reference, not saved.
+        ctx.control_state = (u, v)
+        ctx.hyper = (alpha_bkw, eps, clamp_value)
+        return out.to(x.dtype).view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, mean, s2, mu_prev, invstd, scale, shift = ctx.saved_tensors
+        u, v = ctx.control_state
+        alpha_bkw, eps, clamp_value = ctx.hyper
+        n, c = x.shape[:2]
+        dtype = mean.dtype
+        x3 = x.reshape(n, c, -1).to(dtype)
+        grad = grad_out.reshape(n, c, -1).to(dtype)
+        positions = x3.shape[2]
+
+        if clamp_value is not None:  # zero where the forward clamped
+            pre_clamp = torch.addcmul(shift[..., None], x3, scale[..., None])
+            bound = _pass_bound(clamp_value, dtype)
+            grad = torch.ops.aten.hardtanh_backward(grad, pre_clamp, -bound, bound)
+
+        # Per (sample, channel): sum(grad * y) and sum(grad) in one fused pass,
+        # by viewing each (n, c) pair as a channel of batch norm's backward.
+        _, sum_grad_y, sum_grad = torch.ops.aten.native_batch_norm_backward(
+            grad.view(1, n * c, positions), x3.view(1, n * c, positions), None, None, None,
+            mu_prev.reshape(-1), invstd.reshape(-1), True, eps, [False, True, True])
+        sum_grad_y, sum_grad = sum_grad_y.view(n, c), sum_grad.view(n, c)
+
+        gamma = 1.0 if weight is None else weight.to(dtype)
+        dev = mean - mu_prev
+        leak = 1 - alpha_bkw
+        # v_t = (1 - leak * mean(y^2)) v_{t-1} + mean(g y), g the gradient at y.
+        mean_y_sq = (s2 + dev.square()) * invstd.square()
+        v0, u0 = v.to(dtype), u.to(dtype)
+        v_all = linear_scan(1 - leak * mean_y_sq, gamma * sum_grad_y / positions, v0)
+        v_prev = previous(v_all, v0)
+        # u_t = a_b u_{t-1} + mean(h_t)
+        mean_h = (gamma * sum_grad / positions - leak * v_prev * dev * invstd) * invstd
+        u_all = geometric_scan(mean_h, alpha_bkw, u0)
+        u_prev = previous(u_all, u0)
+
+        # dx = (gamma * grad - leak * v_prev * y) * invstd - leak * u_prev, y = (x - mu_prev) * invstd
+        x_coef = -leak * v_prev * invstd.square()
+        const = -x_coef * mu_prev - leak * u_prev
+        grad_x = torch.addcmul(const[..., None], x3, x_coef[..., None])
+        grad_x.addcmul_(grad, (gamma * invstd)[..., None])
+
+        u.copy_(u_all[-1])
+        v.copy_(v_all[-1])
+
+        grad_weight = sum_grad_y.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        grad_bias = sum_grad.sum(0).to(weight.dtype) if ctx.needs_input_grad[2] else None
+        return (grad_x.to(x.dtype).view(x.shape), grad_weight, grad_bias) + (None,) * 9
+
+
+def online_norm(
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    var: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    training: bool = True,
+    alpha_fwd: float = 0.999,
+    alpha_bkw: float = 0.99,
+    eps: float = 1e-5,
+    clamp_value: float | None = None,
+    clamp_count: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Online-normalize ``x`` of shape ``(N, C, *spatial)``, then affine and clamp.
+
+    Training mode runs the streaming recurrences in batch order and updates
+    ``mu``, ``var`` (forward) and ``u``, ``v`` (backward) in place.
+    Eval mode computes ``(x - mu) / sqrt(var + eps)`` with the current state
+    and updates nothing (its gradient is plain autograd).
+
+    ``clamp_value=None`` skips the clamp. ``clamp_count``, a 0-d integer
+    tensor, is incremented on the device by the number of elements with
+    ``|y'| > clamp_value`` in training mode (no host synchronisation).
+    """
+    if training:
+        return _OnlineNormTrain.apply(
+            x, weight, bias, mu, var, u, v, alpha_fwd, alpha_bkw, eps, clamp_value, clamp_count)
+    dtype = _compute_dtype(x.dtype)
+    out = F.batch_norm(x.to(dtype), mu.to(dtype), var.to(dtype), weight, bias, False, 0.0, eps)
+    if clamp_value is not None:
+        out = out.clamp(-clamp_value, clamp_value)
+    return out.to(x.dtype)
+
+
+def layer_scale(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Layer scaling ECM: ``x / sqrt(mean(x^2 over all non-batch dims) + eps)``, per sample."""
+    dims = tuple(range(1, x.dim()))
+    xf = x.to(_compute_dtype(x.dtype))
+    return (xf * torch.rsqrt(xf.square().mean(dims, keepdim=True) + eps)).to(x.dtype)

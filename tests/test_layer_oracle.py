@@ -1,0 +1,121 @@
+"""The layer against the independent per-sample float64 oracle (tests/oracle.py)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import onlinenorm
+from oracle import OracleOnlineNorm
+
+REL_TOL = 1e-4
+BATCHES = 3  # consecutive batches, so the carried state is exercised
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """Normwise relative error ``max|a - e| / max|e|``."""
+    return ((actual.double() - expected).abs().max() / expected.abs().max().clamp_min(1e-30)).item()
+
+
+def make_pair(kind, channels, ecm, affine, alpha_fwd, alpha_bkw, clamp_value=1.5, seed=0):
+    """A layer with random affine parameters and an oracle with the same ones."""
+    cls = onlinenorm.OnlineNorm2d if kind == "2d" else onlinenorm.OnlineNorm1d
+    layer = cls(channels, alpha_fwd=alpha_fwd, alpha_bkw=alpha_bkw, affine=affine, ecm=ecm,
+                clamp_value=clamp_value)
+    gen = torch.Generator().manual_seed(seed)
+    if affine:
+        with torch.no_grad():
+            layer.weight.copy_(torch.rand(channels, generator=gen) + 0.5)
+            layer.bias.copy_(torch.randn(channels, generator=gen) * 0.5)
+    oracle = OracleOnlineNorm(channels, alpha_fwd, alpha_bkw, ecm=ecm, clamp_value=clamp_value,
+                              weight=layer.weight, bias=layer.bias)
+    return layer, oracle
+
+
+def batch(kind, n, channels, spatial, gen):
+    """Non-zero-mean, non-unit-scale inputs with per-channel offsets."""
+    shape = (n, channels, *spatial) if kind == "2d" else (n, channels)
+    offsets = torch.linspace(-3.0, 4.0, channels).view(1, channels, *([1] * (len(shape) - 2)))
+    return torch.randn(shape, generator=gen) * 2.0 + offsets, torch.randn(shape, generator=gen)
+
+
+CASES = [
+    (kind, n, ecm, affine)
+    for kind, n, ecm, affine in itertools.product(
+        ("1d", "2d"), (1, 2, 7, 128), onlinenorm.ECMS, (True, False))
+]
+
+
+@pytest.mark.parametrize("alphas", [(0.999, 0.99), (0.9, 0.75)], ids=["paper", "fast-decay"])
+@pytest.mark.parametrize("kind,n,ecm,affine", CASES,
+                         ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}" for k, n, e, a in CASES])
+def test_matches_oracle_over_consecutive_batches(kind, n, ecm, affine, alphas):
+    channels, spatial = 3, (5, 3)
+    layer, oracle = make_pair(kind, channels, ecm, affine, *alphas)
+    gen = torch.Generator().manual_seed(n)
+    for _ in range(BATCHES):
+        x, grad_out = batch(kind, n, channels, spatial, gen)
+        x.requires_grad_(True)
+        layer.zero_grad()
+        out = layer(x)
+        out.backward(grad_out)
+        want_out, want_dx, want_gw, want_gb, _ = oracle.step(x.detach(), grad_out)
+
+        assert out.dtype == torch.float32
+        assert rel_err(out, want_out) < REL_TOL
+        assert rel_err(x.grad, want_dx) < REL_TOL
+        if affine:
+            assert rel_err(layer.weight.grad, want_gw) < REL_TOL
+            assert rel_err(layer.bias.grad, want_gb) < REL_TOL
+        for name in ("mu", "var", "u", "v"):
+            assert rel_err(getattr(layer, name), getattr(oracle, name)) < REL_TOL, name
+
+
+def test_clamped_activations_get_zero_gradient():
+    layer, oracle = make_pair("2d", 4, "ac", True, 0.99, 0.9, clamp_value=0.8)
+    x, grad_out = batch("2d", 16, 4, (7, 7), torch.Generator().manual_seed(3))
+    x.requires_grad_(True)
+    out = layer(x)
+    out.backward(grad_out)
+    *_, pre_clamp = oracle.step(x.detach(), grad_out)
+    clamped = pre_clamp.abs() > 0.8
+    assert 0.05 < clamped.double().mean() < 0.95  # both regions present
+    assert torch.all(out.detach()[clamped].abs() == torch.tensor(0.8))
+    # The control process leaks (1 - a_b) * v * y into every position, so the
+    # input gradient is not zero there; the upstream gradient at y is. Check
+    # it through the weight gradient, which sums only unclamped positions.
+    y = (pre_clamp - layer.bias.detach().double()[:, None, None]) / layer.weight.detach().double()[:, None, None]
+    want_gw = (grad_out.double() * y * ~clamped).sum(dim=(0, 2, 3))
+    assert rel_err(layer.weight.grad, want_gw) < REL_TOL
+
+
+def test_eval_mode_matches_oracle_and_changes_no_buffer():
+    layer, oracle = make_pair("2d", 3, "ac", True, 0.9, 0.8)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(2):  # move the state away from its initial values first
+        x, grad_out = batch("2d", 8, 3, (4, 5), gen)
+        layer(x.requires_grad_()).backward(grad_out)
+        oracle.step(x.detach(), grad_out)
+    layer.eval()
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    x, grad_out = batch("2d", 8, 3, (4, 5), gen)
+    x.requires_grad_(True)
+    out = layer(x)
+    out.backward(grad_out)
+    assert rel_err(out, oracle.evaluate(x.detach())) < REL_TOL
+    after = layer.state_dict()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+    assert int(layer.seen_count) == 2 * 8 * 3 * 4 * 5  # eval does not count
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d"])
+def test_layer_scaling_is_per_sample_rms(kind):
+    layer, _ = make_pair(kind, 4, "ls", True, 0.9, 0.8)
+    x, _ = batch(kind, 6, 4, (3, 3), torch.Generator().manual_seed(1))
+    out = layer(x)
+    dims = tuple(range(1, out.dim()))
+    rms = out.double().square().mean(dims).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-4, atol=0)
