@@ -3,15 +3,15 @@
 import pytest
 import torch
 
-from onlinenorm.scan import geometric_scan, linear_scan, previous
+from onlinenorm.scan import geometric_scan, linear_scan
 
 
 def loop(a, b, h0):
-    h, out = h0.clone(), []
+    """The history ``h_0..h_N`` of ``h_t = a_t h_{t-1} + b_t``, one step at a time."""
+    history = [h0]
     for a_t, b_t in zip(a, b):
-        h = a_t * h + b_t
-        out.append(h)
-    return torch.stack(out)
+        history.append(a_t * history[-1] + b_t)
+    return torch.stack(history)
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 128, 1000])
@@ -20,10 +20,11 @@ def test_geometric_scan_matches_loop(n, a):
     gen = torch.Generator().manual_seed(n)
     b, h0 = torch.randn(n, 3, generator=gen, dtype=torch.float64), torch.randn(3, generator=gen, dtype=torch.float64)
     got = geometric_scan(b, a, h0)
+    assert got.shape == (n + 1, 3)
     torch.testing.assert_close(got, loop(torch.full((n, 3), a, dtype=torch.float64), b, h0))
 
 
-@pytest.mark.parametrize("n", [1, 2, 7, 128, 1000])
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 128, 1000])
 def test_linear_scan_matches_loop(n):
     gen = torch.Generator().manual_seed(n)
     a = torch.rand(n, 4, generator=gen, dtype=torch.float64) * 1.8 - 0.9  # signs mixed, |a| < 1
@@ -41,8 +42,3 @@ def test_scans_stay_finite_where_running_products_underflow():
     for got in (geometric_scan(b, 0.5, h0), linear_scan(torch.full((n, 2), 0.5), b, h0)):
         assert torch.isfinite(got).all()
         torch.testing.assert_close(got, want)
-
-
-def test_previous_shifts_in_the_initial_state():
-    h = torch.tensor([[1.0], [2.0], [3.0]])
-    assert previous(h, torch.tensor([0.5])).flatten().tolist() == [0.5, 1.0, 2.0]

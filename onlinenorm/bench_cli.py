@@ -1,0 +1,58 @@
+"""``onlinenorm bench``: speed figures measured side by side in one process."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape must look like 128x16x32x32; got {text!r}") from None
+    if len(shape) != 4 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"shape must be four positive sizes N x C x H x W; got {text!r}")
+    return shape
+
+
+def register(subparsers) -> None:
+    bench = subparsers.add_parser("bench", help="benchmarks: the layer against batch norm")
+    kinds = bench.add_subparsers(dest="bench_kind", metavar="KIND", required=True)
+    layer = kinds.add_parser(
+        "layer", help="forward+backward of OnlineNorm2d (each ECM) vs BatchNorm2d and the per-sample loop")
+    layer.add_argument("--shape", type=_shape, action="append", metavar="NxCxHxW",
+                       help="input shape (repeatable); default: ResNet-20 shapes and one ResNet-50 shape")
+    layer.add_argument("--rounds", type=int, default=25, help="timed rounds per candidate (median reported)")
+    layer.add_argument("--oracle-rounds", type=int, default=3,
+                       help="rounds of the slow per-sample loop oracle (0 skips it)")
+    layer.add_argument("--device", default="cpu", help="cpu or cuda")
+    layer.add_argument("--dtype", choices=DTYPES, default="float32")
+    layer.add_argument("--threads", type=int, default=None,
+                       help="torch CPU threads (default: torch's choice, one per core)")
+    layer.set_defaults(func=run_layer)
+
+
+def run_layer(args) -> int:
+    import torch
+
+    from onlinenorm.bench import DEFAULT_SHAPES, bench_layer, format_layer_table
+    from onlinenorm.cli import UsageError
+
+    if args.rounds < 1 or args.oracle_rounds < 0:
+        raise UsageError("--rounds must be >= 1 and --oracle-rounds >= 0")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1; got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    print(f"torch {torch.__version__}, device {args.device}, dtype {args.dtype}, "
+          f"{torch.get_num_threads()} threads; median of {args.rounds} interleaved rounds", flush=True)
+    rows = bench_layer(args.shape or DEFAULT_SHAPES, rounds=args.rounds, device=args.device,
+                       dtype=getattr(torch, args.dtype), oracle_rounds=args.oracle_rounds,
+                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(format_layer_table(rows))
+    return 0
