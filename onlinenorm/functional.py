@@ -42,12 +42,14 @@ inputs); the output has the input's dtype.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 
-from onlinenorm.scan import geometric_scan, linear_scan
+from onlinenorm.scan import decay_operators, geometric_scan, linear_scan
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -81,6 +83,7 @@ def _count_outside(y: torch.Tensor, bound: float) -> torch.Tensor:
     return y.numel() - inside.to(torch.int64).sum()
 
 
+@functools.lru_cache(maxsize=None)
 def _pass_bound(clamp_value: float, dtype: torch.dtype) -> float:
     """Smallest value of ``dtype`` above ``clamp_value``.
 
@@ -89,6 +92,106 @@ def _pass_bound(clamp_value: float, dtype: torch.dtype) -> float:
     """
     c = torch.tensor(clamp_value, dtype=dtype)
     return torch.nextafter(c, torch.tensor(math.inf, dtype=dtype)).item()
+
+
+def _forward_math(x3, weight, bias, mu, var, fwd_operators, alpha_fwd: float, eps: float,
+                  clamp: tuple[float, float] | None):
+    """Training forward over ``x3`` ``(N, C, M)`` in the compute dtype; no side effects.
+
+    ``clamp`` is ``(clamp_value, _pass_bound(clamp_value))`` or None for no clamp.
+    Returns ``out``, the clamped-element count (or None), the next ``mu`` and
+    ``var``, and the ``(N, C)`` statistics backward needs.
+    """
+    positions = x3.shape[2]
+    mean = x3.sum(2) / positions
+    mean_sq = torch.linalg.vector_norm(x3, dim=2).square() / positions
+    s2 = (mean_sq - mean.square()).clamp_min(0)
+
+    mu_history = geometric_scan((1 - alpha_fwd) * mean, mu, fwd_operators)
+    mu_prev = mu_history[:-1]
+    dev = mean - mu_prev
+    var_history = geometric_scan((1 - alpha_fwd) * (s2 + alpha_fwd * dev.square()), var, fwd_operators)
+    invstd = torch.rsqrt(var_history[:-1] + eps)
+
+    scale = invstd if weight is None else invstd * weight
+    shift = -mu_prev * scale
+    if bias is not None:
+        shift = shift + bias
+    out = _channel_affine(x3, scale, shift)
+    count = None
+    if clamp is not None:
+        clamp_value, bound = clamp
+        count = _count_outside(out, bound)
+        out = out.clamp(-clamp_value, clamp_value)
+    return out, count, mu_history[-1], var_history[-1], (mean, s2, mu_prev, invstd, scale, shift)
+
+
+def _backward_math(grad, x3, weight, u, v, stats, bkw_operators, alpha_bkw: float, eps: float,
+                   clamp: tuple[float, float] | None):
+    """Training backward: the control process over ``grad`` ``(N, C, M)``; no side effects.
+
+    Returns the input gradient, the per-(sample, channel) sums of
+    ``grad * y`` and ``grad`` (summed over samples they are the weight and
+    bias gradients), and the next ``u`` and ``v``.
+    """
+    mean, s2, mu_prev, invstd, scale, shift = stats
+    n, c, positions = x3.shape
+    if clamp is not None:  # zero where the forward clamped
+        bound = clamp[1]
+        grad = torch.ops.aten.hardtanh_backward(grad, _channel_affine(x3, scale, shift), -bound, bound)
+
+    # Per (sample, channel): sum(grad * y) and sum(grad) in one fused pass,
+    # by viewing each (n, c) pair as a channel of batch norm's backward.
+    _, sum_grad_y, sum_grad = torch.ops.aten.native_batch_norm_backward(
+        grad.view(1, n * c, positions), x3.view(1, n * c, positions), None, None, None,
+        mu_prev.reshape(-1), invstd.reshape(-1), True, eps, [False, True, True])
+    sum_grad_y, sum_grad = sum_grad_y.view(n, c), sum_grad.view(n, c)
+
+    gamma = 1.0 if weight is None else weight
+    dev = mean - mu_prev
+    leak = 1 - alpha_bkw
+    # v_t = (1 - leak * mean(y^2)) v_{t-1} + mean(g y), g the gradient at y.
+    mean_y_sq = (s2 + dev.square()) * invstd.square()
+    v_history = linear_scan(1 - leak * mean_y_sq, gamma * sum_grad_y / positions, v)
+    v_prev = v_history[:-1]
+    # u_t = a_b u_{t-1} + mean(h_t)
+    mean_h = (gamma * sum_grad / positions - leak * v_prev * dev * invstd) * invstd
+    u_history = geometric_scan(mean_h, u, bkw_operators)
+
+    # dx = (gamma * grad - leak * v_prev * y) * invstd - leak * u_prev, y = (x - mu_prev) * invstd
+    x_coef = -leak * v_prev * invstd.square()
+    const = -x_coef * mu_prev - leak * u_history[:-1]
+    grad_x = _channel_affine(x3, x_coef, const).addcmul(grad, (gamma * invstd)[..., None])
+    return grad_x, sum_grad_y, sum_grad, u_history[-1], v_history[-1]
+
+
+class Kernels:
+    """The forward and backward math, run eagerly or through ``torch.compile``.
+
+    Compiled, inductor fuses each direction's passes over the activations
+    (statistics in one read; normalize, affine, clamp and count in one
+    read-write; the backward's two reductions in one read of ``grad`` and
+    ``x``; its output in one more), at the cost of a compile on first use of
+    each shape in each process. Eager needs no compiler.
+    """
+
+    def __init__(self, compiled: bool):
+        wrap = functools.partial(torch.compile, dynamic=None) if compiled else (lambda fn: fn)
+        self.forward = wrap(_forward_math)
+        self.backward = wrap(_backward_math)
+
+
+KERNEL_CHOICES = ("eager", "compiled")
+DEFAULT_KERNELS = os.environ.get("ONLINENORM_KERNELS", "eager")
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(name: str) -> Kernels:
+    """Built on first use, so importing the layer never imports the compiler."""
+    if name not in KERNEL_CHOICES:
+        raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNEL_CHOICES))}; got {name!r}"
+                         " (also check the ONLINENORM_KERNELS environment variable)")
+    return Kernels(compiled=name == "compiled")
 
 
 class _OnlineNormTrain(torch.autograd.Function):
@@ -100,88 +203,46 @@ class _OnlineNormTrain(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mu, var, u, v, alpha_fwd, alpha_bkw, eps, clamp_value, clamp_count):
+    def forward(ctx, x, weight, bias, mu, var, u, v, alpha_fwd, alpha_bkw, eps, clamp_value, clamp_count, kernels):
         n, c = x.shape[:2]
         dtype = _compute_dtype(x.dtype)
         x3 = x.reshape(n, c, -1).to(dtype)
-        positions = x3.shape[2]
+        clamp = None if clamp_value is None else (clamp_value, _pass_bound(clamp_value, dtype))
+        out, count, mu_next, var_next, stats = kernels.forward(
+            x3, _cast(weight, dtype), _cast(bias, dtype), mu.to(dtype), var.to(dtype),
+            decay_operators(n, alpha_fwd, x.device, dtype), alpha_fwd, eps, clamp)
+        if clamp_count is not None and count is not None:
+            clamp_count += count
+        mu.copy_(mu_next)
+        var.copy_(var_next)
 
-        mean = x3.sum(2) / positions
-        mean_sq = torch.linalg.vector_norm(x3, dim=2).square() / positions
-        s2 = (mean_sq - mean.square()).clamp_min(0)
-
-        mu_history = geometric_scan((1 - alpha_fwd) * mean, alpha_fwd, mu.to(dtype))
-        mu_prev = mu_history[:-1]
-        dev = mean - mu_prev
-        var_history = geometric_scan((1 - alpha_fwd) * (s2 + alpha_fwd * dev.square()), alpha_fwd, var.to(dtype))
-        invstd = torch.rsqrt(var_history[:-1] + eps)
-
-        scale = invstd if weight is None else invstd * weight.to(dtype)
-        shift = -mu_prev * scale
-        if bias is not None:
-            shift = shift + bias.to(dtype)
-        out = _channel_affine(x3, scale, shift)
-        if clamp_value is not None:
-            if clamp_count is not None:
-                clamp_count += _count_outside(out, _pass_bound(clamp_value, dtype))
-            out.clamp_(-clamp_value, clamp_value)
-
-        mu.copy_(mu_history[-1])
-        var.copy_(var_history[-1])
-
-        ctx.save_for_backward(x, weight, mean, s2, mu_prev, invstd, scale, shift)
+        ctx.save_for_backward(x, weight, *stats)
         # u, v are the live control state, read and advanced by whichever
         # backward runs next, so they are held by reference, not saved.
         ctx.control_state = (u, v)
-        ctx.hyper = (alpha_bkw, eps, clamp_value)
+        ctx.hyper = (alpha_bkw, eps, clamp, kernels)
         return out.to(x.dtype).view(x.shape)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, weight, mean, s2, mu_prev, invstd, scale, shift = ctx.saved_tensors
+        x, weight, *stats = ctx.saved_tensors
         u, v = ctx.control_state
-        alpha_bkw, eps, clamp_value = ctx.hyper
+        alpha_bkw, eps, clamp, kernels = ctx.hyper
         n, c = x.shape[:2]
-        dtype = mean.dtype
-        x3 = x.reshape(n, c, -1).to(dtype)
-        grad = grad_out.reshape(n, c, -1).to(dtype)
-        positions = x3.shape[2]
-
-        if clamp_value is not None:  # zero where the forward clamped
-            pre_clamp = _channel_affine(x3, scale, shift)
-            bound = _pass_bound(clamp_value, dtype)
-            grad = torch.ops.aten.hardtanh_backward(grad, pre_clamp, -bound, bound)
-
-        # Per (sample, channel): sum(grad * y) and sum(grad) in one fused pass,
-        # by viewing each (n, c) pair as a channel of batch norm's backward.
-        _, sum_grad_y, sum_grad = torch.ops.aten.native_batch_norm_backward(
-            grad.view(1, n * c, positions), x3.view(1, n * c, positions), None, None, None,
-            mu_prev.reshape(-1), invstd.reshape(-1), True, eps, [False, True, True])
-        sum_grad_y, sum_grad = sum_grad_y.view(n, c), sum_grad.view(n, c)
-
-        gamma = 1.0 if weight is None else weight.to(dtype)
-        dev = mean - mu_prev
-        leak = 1 - alpha_bkw
-        # v_t = (1 - leak * mean(y^2)) v_{t-1} + mean(g y), g the gradient at y.
-        mean_y_sq = (s2 + dev.square()) * invstd.square()
-        v_history = linear_scan(1 - leak * mean_y_sq, gamma * sum_grad_y / positions, v.to(dtype))
-        v_prev = v_history[:-1]
-        # u_t = a_b u_{t-1} + mean(h_t)
-        mean_h = (gamma * sum_grad / positions - leak * v_prev * dev * invstd) * invstd
-        u_history = geometric_scan(mean_h, alpha_bkw, u.to(dtype))
-
-        # dx = (gamma * grad - leak * v_prev * y) * invstd - leak * u_prev, y = (x - mu_prev) * invstd
-        x_coef = -leak * v_prev * invstd.square()
-        const = -x_coef * mu_prev - leak * u_history[:-1]
-        grad_x = _channel_affine(x3, x_coef, const)
-        grad_x.addcmul_(grad, (gamma * invstd)[..., None])
-
-        u.copy_(u_history[-1])
-        v.copy_(v_history[-1])
-
+        dtype = stats[0].dtype
+        grad_x, sum_grad_y, sum_grad, u_next, v_next = kernels.backward(
+            grad_out.reshape(n, c, -1).to(dtype), x.reshape(n, c, -1).to(dtype), _cast(weight, dtype),
+            u.to(dtype), v.to(dtype), stats, decay_operators(n, alpha_bkw, x.device, dtype),
+            alpha_bkw, eps, clamp)
+        u.copy_(u_next)
+        v.copy_(v_next)
         grad_weight = sum_grad_y.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
         grad_bias = sum_grad.sum(0).to(weight.dtype) if ctx.needs_input_grad[2] else None
-        return (grad_x.to(x.dtype).view(x.shape), grad_weight, grad_bias) + (None,) * 9
+        return (grad_x.to(x.dtype).view(x.shape), grad_weight, grad_bias) + (None,) * 10
+
+
+def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if t is None else t.to(dtype)
 
 
 def online_norm(
@@ -198,6 +259,7 @@ def online_norm(
     eps: float = 1e-5,
     clamp_value: float | None = None,
     clamp_count: torch.Tensor | None = None,
+    kernels: str = DEFAULT_KERNELS,
 ) -> torch.Tensor:
     """Online-normalize ``x`` of shape ``(N, C, *spatial)``, then affine and clamp.
 
@@ -209,10 +271,14 @@ def online_norm(
     ``clamp_value=None`` skips the clamp. ``clamp_count``, a 0-d integer
     tensor, is incremented on the device by the number of elements with
     ``|y'| > clamp_value`` in training mode (no host synchronisation).
+
+    ``kernels`` picks how training mode runs the math: ``"eager"`` (no
+    compiler needed) or ``"compiled"`` (``torch.compile``, fused passes); the
+    default comes from the ``ONLINENORM_KERNELS`` environment variable.
     """
     if training:
-        return _OnlineNormTrain.apply(
-            x, weight, bias, mu, var, u, v, alpha_fwd, alpha_bkw, eps, clamp_value, clamp_count)
+        return _OnlineNormTrain.apply(x, weight, bias, mu, var, u, v, alpha_fwd, alpha_bkw, eps,
+                                      clamp_value, clamp_count, _kernels(kernels))
     dtype = _compute_dtype(x.dtype)
     out = F.batch_norm(x.to(dtype), mu.to(dtype), var.to(dtype), weight, bias, False, 0.0, eps)
     if clamp_value is not None:

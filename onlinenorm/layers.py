@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from onlinenorm.functional import layer_scale, online_norm
+from onlinenorm.functional import DEFAULT_KERNELS, KERNEL_CHOICES, layer_scale, online_norm
 
 ECMS = ("ac", "ls", "none")
 
@@ -42,6 +42,9 @@ class _OnlineNorm(nn.Module):
             scaling ``y' / sqrt(mean(y'^2 over non-batch dims) + ls_eps)``, or ``"none"``.
         clamp_value: ``c`` for ``ecm="ac"``, > 0.
         ls_eps: ``eps`` of layer scaling, > 0.
+        kernels: how training mode runs: ``"eager"`` (no compiler needed) or
+            ``"compiled"`` (``torch.compile``-fused passes, ~2x faster on CPU
+            once compiled); default from ``ONLINENORM_KERNELS``, else eager.
     """
 
     input_rank: int  # the rank the subclass accepts
@@ -57,6 +60,7 @@ class _OnlineNorm(nn.Module):
         ecm: str = "ac",
         clamp_value: float = 5.0,
         ls_eps: float = 1e-5,
+        kernels: str | None = None,
     ):
         super().__init__()
         if not isinstance(num_features, int) or num_features < 1:
@@ -72,6 +76,10 @@ class _OnlineNorm(nn.Module):
         self.clamp_value = _check_positive("clamp_value", clamp_value)
         self.ls_eps = _check_positive("ls_eps", ls_eps)
         self.clamp_enabled = True  # switched off by onlinenorm.clamp_disabled
+        self.kernels = DEFAULT_KERNELS if kernels is None else kernels
+        if self.kernels not in KERNEL_CHOICES:
+            raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNEL_CHOICES))}; "
+                             f"got {self.kernels!r} (from the argument or ONLINENORM_KERNELS)")
 
         if self.affine:
             self.weight = nn.Parameter(torch.ones(num_features))
@@ -116,7 +124,7 @@ class _OnlineNorm(nn.Module):
             x, self.mu, self.var, self.u, self.v, self.weight, self.bias,
             training=self.training, alpha_fwd=self.alpha_fwd, alpha_bkw=self.alpha_bkw,
             eps=self.eps, clamp_value=self.clamp_value if self.clamps else None,
-            clamp_count=self.clamp_count if counting else None)
+            clamp_count=self.clamp_count if counting else None, kernels=self.kernels)
         if counting:
             self.seen_count += x.numel()
         if self.ecm == "ls":

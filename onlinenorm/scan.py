@@ -24,7 +24,7 @@ import torch
 
 
 @functools.lru_cache(maxsize=64)
-def _decay_operators(n: int, a: float, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def decay_operators(n: int, a: float, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """``E[t, k] = a ** (t - 1 - k)`` for ``k < t`` (else 0), ``(n + 1, n)``; ``q[t] = a ** t``, ``(n + 1, 1)``.
 
     Built in float64 as ``exp(power * log a)`` so each entry is accurate on
@@ -37,14 +37,15 @@ def _decay_operators(n: int, a: float, device: torch.device, dtype: torch.dtype)
     return decay.to(device=device, dtype=dtype), torch.exp(t * log_a).to(device=device, dtype=dtype)
 
 
-def geometric_scan(b: torch.Tensor, a: float, h0: torch.Tensor) -> torch.Tensor:
+def geometric_scan(b: torch.Tensor, h0: torch.Tensor, operators: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Constant coefficient ``0 < a < 1``: ``h_t = a h_{t-1} + b_t``; returns ``(N + 1, C)``.
 
-    Closed form ``h_t = a^t h_0 + sum_{k<=t} a^(t-k) b_k``: one ``(N+1, N) @ (N, C)``
-    matrix product with cached decay operators, which costs far less than
-    one pass over the activations for the batch sizes used in training.
+    ``operators`` is ``decay_operators(N, a, ...)``. Closed form
+    ``h_t = a^t h_0 + sum_{k<=t} a^(t-k) b_k``: one ``(N+1, N) @ (N, C)``
+    matrix product, which costs far less than one pass over the activations
+    for the batch sizes used in training.
     """
-    decay, powers = _decay_operators(b.shape[0], float(a), b.device, b.dtype)
+    decay, powers = operators
     return torch.addmm(powers * h0, decay, b)
 
 

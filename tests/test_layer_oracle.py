@@ -119,3 +119,31 @@ def test_layer_scaling_is_per_sample_rms(kind):
     dims = tuple(range(1, out.dim()))
     rms = out.double().square().mean(dims).sqrt()
     torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-4, atol=0)
+
+
+COMPILED_CASES = [("2d", 7, "ac", True), ("2d", 128, "none", False), ("1d", 2, "ls", True)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,n,ecm,affine", COMPILED_CASES,
+                         ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}" for k, n, e, a in COMPILED_CASES])
+def test_compiled_kernels_match_oracle(kind, n, ecm, affine):
+    """The torch.compile-fused path runs the same math: same tolerance, same carried state."""
+    channels, spatial = 3, (5, 3)
+    layer, oracle = make_pair(kind, channels, ecm, affine, 0.9, 0.75)
+    layer.kernels = "compiled"
+    gen = torch.Generator().manual_seed(n)
+    for _ in range(BATCHES):
+        x, grad_out = batch(kind, n, channels, spatial, gen)
+        x.requires_grad_(True)
+        layer.zero_grad()
+        out = layer(x)
+        out.backward(grad_out)
+        want_out, want_dx, want_gw, want_gb, _ = oracle.step(x.detach(), grad_out)
+        assert rel_err(out, want_out) < REL_TOL
+        assert rel_err(x.grad, want_dx) < REL_TOL
+        if affine:
+            assert rel_err(layer.weight.grad, want_gw) < REL_TOL
+            assert rel_err(layer.bias.grad, want_gb) < REL_TOL
+        for name in ("mu", "var", "u", "v"):
+            assert rel_err(getattr(layer, name), getattr(oracle, name)) < REL_TOL, name
