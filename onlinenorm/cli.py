@@ -17,6 +17,7 @@ import sys
 # Modules that contribute subcommands, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES = (
     "onlinenorm.bench_cli",
+    "analysis.cli",
 )
 
 

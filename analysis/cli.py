@@ -1,0 +1,61 @@
+"""``onlinenorm report``: experiment directories in, an HTML report out.
+
+Only argparse is imported here; pandas and matplotlib load inside the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="write an HTML report, charts and Parquet frames for experiment directories",
+        description="Read Ray Tune experiment directories (never writing into them) and write a "
+                    "self-contained HTML report with charts, tables and trial states, plus Parquet frames.",
+    )
+    parser.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR",
+                        help="an experiment directory, or a Ray storage path holding several")
+    parser.add_argument("--out", metavar="DIR",
+                        help="output directory (default: <first EXPERIMENT_DIR>_report beside it)")
+    parser.set_defaults(func=report)
+
+
+def report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    experiments = [Path(p).expanduser().resolve() for p in args.experiments]
+    missing = [str(p) for p in experiments if not p.is_dir()]
+    if missing:
+        return _usage_error(f"{', '.join(missing)}: no such directory; pass the experiment directory "
+                            "(the one holding experiment_state-*.json and the trial directories)")
+    out = Path(args.out).expanduser().resolve() if args.out else experiments[0].with_name(
+        experiments[0].name + "_report")
+    inside = [str(p) for p in experiments if out == p or p in out.parents]
+    if inside:
+        return _usage_error(f"--out {out} is inside the experiment directory {inside[0]}; "
+                            "reports are never written into an experiment, choose another --out")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from analysis.report import write_report
+    from analysis.results import load
+
+    results = load(experiments)
+    if results.trials.empty:
+        return _usage_error(f"no trials found in {', '.join(map(str, experiments))}; "
+                            "pass a directory written by `onlinenorm sweep run` (a Ray Tune experiment)")
+    path = write_report(results, out)
+    print(path)
+    if results.warnings:
+        print(f"{len(results.warnings)} file(s) could not be read; see the report's last section",
+              file=sys.stderr)
+    return 0
+
+
+def _usage_error(message: str) -> int:
+    print(f"onlinenorm report: error: {message}", file=sys.stderr)
+    return 2

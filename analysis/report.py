@@ -1,0 +1,86 @@
+"""``write_report``: one self-contained HTML page (charts embedded as PNG),
+with the chart files and the Parquet frames beside it."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import charts, tables
+from analysis.parquet import export
+from analysis.results import Results
+
+REPORT_FILE = "report.html"
+TRIAL_STATE_COLUMNS = ["experiment", "trial_id", "normalizer", "setting", "seed", "state", "epochs_done",
+                       "best_val_acc", "best_epoch", "error"]
+TABLES = {
+    "Comparison (best setting per normalizer; medians over its runs)": tables.comparison,
+    "Run-to-run variability of the best accuracy": tables.variability,
+    "Sensitivity: change in median best accuracy per step": tables.sensitivity,
+    "Best clamping settings": tables.best_settings,
+}
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; color: #222; }
+table { border-collapse: collapse; font-size: 0.85em; margin-bottom: 1.5em; }
+th, td { padding: 0.2em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }
+img { max-width: 100%; } figure { margin: 0 0 2em 0; } pre { background: #f5f5f5; padding: 1em; }
+.warning { color: #a40; }
+"""
+
+
+def write_report(results: Results, out_dir: str | os.PathLike) -> Path:
+    """Write ``report.html``, ``charts/*.png|svg`` and the Parquet frames into
+    ``out_dir``; returns the HTML path."""
+    out = Path(out_dir)
+    chart_files = charts.save_all(results, out / "charts")
+    export(results, out)
+    sections = [
+        _section("summary", "Trials by state", _table(pd.crosstab(results.trials["experiment"],
+                                                                   results.trials["state"]).reset_index())),
+        _section("spec", "Sweep spec", _specs(results)),
+        _section("charts", "Charts", "".join(_figure(name, files) for name, files in chart_files.items())),
+        _section("tables", "Tables", "".join(f"<h3>{html.escape(title)}</h3>{_table(table(results.trials))}"
+                                             for title, table in TABLES.items())),
+        _section("trials", "Trial states", _table(results.trials[TRIAL_STATE_COLUMNS])),
+        _section("unreadable", "Files that could not be read", _warnings(results.warnings)),
+    ]
+    title = "Sweep report: " + ", ".join(results.paths)
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>")
+    path = out / REPORT_FILE
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _section(anchor: str, title: str, body: str) -> str:
+    return f"<section id='{anchor}'><h2>{html.escape(title)}</h2>{body}</section>"
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, border=0, na_rep="", float_format="{:.4g}".format)
+
+
+def _specs(results: Results) -> str:
+    return "".join(
+        f"<h3>{html.escape(name)}</h3>"
+        + (f"<pre>{html.escape(results.specs[name])}</pre>" if name in results.specs
+           else f"<p>No spec.yaml in {html.escape(str(path))}.</p>")
+        for name, path in results.paths.items())
+
+
+def _figure(name: str, files: list[Path] | str) -> str:
+    caption = html.escape(name.replace("_", " "))
+    if isinstance(files, str):
+        return f"<figure><figcaption>{caption}: not drawn, {html.escape(files)}.</figcaption></figure>"
+    png = base64.b64encode(files[0].read_bytes()).decode("ascii")
+    return f"<figure><img alt='{caption}' src='data:image/png;base64,{png}'><figcaption>{caption}</figcaption></figure>"
+
+
+def _warnings(warnings: list[str]) -> str:
+    if not warnings:
+        return "<p>Every file was read.</p>"
+    return "<ul>" + "".join(f"<li class='warning'>{html.escape(w)}</li>" for w in warnings) + "</ul>"

@@ -1,0 +1,175 @@
+"""analysis.load: frame contents, trial states, catalogs, unreadable files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import analysis
+import fake_experiment as fx
+
+
+def trial(results, **config):
+    rows = results.trials
+    for key, value in config.items():
+        rows = rows[rows[key] == value]
+    assert len(rows) == 1, config
+    return rows.iloc[0]
+
+
+def test_one_row_per_trial_and_epoch(results):
+    assert len(results.trials) == 24
+    # 16 grid + 4 baselines with 3 epochs, running 1, errored 1, diverged 2, pending 0
+    assert len(results.epochs) == 20 * 3 + 1 + 1 + 2
+    assert not results.epochs.duplicated(["experiment", "trial_id", "epoch"]).any()
+    assert set(results.trials["experiment"]) == {"sweep_a"}
+
+
+def test_trial_states(results):
+    assert results.trials["state"].value_counts().to_dict() == {
+        "finished": 20, "running": 1, "errored": 1, "diverged": 1, "pending": 1}
+    assert trial(results, clamp_value=3.0, seed=0)["state"] == "running"
+    errored = trial(results, clamp_value=3.0, seed=1)
+    assert errored["state"] == "errored" and errored["error"] == "RuntimeError: CUDA out of memory"
+    assert trial(results, clamp_value=8.0, seed=0)["state"] == "diverged"
+    assert trial(results, clamp_value=8.0, seed=1)["state"] == "pending"
+
+
+def test_best_and_final_values_of_a_grid_trial(results):
+    row = trial(results, norm="online", ecm="ac", clamp_value=2.0, alpha_fwd=0.999, alpha_bkw=0.99, seed=0)
+    # best = 0.60 + 0.02 + 0.03 + 0.01 + 0.01 at epoch 2 of [best - 0.1, best, best - 0.05]
+    assert row["best_val_acc"] == pytest.approx(0.67)
+    assert row["best_epoch"] == 2
+    assert row["final_val_acc"] == pytest.approx(0.62)
+    assert row["best_val_loss"] == pytest.approx(1.5 - 0.67)
+    assert row["final_val_loss"] == pytest.approx(1.5 - 0.62)
+    assert row["val_acc_unclamped_at_best"] == pytest.approx(0.665)
+    # layer fractions (0.06, 0.04, 0.02) / epoch, overall their mean 0.04 / epoch
+    assert row["clamp_fraction_at_best"] == pytest.approx(0.02)
+    assert row["clamp_fraction_mean"] == pytest.approx(0.04 * (1 + 1 / 2 + 1 / 3) / 3)
+    assert row["epochs_done"] == 3
+    assert row["normalizer"] == "OnlineNorm (Activation Clamping)"
+    assert row["setting"] == "alpha_bkw=0.99, alpha_fwd=0.999, clamp_value=2.0"
+    assert not row["baseline"]
+
+
+def test_diverged_trial_keeps_its_nan_loss(results):
+    row = trial(results, clamp_value=8.0, seed=0)
+    assert row["best_val_acc"] == pytest.approx(0.3) and row["best_epoch"] == 1
+    assert row["final_val_acc"] == pytest.approx(0.1)
+    assert row["final_val_loss"] != row["final_val_loss"]  # NaN at the diverged epoch
+    assert row["best_val_loss"] == pytest.approx(1.2)
+
+
+def test_baselines_ignore_clamp_value_in_their_setting(results):
+    batch = results.trials[results.trials["norm"] == "batch"]
+    assert batch["baseline"].all() and (batch["normalizer"] == "BatchNorm").all()
+    assert set(batch["setting"]) == {""}  # clamp_value 5.0 and the decay factors do not apply
+    assert batch["clamp_fraction_mean"].isna().all()
+    ls = results.trials[results.trials["ecm"] == "ls"]
+    assert ls["baseline"].all() and set(ls["setting"]) == {"alpha_bkw=0.99, alpha_fwd=0.999"}
+    assert (ls["normalizer"] == "OnlineNorm (Layer Scaling)").all()
+
+
+def test_epochs_frame_has_every_metric(results):
+    expected = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_acc_unclamped",
+                "clamp_fraction", "samples_per_s", "lr", "diverged", "time_total_s"}
+    assert expected <= set(results.epochs.columns)
+    assert not any(c.startswith("clamp_fraction/") for c in results.epochs.columns)
+    assert "config" not in results.epochs.columns and "hostname" not in results.epochs.columns
+    first = results.trials.iloc[0]["trial_id"]
+    rows = results.epochs[results.epochs["trial_id"] == first]
+    assert rows["epoch"].tolist() == [1, 2, 3]
+    assert rows["lr"].tolist() == pytest.approx([0.1, 0.1, 0.01])  # the metric, not the config key
+    assert rows["val_acc"].tolist() == pytest.approx([0.51, 0.61, 0.56])
+
+
+def test_layers_frame_depth_is_model_order(results):
+    first = results.trials.iloc[0]["trial_id"]  # clamp 1.0: fractions (0.3, 0.2, 0.1) / epoch
+    layers = results.layers[results.layers["trial_id"] == first]
+    assert len(layers) == 3 * 3
+    epoch2 = layers[layers["epoch"] == 2].set_index("layer")
+    assert epoch2["depth"].to_dict() == {"stem.norm": 0, "layer1.0.norm1": 1, "layer1.0.norm2": 2}
+    assert epoch2["clamp_fraction"].to_dict() == pytest.approx(
+        {"stem.norm": 0.15, "layer1.0.norm1": 0.1, "layer1.0.norm2": 0.05})
+    batch_ids = results.trials.loc[results.trials["norm"] == "batch", "trial_id"]
+    assert not results.layers["trial_id"].isin(batch_ids).any()
+
+
+def test_half_written_line_is_a_warning_not_a_failure(results):
+    assert len(results.warnings) == 1
+    assert "result.json: line 2 is not valid JSON" in results.warnings[0]
+    assert trial(results, clamp_value=3.0, seed=0)["epochs_done"] == 1
+
+
+def test_spec_is_read(results):
+    assert results.specs == {"sweep_a": fx.SPEC_TEXT}
+
+
+def test_load_never_writes(experiment):
+    before = {p: p.stat().st_mtime_ns for p in experiment.rglob("*")}
+    analysis.load(experiment)
+    assert {p: p.stat().st_mtime_ns for p in experiment.rglob("*")} == before
+
+
+def test_catalog_of_several_experiments(experiment, tmp_path):
+    other = fx.write_experiment(tmp_path / "sweep_b", [
+        fx.FakeTrial(fx.config(clamp_value=1.0), fx.rows(fx.curve(0.7), (0.3, 0.2, 0.1)))])
+    both = analysis.load([experiment, other])
+    assert both.trials.groupby("experiment").size().to_dict() == {"sweep_a": 24, "sweep_b": 1}
+    assert set(both.epochs["experiment"]) == {"sweep_a", "sweep_b"}
+    assert set(both.specs) == {"sweep_a"}
+    # a storage path holding several experiments loads them all
+    shutil.copytree(experiment, tmp_path / "sweep_a")
+    assert set(analysis.load(tmp_path).trials["experiment"]) == {"sweep_a", "sweep_b"}
+
+
+def test_unreadable_files_are_reported_and_the_rest_loads(experiment, tmp_path):
+    copy = shutil.copytree(experiment, tmp_path / "sweep_a")
+    trial_dirs = sorted(p for p in copy.iterdir() if (p / "params.json").exists())
+    (trial_dirs[0] / "params.json").write_text("{not json")
+    state_file = next(copy.glob("experiment_state-*.json"))
+    state_file.write_text("{truncated")
+    loaded = analysis.load(copy)
+    assert len(loaded.trials) == 23  # the pending trial was known only from experiment_state
+    assert any(str(state_file) in w and "inferred from the trial files" in w for w in loaded.warnings)
+    assert any("params.json: not valid JSON" in w for w in loaded.warnings)
+    assert loaded.trials["ray_status"].isna().all()
+    # states from the files alone: epochs reached, error.txt, diverged flag
+    assert loaded.trials["state"].value_counts().to_dict() == {
+        "finished": 20, "running": 1, "errored": 1, "diverged": 1}
+    # without params.json nor experiment_state, the config comes from Ray's copy in result.json
+    broken = loaded.trials[loaded.trials["trial_dir"] == str(trial_dirs[0])].iloc[0]
+    assert broken["clamp_value"] == 1.0 and broken["best_val_acc"] == pytest.approx(0.61)
+
+
+def test_resumed_trial_keeps_the_latest_report_of_each_epoch(tmp_path):
+    rows = fx.rows([0.5, 0.6, 0.7])
+    rerun = dict(rows[2], val_acc=0.75)  # restored from the epoch-2 checkpoint, epoch 3 reported again
+    path = fx.write_experiment(tmp_path / "resumed", [fx.FakeTrial(fx.config(), rows + [rerun])])
+    loaded = analysis.load(path)
+    assert loaded.epochs["epoch"].tolist() == [1, 2, 3]
+    assert loaded.trials.iloc[0]["best_val_acc"] == pytest.approx(0.75)
+
+
+def test_missing_path_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such experiment directory"):
+        analysis.load(tmp_path / "absent")
+
+
+def test_import_needs_neither_torch_nor_ray():
+    code = ("import sys, analysis, analysis.charts, analysis.report, analysis.cli; "
+            "assert all(callable(f) for f in (analysis.load, analysis.export, analysis.write_report)); "
+            "print(json.dumps(sorted(m for m in ('torch', 'ray', 'onlinenorm', 'sweeps') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_cli_module_imports_no_pandas():
+    code = "import sys, analysis.cli; print('pandas' in sys.modules or 'matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
