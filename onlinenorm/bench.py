@@ -65,16 +65,23 @@ def load_oracle():
     return module.OracleOnlineNorm
 
 
-def layer_steps(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> dict[str, Callable[[], None]]:
-    """One forward+backward step of batch norm and of ``OnlineNorm2d`` with each ECM."""
+def candidate_name(ecm: str, kernels: str) -> str:
+    """``ac`` for eager kernels, ``ac*`` for compiled ones."""
+    return ecm if kernels == "eager" else f"{ecm}*"
+
+
+def layer_steps(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
+                kernels: tuple[str, ...]) -> dict[str, Callable[[], None]]:
+    """One forward+backward step of batch norm and of ``OnlineNorm2d`` with each ECM and kernel choice."""
     gen = torch.Generator().manual_seed(0)
     x = (torch.randn(shape, generator=gen) * 2 + 1).to(device, dtype).requires_grad_(True)
     grad_out = torch.randn(shape, generator=gen).to(device, dtype)
     channels = shape[1]
     steps = {"batchnorm": _train_step(nn.BatchNorm2d(channels).to(device, dtype), x, grad_out)}
-    for ecm in ECMS:
-        layer = OnlineNorm2d(channels, ecm=ecm, clamp_value=2.0).to(device)
-        steps[ecm] = _train_step(layer, x, grad_out)
+    for kind in kernels:
+        for ecm in ECMS:
+            layer = OnlineNorm2d(channels, ecm=ecm, clamp_value=2.0, kernels=kind).to(device)
+            steps[candidate_name(ecm, kind)] = _train_step(layer, x, grad_out)
     return steps
 
 
@@ -86,33 +93,42 @@ def oracle_step(oracle_cls, shape: tuple[int, ...]) -> Callable[[], None]:
 
 
 def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                oracle_rounds: int = 3, progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Time forward+backward per shape; one result row per shape (times in ms, ratios)."""
+                oracle_rounds: int = 3, kernels: tuple[str, ...] = ("eager", "compiled"),
+                progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Time forward+backward per shape; one result row per shape (times in ms, ratios to batch norm)."""
     dev = torch.device(device)
     oracle_cls = load_oracle() if oracle_rounds > 0 else None
     rows = []
     for shape in shapes:
         if progress:
             progress(f"timing {shape} ...")
-        medians = time_interleaved(layer_steps(shape, dev, dtype), rounds, dev)
+        medians = time_interleaved(layer_steps(shape, dev, dtype, kernels), rounds, dev)
         row = {"shape": shape, **{f"{k}_ms": v * 1e3 for k, v in medians.items()}}
-        for ecm in ECMS:
-            row[f"{ecm}/bn"] = medians[ecm] / medians["batchnorm"]
-        row["ac/ls"] = medians["ac"] / medians["ls"]
+        for name, seconds in medians.items():
+            row[f"{name}/bn"] = seconds / medians["batchnorm"]
+        for kind in kernels:
+            row[f"{candidate_name('ac', kind)}/ls"] = medians[candidate_name("ac", kind)] / medians[candidate_name("ls", kind)]
         if oracle_cls is not None:
             loop = time_interleaved({"loop": oracle_step(oracle_cls, shape)}, oracle_rounds, dev, warmup=0)
             row["loop_ms"] = loop["loop"] * 1e3
-            row["loop/ac"] = loop["loop"] / medians["ac"]
+            fastest_ac = min(medians[candidate_name("ac", kind)] for kind in kernels)
+            row["loop/ac"] = loop["loop"] / fastest_ac
         rows.append(row)
     return rows
 
 
 def format_layer_table(rows: list[dict]) -> str:
-    """The ratio table: times in ms, ratios online / batch norm, and loop oracle / ac."""
-    header = f"{'shape':<20}{'BN ms':>8}{'ac ms':>8}{'ac/BN':>7}{'ls/BN':>7}{'none/BN':>8}{'ac/ls':>7}{'loop/ac':>9}"
-    lines = [header, "-" * len(header)]
+    """Times in ms and ratios: online / batch norm per ECM and kernel choice, ac / ls, loop / fastest ac."""
+    ratio_keys = [k for k in rows[0] if k.endswith("/bn") and k != "batchnorm/bn"]
+    ratio_keys += [k for k in rows[0] if k.endswith("/ls")]
+    columns = ["BN ms", "ac ms"] + [k.replace("/bn", "/BN") for k in ratio_keys] + ["loop/ac"]
+    widths = [max(9, len(c) + 2) for c in columns]
+    lines = [f"{'shape':<20}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))]
+    lines.append("-" * len(lines[0]))
     for r in rows:
-        loop = f"{r['loop/ac']:>8.1f}x" if "loop/ac" in r else f"{'n/a':>9}"
-        lines.append(f"{str(r['shape']):<20}{r['batchnorm_ms']:>8.2f}{r['ac_ms']:>8.2f}{r['ac/bn']:>7.2f}"
-                     f"{r['ls/bn']:>7.2f}{r['none/bn']:>8.2f}{r['ac/ls']:>7.2f}{loop}")
+        cells = [f"{r['batchnorm_ms']:.2f}", f"{r['ac_ms']:.2f}"] + [f"{r[k]:.2f}" for k in ratio_keys]
+        cells.append(f"{r['loop/ac']:.1f}x" if "loop/ac" in r else "n/a")
+        lines.append(f"{str(r['shape']):<20}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+    if any("*" in k for k in ratio_keys):
+        lines.append("* = kernels='compiled' (torch.compile-fused); unstarred = eager")
     return "\n".join(lines)

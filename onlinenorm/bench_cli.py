@@ -30,6 +30,8 @@ def register(subparsers) -> None:
                        help="rounds of the slow per-sample loop oracle (0 skips it)")
     layer.add_argument("--device", default="cpu", help="cpu or cuda")
     layer.add_argument("--dtype", choices=DTYPES, default="float32")
+    layer.add_argument("--kernels", default="eager,compiled",
+                       help="comma-separated kernel choices to time: eager, compiled (default: both)")
     layer.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: torch's choice, one per core)")
     layer.set_defaults(func=run_layer)
@@ -40,6 +42,7 @@ def run_layer(args) -> int:
 
     from onlinenorm.bench import DEFAULT_SHAPES, bench_layer, format_layer_table
     from onlinenorm.cli import UsageError
+    from onlinenorm.functional import KERNEL_CHOICES
 
     if args.rounds < 1 or args.oracle_rounds < 0:
         raise UsageError("--rounds must be >= 1 and --oracle-rounds >= 0")
@@ -49,10 +52,13 @@ def run_layer(args) -> int:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
+    if not kernels or any(k not in KERNEL_CHOICES for k in kernels):
+        raise UsageError(f"--kernels must list some of {', '.join(KERNEL_CHOICES)}; got {args.kernels!r}")
     print(f"torch {torch.__version__}, device {args.device}, dtype {args.dtype}, "
           f"{torch.get_num_threads()} threads; median of {args.rounds} interleaved rounds", flush=True)
     rows = bench_layer(args.shape or DEFAULT_SHAPES, rounds=args.rounds, device=args.device,
-                       dtype=getattr(torch, args.dtype), oracle_rounds=args.oracle_rounds,
+                       dtype=getattr(torch, args.dtype), oracle_rounds=args.oracle_rounds, kernels=kernels,
                        progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_layer_table(rows))
     return 0

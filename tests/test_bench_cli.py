@@ -6,7 +6,7 @@ from onlinenorm.cli import main
 
 
 def test_bench_layer_prints_ratio_table(capsys):
-    assert main(["bench", "layer", "--shape", "3x2x5x5", "--shape", "2x4x3x3",
+    assert main(["bench", "layer", "--shape", "3x2x5x5", "--shape", "2x4x3x3", "--kernels", "eager",
                  "--rounds", "2", "--oracle-rounds", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     header, rule, *rows = out.splitlines()[1:]
@@ -15,6 +15,21 @@ def test_bench_layer_prints_ratio_table(capsys):
     for row in rows:
         ratios = [float(cell.rstrip("x")) for cell in row.split(")")[1].split()]
         assert len(ratios) == 7 and all(r > 0 for r in ratios)
+
+
+@pytest.mark.slow
+def test_bench_layer_times_compiled_kernels_beside_eager(capsys):
+    assert main(["bench", "layer", "--shape", "4x3x5x5", "--rounds", "1", "--oracle-rounds", "0",
+                 "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[-4:] == ["none*/BN", "ac/ls", "ac*/ls", "loop/ac"]
+    assert lines[-1].startswith("* = kernels='compiled'")
+
+
+def test_bench_layer_rejects_unknown_kernels(capsys):
+    assert main(["bench", "layer", "--kernels", "eager,fast"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "onlinenorm bench: error: --kernels must list some of eager, compiled; got 'eager,fast'")
 
 
 @pytest.mark.parametrize("argv,message", [
