@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from onlinenorm.functional import layer_scale
 from onlinenorm.layers import ECMS, OnlineNorm2d
 
 RESNET20_SHAPES = ((128, 16, 32, 32), (128, 32, 16, 16), (128, 64, 8, 8))
@@ -70,6 +71,21 @@ def candidate_name(ecm: str, kernels: str) -> str:
     return ecm if kernels == "eager" else f"{ecm}*"
 
 
+class _AutogradLayerScaling(nn.Module):
+    """Online norm without ECM, then layer scaling as separate autograd ops.
+
+    The way layer scaling is usually implemented (and was costed in the
+    paper): the baseline for the "clamping is cheaper" comparison.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = OnlineNorm2d(channels, ecm="none")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_scale(self.norm(x))
+
+
 def layer_steps(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
                 kernels: tuple[str, ...]) -> dict[str, Callable[[], None]]:
     """One forward+backward step of batch norm and of ``OnlineNorm2d`` with each ECM and kernel choice."""
@@ -77,12 +93,12 @@ def layer_steps(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype
     x = (torch.randn(shape, generator=gen) * 2 + 1).to(device, dtype).requires_grad_(True)
     grad_out = torch.randn(shape, generator=gen).to(device, dtype)
     channels = shape[1]
-    steps = {"batchnorm": _train_step(nn.BatchNorm2d(channels).to(device, dtype), x, grad_out)}
+    modules = {"batchnorm": nn.BatchNorm2d(channels).to(device, dtype)}
     for kind in kernels:
         for ecm in ECMS:
-            layer = OnlineNorm2d(channels, ecm=ecm, clamp_value=2.0, kernels=kind).to(device)
-            steps[candidate_name(ecm, kind)] = _train_step(layer, x, grad_out)
-    return steps
+            modules[candidate_name(ecm, kind)] = OnlineNorm2d(channels, ecm=ecm, clamp_value=2.0, kernels=kind)
+    modules["ls-autograd"] = _AutogradLayerScaling(channels)
+    return {name: _train_step(module.to(device), x, grad_out) for name, module in modules.items()}
 
 
 def oracle_step(oracle_cls, shape: tuple[int, ...]) -> Callable[[], None]:
@@ -95,40 +111,39 @@ def oracle_step(oracle_cls, shape: tuple[int, ...]) -> Callable[[], None]:
 def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dtype: torch.dtype = torch.float32,
                 oracle_rounds: int = 3, kernels: tuple[str, ...] = ("eager", "compiled"),
                 progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Time forward+backward per shape; one result row per shape (times in ms, ratios to batch norm)."""
+    """Time forward+backward per shape.
+
+    One result per shape: ``{"shape": ..., "ms": {candidate: median ms}}``,
+    candidates ``batchnorm``, each ECM per kernel choice (``ac``, ``ac*``, ...),
+    ``ls-autograd`` and, unless ``oracle_rounds=0``, ``loop`` (the per-sample oracle).
+    """
     dev = torch.device(device)
     oracle_cls = load_oracle() if oracle_rounds > 0 else None
-    rows = []
+    results = []
     for shape in shapes:
         if progress:
             progress(f"timing {shape} ...")
         medians = time_interleaved(layer_steps(shape, dev, dtype, kernels), rounds, dev)
-        row = {"shape": shape, **{f"{k}_ms": v * 1e3 for k, v in medians.items()}}
-        for name, seconds in medians.items():
-            row[f"{name}/bn"] = seconds / medians["batchnorm"]
-        for kind in kernels:
-            row[f"{candidate_name('ac', kind)}/ls"] = medians[candidate_name("ac", kind)] / medians[candidate_name("ls", kind)]
         if oracle_cls is not None:
-            loop = time_interleaved({"loop": oracle_step(oracle_cls, shape)}, oracle_rounds, dev, warmup=0)
-            row["loop_ms"] = loop["loop"] * 1e3
-            fastest_ac = min(medians[candidate_name("ac", kind)] for kind in kernels)
-            row["loop/ac"] = loop["loop"] / fastest_ac
-        rows.append(row)
-    return rows
+            medians |= time_interleaved({"loop": oracle_step(oracle_cls, shape)}, oracle_rounds, dev, warmup=0)
+        results.append({"shape": shape, "ms": {name: sec * 1e3 for name, sec in medians.items()}})
+    return results
 
 
-def format_layer_table(rows: list[dict]) -> str:
-    """Times in ms and ratios: online / batch norm per ECM and kernel choice, ac / ls, loop / fastest ac."""
-    ratio_keys = [k for k in rows[0] if k.endswith("/bn") and k != "batchnorm/bn"]
-    ratio_keys += [k for k in rows[0] if k.endswith("/ls")]
-    columns = ["BN ms", "ac ms"] + [k.replace("/bn", "/BN") for k in ratio_keys] + ["loop/ac"]
-    widths = [max(9, len(c) + 2) for c in columns]
-    lines = [f"{'shape':<20}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))]
-    lines.append("-" * len(lines[0]))
-    for r in rows:
-        cells = [f"{r['batchnorm_ms']:.2f}", f"{r['ac_ms']:.2f}"] + [f"{r[k]:.2f}" for k in ratio_keys]
-        cells.append(f"{r['loop/ac']:.1f}x" if "loop/ac" in r else "n/a")
-        lines.append(f"{str(r['shape']):<20}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
-    if any("*" in k for k in ratio_keys):
-        lines.append("* = kernels='compiled' (torch.compile-fused); unstarred = eager")
+def format_layer_table(results: list[dict]) -> str:
+    """Per shape: each candidate's median ms and its ratio to batch norm, then the ac-vs-ls ratios."""
+    lines = [f"{'shape':<20}{'candidate':<14}{'ms':>10}{'x BN':>8}", "-" * 52]
+    for result in results:
+        ms = result["ms"]
+        for i, (name, value) in enumerate(ms.items()):
+            shape = str(result["shape"]) if i == 0 else ""
+            lines.append(f"{shape:<20}{name:<14}{value:>10.2f}{value / ms['batchnorm']:>8.2f}")
+        ratios = [f"{ac}/{ls} {ms[ac] / ms[ls]:.2f}" for ac, ls in
+                  (("ac", "ls"), ("ac*", "ls*"), ("ac", "ls-autograd")) if ac in ms and ls in ms]
+        if "loop" in ms:
+            fastest = min(ms[name] for name in ("ac", "ac*") if name in ms)
+            ratios.append(f"loop/fastest ac {ms['loop'] / fastest:.1f}x")
+        lines.append(f"{'':<20}{', '.join(ratios)}")
+    lines.append("* = kernels='compiled' (torch.compile-fused); ls-autograd = ecm='none' then layer scaling "
+                 "as plain autograd ops; loop = per-sample float64 oracle")
     return "\n".join(lines)

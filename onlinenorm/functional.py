@@ -32,9 +32,16 @@ where ``mean(y_t) = (m_t - mu_{t-1}) / sqrt(var_{t-1} + eps)`` and
 the forward statistics without touching the activations again.
 
 After the normalizer: the optional affine ``y' = weight * y + bias``, then an
-error compensation mechanism: activation clamping ``clamp(y', -c, c)``
-(inside the same autograd node, so its mask is recomputed rather than stored)
-or layer scaling (``layer_scale``, plain autograd).
+error compensation mechanism, both inside the same autograd node:
+
+- activation clamping ``z = clamp(y', -c, c)``, gradient zero where clamped
+  (the mask is recomputed from ``x`` in backward rather than stored);
+- layer scaling ``z = r_n y'`` with ``r_n = 1 / sqrt(mean(y'^2 over C, M) + ls_eps)``
+  per sample. ``mean(y'^2)`` of each (sample, channel) is
+  ``scale^2 s2 + (scale (m - mu_prev) + bias)^2`` with ``scale = weight / sqrt(var_prev + eps)``,
+  so ``r_n`` costs no pass, and its gradient
+  ``dL/dy' = r_n g - r_n^3 y' mean(g y')`` folds into the same per-(sample,
+  channel) coefficients as the control process: layer scaling costs what no ECM costs.
 
 Statistics and control state are kept in float32 (float64 for float64
 inputs); the output has the input's dtype.
@@ -95,12 +102,14 @@ def _pass_bound(clamp_value: float, dtype: torch.dtype) -> float:
 
 
 def _forward_math(x3, weight, bias, mu, var, fwd_operators, alpha_fwd: float, eps: float,
-                  clamp: tuple[float, float] | None):
+                  clamp: tuple[float, float] | None, ls_eps: float | None):
     """Training forward over ``x3`` ``(N, C, M)`` in the compute dtype; no side effects.
 
-    ``clamp`` is ``(clamp_value, _pass_bound(clamp_value))`` or None for no clamp.
+    ``clamp`` is ``(clamp_value, _pass_bound(clamp_value))`` for activation
+    clamping, ``ls_eps`` a float for layer scaling; at most one is given.
     Returns ``out``, the clamped-element count (or None), the next ``mu`` and
-    ``var``, and the ``(N, C)`` statistics backward needs.
+    ``var``, and the statistics backward needs (``(N, C)`` tensors and, for
+    layer scaling, ``r`` as ``(N, 1)``).
     """
     positions = x3.shape[2]
     mean = x3.sum(2) / positions
@@ -114,27 +123,32 @@ def _forward_math(x3, weight, bias, mu, var, fwd_operators, alpha_fwd: float, ep
     invstd = torch.rsqrt(var_history[:-1] + eps)
 
     scale = invstd if weight is None else invstd * weight
-    shift = -mu_prev * scale
-    if bias is not None:
-        shift = shift + bias
-    out = _channel_affine(x3, scale, shift)
-    count = None
+    beta = 0.0 if bias is None else bias
+    shift = beta - mu_prev * scale
+    count, ls_scale = None, None
+    if ls_eps is not None:
+        mean_out_sq = scale.square() * s2 + (scale * dev + beta).square()  # mean over M of y'^2
+        ls_scale = torch.rsqrt(mean_out_sq.mean(1, keepdim=True) + ls_eps)
+        out = _channel_affine(x3, scale * ls_scale, shift * ls_scale)
+    else:
+        out = _channel_affine(x3, scale, shift)
     if clamp is not None:
         clamp_value, bound = clamp
         count = _count_outside(out, bound)
         out = out.clamp(-clamp_value, clamp_value)
-    return out, count, mu_history[-1], var_history[-1], (mean, s2, mu_prev, invstd, scale, shift)
+    stats = (mean, s2, mu_prev, invstd, scale, shift, ls_scale)
+    return out, count, mu_history[-1], var_history[-1], stats
 
 
-def _backward_math(grad, x3, weight, u, v, stats, bkw_operators, alpha_bkw: float, eps: float,
+def _backward_math(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw: float, eps: float,
                    clamp: tuple[float, float] | None):
     """Training backward: the control process over ``grad`` ``(N, C, M)``; no side effects.
 
     Returns the input gradient, the per-(sample, channel) sums of
-    ``grad * y`` and ``grad`` (summed over samples they are the weight and
-    bias gradients), and the next ``u`` and ``v``.
+    ``g' * y`` and ``g'`` with ``g'`` the gradient at ``y'`` (summed over
+    samples they are the weight and bias gradients), and the next ``u``, ``v``.
     """
-    mean, s2, mu_prev, invstd, scale, shift = stats
+    mean, s2, mu_prev, invstd, scale, shift, ls_scale = stats
     n, c, positions = x3.shape
     if clamp is not None:  # zero where the forward clamped
         bound = clamp[1]
@@ -148,20 +162,31 @@ def _backward_math(grad, x3, weight, u, v, stats, bkw_operators, alpha_bkw: floa
     sum_grad_y, sum_grad = sum_grad_y.view(n, c), sum_grad.view(n, c)
 
     gamma = 1.0 if weight is None else weight
+    beta = 0.0 if bias is None else bias
     dev = mean - mu_prev
-    leak = 1 - alpha_bkw
-    # v_t = (1 - leak * mean(y^2)) v_{t-1} + mean(g y), g the gradient at y.
+    sum_y = positions * dev * invstd
     mean_y_sq = (s2 + dev.square()) * invstd.square()
+    # The gradient at y' is grad_scale * grad + y_coef * y + const_coef (per sample, channel).
+    grad_scale, y_coef, const_coef = 1.0, 0.0, 0.0
+    if ls_scale is not None:
+        # g' = r g - r^3 y' K, K = mean over (C, M) of g y' = sum_c (gamma sum(g y) + beta sum(g)) / (C M)
+        r3k = ls_scale.pow(3) * (gamma * sum_grad_y + beta * sum_grad).sum(1, keepdim=True) / (c * positions)
+        grad_scale, y_coef, const_coef = ls_scale, -r3k * gamma, -r3k * beta
+        sum_grad_y, sum_grad = (ls_scale * sum_grad_y + y_coef * positions * mean_y_sq + const_coef * sum_y,
+                                ls_scale * sum_grad + y_coef * sum_y + const_coef * positions)
+
+    leak = 1 - alpha_bkw
+    # v_t = (1 - leak * mean(y^2)) v_{t-1} + mean(g y), g = gamma g' the gradient at y.
     v_history = linear_scan(1 - leak * mean_y_sq, gamma * sum_grad_y / positions, v)
     v_prev = v_history[:-1]
     # u_t = a_b u_{t-1} + mean(h_t)
     mean_h = (gamma * sum_grad / positions - leak * v_prev * dev * invstd) * invstd
     u_history = geometric_scan(mean_h, u, bkw_operators)
 
-    # dx = (gamma * grad - leak * v_prev * y) * invstd - leak * u_prev, y = (x - mu_prev) * invstd
-    x_coef = -leak * v_prev * invstd.square()
-    const = -x_coef * mu_prev - leak * u_history[:-1]
-    grad_x = _channel_affine(x3, x_coef, const).addcmul(grad, (gamma * invstd)[..., None])
+    # dx = (gamma g' - leak * v_prev * y) * invstd - leak * u_prev, y = (x - mu_prev) * invstd
+    x_coef = (gamma * y_coef - leak * v_prev) * invstd.square()
+    const = -x_coef * mu_prev + gamma * const_coef * invstd - leak * u_history[:-1]
+    grad_x = _channel_affine(x3, x_coef, const).addcmul(grad, (gamma * grad_scale * invstd)[..., None])
     return grad_x, sum_grad_y, sum_grad, u_history[-1], v_history[-1]
 
 
@@ -195,28 +220,30 @@ def _kernels(name: str) -> Kernels:
 
 
 class _OnlineNormTrain(torch.autograd.Function):
-    """Training-mode normalizer + affine + optional clamp; updates the state in place.
+    """Training-mode normalizer + affine + ECM; updates the state in place.
 
     ``mu``/``var`` advance in ``forward``, ``u``/``v`` in ``backward``.
-    Saves only ``x`` and ``(N, C)`` statistics for backward: the clamp mask is
-    recomputed from ``x``, as batch norm recomputes its normalized input.
+    Saves only ``x`` and per-(sample, channel) statistics for backward: the
+    clamp mask is recomputed from ``x``, as batch norm recomputes its
+    normalized input.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mu, var, u, v, alpha_fwd, alpha_bkw, eps, clamp_value, clamp_count, kernels):
+    def forward(ctx, x, weight, bias, mu, var, u, v, alpha_fwd, alpha_bkw, eps, clamp_value, ls_eps,
+                clamp_count, kernels):
         n, c = x.shape[:2]
         dtype = _compute_dtype(x.dtype)
         x3 = x.reshape(n, c, -1).to(dtype)
         clamp = None if clamp_value is None else (clamp_value, _pass_bound(clamp_value, dtype))
         out, count, mu_next, var_next, stats = kernels.forward(
             x3, _cast(weight, dtype), _cast(bias, dtype), mu.to(dtype), var.to(dtype),
-            decay_operators(n, alpha_fwd, x.device, dtype), alpha_fwd, eps, clamp)
+            decay_operators(n, alpha_fwd, x.device, dtype), alpha_fwd, eps, clamp, ls_eps)
         if clamp_count is not None and count is not None:
             clamp_count += count
         mu.copy_(mu_next)
         var.copy_(var_next)
 
-        ctx.save_for_backward(x, weight, *stats)
+        ctx.save_for_backward(x, weight, bias, *stats)
         # u, v are the live control state, read and advanced by whichever
         # backward runs next, so they are held by reference, not saved.
         ctx.control_state = (u, v)
@@ -225,20 +252,20 @@ class _OnlineNormTrain(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, weight, *stats = ctx.saved_tensors
+        x, weight, bias, *stats = ctx.saved_tensors
         u, v = ctx.control_state
         alpha_bkw, eps, clamp, kernels = ctx.hyper
         n, c = x.shape[:2]
         dtype = stats[0].dtype
         grad_x, sum_grad_y, sum_grad, u_next, v_next = kernels.backward(
             grad_out.reshape(n, c, -1).to(dtype), x.reshape(n, c, -1).to(dtype), _cast(weight, dtype),
-            u.to(dtype), v.to(dtype), stats, decay_operators(n, alpha_bkw, x.device, dtype),
-            alpha_bkw, eps, clamp)
+            _cast(bias, dtype), u.to(dtype), v.to(dtype), stats,
+            decay_operators(n, alpha_bkw, x.device, dtype), alpha_bkw, eps, clamp)
         u.copy_(u_next)
         v.copy_(v_next)
         grad_weight = sum_grad_y.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
-        grad_bias = sum_grad.sum(0).to(weight.dtype) if ctx.needs_input_grad[2] else None
-        return (grad_x.to(x.dtype).view(x.shape), grad_weight, grad_bias) + (None,) * 10
+        grad_bias = sum_grad.sum(0).to(bias.dtype) if ctx.needs_input_grad[2] else None
+        return (grad_x.to(x.dtype).view(x.shape), grad_weight, grad_bias) + (None,) * 11
 
 
 def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -258,31 +285,37 @@ def online_norm(
     alpha_bkw: float = 0.99,
     eps: float = 1e-5,
     clamp_value: float | None = None,
+    ls_eps: float | None = None,
     clamp_count: torch.Tensor | None = None,
     kernels: str = DEFAULT_KERNELS,
 ) -> torch.Tensor:
-    """Online-normalize ``x`` of shape ``(N, C, *spatial)``, then affine and clamp.
+    """Online-normalize ``x`` of shape ``(N, C, *spatial)``, then the affine and an ECM.
 
     Training mode runs the streaming recurrences in batch order and updates
     ``mu``, ``var`` (forward) and ``u``, ``v`` (backward) in place.
     Eval mode computes ``(x - mu) / sqrt(var + eps)`` with the current state
     and updates nothing (its gradient is plain autograd).
 
-    ``clamp_value=None`` skips the clamp. ``clamp_count``, a 0-d integer
-    tensor, is incremented on the device by the number of elements with
+    ECM: ``clamp_value`` for activation clamping, ``ls_eps`` for layer
+    scaling, neither for none. ``clamp_count``, a 0-d integer tensor, is
+    incremented on the device by the number of elements with
     ``|y'| > clamp_value`` in training mode (no host synchronisation).
 
     ``kernels`` picks how training mode runs the math: ``"eager"`` (no
     compiler needed) or ``"compiled"`` (``torch.compile``, fused passes); the
     default comes from the ``ONLINENORM_KERNELS`` environment variable.
     """
+    if clamp_value is not None and ls_eps is not None:
+        raise ValueError("give clamp_value (activation clamping) or ls_eps (layer scaling), not both")
     if training:
         return _OnlineNormTrain.apply(x, weight, bias, mu, var, u, v, alpha_fwd, alpha_bkw, eps,
-                                      clamp_value, clamp_count, _kernels(kernels))
+                                      clamp_value, ls_eps, clamp_count, _kernels(kernels))
     dtype = _compute_dtype(x.dtype)
     out = F.batch_norm(x.to(dtype), mu.to(dtype), var.to(dtype), weight, bias, False, 0.0, eps)
     if clamp_value is not None:
         out = out.clamp(-clamp_value, clamp_value)
+    if ls_eps is not None:
+        out = layer_scale(out, ls_eps)
     return out.to(x.dtype)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from onlinenorm.functional import DEFAULT_KERNELS, KERNEL_CHOICES, layer_scale, online_norm
+from onlinenorm.functional import DEFAULT_KERNELS, KERNEL_CHOICES, online_norm
 
 ECMS = ("ac", "ls", "none")
 
@@ -124,11 +124,10 @@ class _OnlineNorm(nn.Module):
             x, self.mu, self.var, self.u, self.v, self.weight, self.bias,
             training=self.training, alpha_fwd=self.alpha_fwd, alpha_bkw=self.alpha_bkw,
             eps=self.eps, clamp_value=self.clamp_value if self.clamps else None,
+            ls_eps=self.ls_eps if self.ecm == "ls" else None,
             clamp_count=self.clamp_count if counting else None, kernels=self.kernels)
         if counting:
             self.seen_count += x.numel()
-        if self.ecm == "ls":
-            out = layer_scale(out, self.ls_eps)
         return out
 
     def extra_repr(self) -> str:

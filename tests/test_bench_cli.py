@@ -5,16 +5,24 @@ import pytest
 from onlinenorm.cli import main
 
 
+def table_rows(out: str) -> list[list[str]]:
+    return [line.split() for line in out.splitlines()[3:]]
+
+
 def test_bench_layer_prints_ratio_table(capsys):
     assert main(["bench", "layer", "--shape", "3x2x5x5", "--shape", "2x4x3x3", "--kernels", "eager",
                  "--rounds", "2", "--oracle-rounds", "1", "--threads", "1"]) == 0
-    out = capsys.readouterr().out
-    header, rule, *rows = out.splitlines()[1:]
-    assert header.split() == ["shape", "BN", "ms", "ac", "ms", "ac/BN", "ls/BN", "none/BN", "ac/ls", "loop/ac"]
-    assert len(rows) == 2 and rows[0].startswith("(3, 2, 5, 5)") and rows[1].startswith("(2, 4, 3, 3)")
-    for row in rows:
-        ratios = [float(cell.rstrip("x")) for cell in row.split(")")[1].split()]
-        assert len(ratios) == 7 and all(r > 0 for r in ratios)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["shape", "candidate", "ms", "x", "BN"]
+    candidates = ["batchnorm", "ac", "ls", "none", "ls-autograd", "loop"]
+    for start, shape in ((3, "(3, 2, 5, 5)"), (3 + len(candidates) + 1, "(2, 4, 3, 3)")):
+        block = lines[start:start + len(candidates)]
+        assert block[0].startswith(shape)
+        assert [row.split()[-3] for row in block] == candidates
+        assert all(float(row.split()[-2]) > 0 and float(row.split()[-1]) > 0 for row in block)
+        assert float(block[0].split()[-1]) == 1.0  # batch norm against itself
+        summary = lines[start + len(candidates)]
+        assert "ac/ls " in summary and "ac/ls-autograd " in summary and "loop/fastest ac " in summary
 
 
 @pytest.mark.slow
@@ -22,7 +30,9 @@ def test_bench_layer_times_compiled_kernels_beside_eager(capsys):
     assert main(["bench", "layer", "--shape", "4x3x5x5", "--rounds", "1", "--oracle-rounds", "0",
                  "--threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[-4:] == ["none*/BN", "ac/ls", "ac*/ls", "loop/ac"]
+    assert [line.split()[-3] for line in lines[3:11]] == [
+        "batchnorm", "ac", "ls", "none", "ac*", "ls*", "none*", "ls-autograd"]
+    assert "ac*/ls* " in lines[11]
     assert lines[-1].startswith("* = kernels='compiled'")
 
 

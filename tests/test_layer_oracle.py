@@ -121,7 +121,7 @@ def test_layer_scaling_is_per_sample_rms(kind):
     torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-4, atol=0)
 
 
-COMPILED_CASES = [("2d", 7, "ac", True), ("2d", 128, "none", False), ("1d", 2, "ls", True)]
+COMPILED_CASES = [("2d", 7, "ac", True), ("2d", 128, "none", False), ("2d", 7, "ls", True), ("1d", 2, "ls", True)]
 
 
 @pytest.mark.slow
