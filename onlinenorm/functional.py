@@ -90,15 +90,18 @@ def _count_outside(y: torch.Tensor, bound: float) -> torch.Tensor:
     return y.numel() - inside.to(torch.int64).sum()
 
 
-@functools.lru_cache(maxsize=None)
 def _pass_bound(clamp_value: float, dtype: torch.dtype) -> float:
-    """Smallest value of ``dtype`` above ``clamp_value``.
+    """Smallest value of ``dtype`` (float32 or float64) above ``clamp_value`` as that dtype stores it.
 
     ``hardtanh_backward`` passes the gradient where ``-b < y' < b``; with this
     ``b`` that is exactly ``|y'| <= clamp_value``, the unclamped elements.
+    Plain ``math``, so ``torch.compile`` folds it to a constant.
     """
-    c = torch.tensor(clamp_value, dtype=dtype)
-    return torch.nextafter(c, torch.tensor(math.inf, dtype=dtype)).item()
+    if dtype == torch.float64:
+        return math.nextafter(clamp_value, math.inf)
+    ulp = 2.0 ** (math.frexp(clamp_value)[1] - 24)  # float32 spacing at clamp_value
+    c32 = round(clamp_value / ulp) * ulp  # clamp_value rounded to float32
+    return c32 + 2.0 ** (math.frexp(c32)[1] - 24)
 
 
 def _forward_math(x3, weight, bias, mu, var, fwd_operators, alpha_fwd: float, eps: float,
@@ -210,13 +213,17 @@ KERNEL_CHOICES = ("eager", "compiled")
 DEFAULT_KERNELS = os.environ.get("ONLINENORM_KERNELS", "eager")
 
 
-@functools.lru_cache(maxsize=None)
+_BUILT_KERNELS: dict[str, Kernels] = {}
+
+
 def _kernels(name: str) -> Kernels:
     """Built on first use, so importing the layer never imports the compiler."""
-    if name not in KERNEL_CHOICES:
-        raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNEL_CHOICES))}; got {name!r}"
-                         " (also check the ONLINENORM_KERNELS environment variable)")
-    return Kernels(compiled=name == "compiled")
+    if name not in _BUILT_KERNELS:
+        if name not in KERNEL_CHOICES:
+            raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNEL_CHOICES))}; got {name!r}"
+                             " (also check the ONLINENORM_KERNELS environment variable)")
+        _BUILT_KERNELS[name] = Kernels(compiled=name == "compiled")
+    return _BUILT_KERNELS[name]
 
 
 class _OnlineNormTrain(torch.autograd.Function):

@@ -23,18 +23,28 @@ import math
 import torch
 
 
-@functools.lru_cache(maxsize=64)
 def decay_operators(n: int, a: float, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """``E[t, k] = a ** (t - 1 - k)`` for ``k < t`` (else 0), ``(n + 1, n)``; ``q[t] = a ** t``, ``(n + 1, 1)``.
 
-    Built in float64 as ``exp(power * log a)`` so each entry is accurate on
-    its own (no repeated multiplication), then cast.
+    Cached per ``(n, a, device, dtype)`` in eager mode; under ``torch.compile``
+    they are built inside the graph (which cannot hold a Python cache).
     """
+    if torch.compiler.is_compiling():
+        return _build_decay_operators(n, a, device, dtype)
+    return _cached_decay_operators(n, a, device, dtype)
+
+
+def _build_decay_operators(n: int, a: float, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Built in float64 as ``exp(power * log a)`` so each entry is accurate on
+    its own (no repeated multiplication), then cast."""
     t = torch.arange(n + 1, dtype=torch.float64)[:, None]
     lag = t - 1 - torch.arange(n, dtype=torch.float64)[None, :]
     log_a = math.log(a)
     decay = torch.where(lag >= 0, torch.exp(lag.clamp_min(0) * log_a), 0.0)
     return decay.to(device=device, dtype=dtype), torch.exp(t * log_a).to(device=device, dtype=dtype)
+
+
+_cached_decay_operators = functools.lru_cache(maxsize=64)(_build_decay_operators)
 
 
 def geometric_scan(b: torch.Tensor, h0: torch.Tensor, operators: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
