@@ -48,6 +48,23 @@ def time_interleaved(steps: dict[str, Callable[[], None]], rounds: int, device: 
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
+def saved_bytes_per_element(module: nn.Module, x: torch.Tensor) -> float:
+    """Bytes autograd keeps for backward after ``module(x)``, per element of ``x``.
+
+    Counts every distinct storage saved for backward (the input included, as
+    batch norm saves it too).
+    """
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x.detach().requires_grad_(True))
+    return sum(storages.values()) / x.numel()
+
+
 def _train_step(module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> Callable[[], None]:
     def step() -> None:
         x.grad = None
@@ -86,9 +103,9 @@ class _AutogradLayerScaling(nn.Module):
         return layer_scale(self.norm(x))
 
 
-def layer_steps(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
-                kernels: tuple[str, ...]) -> dict[str, Callable[[], None]]:
-    """One forward+backward step of batch norm and of ``OnlineNorm2d`` with each ECM and kernel choice."""
+def layer_candidates(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
+                     kernels: tuple[str, ...]) -> tuple[dict[str, nn.Module], torch.Tensor, torch.Tensor]:
+    """Batch norm and ``OnlineNorm2d`` with each ECM and kernel choice, plus an input and its gradient."""
     gen = torch.Generator().manual_seed(0)
     x = (torch.randn(shape, generator=gen) * 2 + 1).to(device, dtype).requires_grad_(True)
     grad_out = torch.randn(shape, generator=gen).to(device, dtype)
@@ -98,7 +115,7 @@ def layer_steps(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype
         for ecm in ECMS:
             modules[candidate_name(ecm, kind)] = OnlineNorm2d(channels, ecm=ecm, clamp_value=2.0, kernels=kind)
     modules["ls-autograd"] = _AutogradLayerScaling(channels)
-    return {name: _train_step(module.to(device), x, grad_out) for name, module in modules.items()}
+    return {name: module.to(device) for name, module in modules.items()}, x, grad_out
 
 
 def oracle_step(oracle_cls, shape: tuple[int, ...]) -> Callable[[], None]:
@@ -113,8 +130,9 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
                 progress: Callable[[str], None] | None = None) -> list[dict]:
     """Time forward+backward per shape.
 
-    One result per shape: ``{"shape": ..., "ms": {candidate: median ms}}``,
-    candidates ``batchnorm``, each ECM per kernel choice (``ac``, ``ac*``, ...),
+    One result per shape: ``{"shape": ..., "ms": {candidate: median ms},
+    "saved": {candidate: bytes saved for backward per element}}``, candidates
+    ``batchnorm``, each ECM per kernel choice (``ac``, ``ac*``, ...),
     ``ls-autograd`` and, unless ``oracle_rounds=0``, ``loop`` (the per-sample oracle).
     """
     dev = torch.device(device)
@@ -123,21 +141,26 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
     for shape in shapes:
         if progress:
             progress(f"timing {shape} ...")
-        medians = time_interleaved(layer_steps(shape, dev, dtype, kernels), rounds, dev)
+        modules, x, grad_out = layer_candidates(shape, dev, dtype, kernels)
+        steps = {name: _train_step(module, x, grad_out) for name, module in modules.items()}
+        medians = time_interleaved(steps, rounds, dev)
+        saved = {name: saved_bytes_per_element(module, x) for name, module in modules.items()}
         if oracle_cls is not None:
             medians |= time_interleaved({"loop": oracle_step(oracle_cls, shape)}, oracle_rounds, dev, warmup=0)
-        results.append({"shape": shape, "ms": {name: sec * 1e3 for name, sec in medians.items()}})
+        results.append({"shape": shape, "ms": {name: sec * 1e3 for name, sec in medians.items()}, "saved": saved})
     return results
 
 
 def format_layer_table(results: list[dict]) -> str:
-    """Per shape: each candidate's median ms and its ratio to batch norm, then the ac-vs-ls ratios."""
-    lines = [f"{'shape':<20}{'candidate':<14}{'ms':>10}{'x BN':>8}", "-" * 52]
+    """Per shape: each candidate's median ms, its ratio to batch norm and the bytes it saves
+    for backward per activation; then the ac-vs-ls ratios."""
+    lines = [f"{'shape':<20}{'candidate':<14}{'ms':>10}{'x BN':>8}{'saved B/elem':>14}", "-" * 66]
     for result in results:
         ms = result["ms"]
         for i, (name, value) in enumerate(ms.items()):
             shape = str(result["shape"]) if i == 0 else ""
-            lines.append(f"{shape:<20}{name:<14}{value:>10.2f}{value / ms['batchnorm']:>8.2f}")
+            saved = f"{result['saved'][name]:.2f}" if name in result["saved"] else "-"
+            lines.append(f"{shape:<20}{name:<14}{value:>10.2f}{value / ms['batchnorm']:>8.2f}{saved:>14}")
         ratios = [f"{ac}/{ls} {ms[ac] / ms[ls]:.2f}" for ac, ls in
                   (("ac", "ls"), ("ac*", "ls*"), ("ac", "ls-autograd")) if ac in ms and ls in ms]
         if "loop" in ms:

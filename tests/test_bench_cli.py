@@ -1,7 +1,10 @@
 """``onlinenorm bench layer`` runs end to end and prints its ratio table (no timing asserted)."""
 
 import pytest
+import torch
 
+import onlinenorm
+from onlinenorm.bench import saved_bytes_per_element
 from onlinenorm.cli import main
 
 
@@ -13,16 +16,26 @@ def test_bench_layer_prints_ratio_table(capsys):
     assert main(["bench", "layer", "--shape", "3x2x5x5", "--shape", "2x4x3x3", "--kernels", "eager",
                  "--rounds", "2", "--oracle-rounds", "1", "--threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split() == ["shape", "candidate", "ms", "x", "BN"]
+    assert lines[1].split() == ["shape", "candidate", "ms", "x", "BN", "saved", "B/elem"]
     candidates = ["batchnorm", "ac", "ls", "none", "ls-autograd", "loop"]
     for start, shape in ((3, "(3, 2, 5, 5)"), (3 + len(candidates) + 1, "(2, 4, 3, 3)")):
         block = lines[start:start + len(candidates)]
         assert block[0].startswith(shape)
-        assert [row.split()[-3] for row in block] == candidates
-        assert all(float(row.split()[-2]) > 0 and float(row.split()[-1]) > 0 for row in block)
-        assert float(block[0].split()[-1]) == 1.0  # batch norm against itself
+        assert [row.split()[-4] for row in block] == candidates
+        assert all(float(row.split()[-3]) > 0 and float(row.split()[-2]) > 0 for row in block)
+        assert float(block[0].split()[-2]) == 1.0  # batch norm against itself
         summary = lines[start + len(candidates)]
         assert "ac/ls " in summary and "ac/ls-autograd " in summary and "loop/fastest ac " in summary
+
+
+@pytest.mark.parametrize("ecm", onlinenorm.ECMS)
+def test_layer_saves_no_more_for_backward_than_batch_norm(ecm):
+    """Per activation, the layer keeps what batch norm keeps: its input, plus O(N*C) statistics."""
+    x = torch.randn(64, 32, 16, 16)
+    bn_bytes = saved_bytes_per_element(torch.nn.BatchNorm2d(32), x)
+    layer_bytes = saved_bytes_per_element(onlinenorm.OnlineNorm2d(32, ecm=ecm), x)
+    assert 4.0 <= bn_bytes < 4.01  # the float32 input
+    assert layer_bytes <= bn_bytes + 7 * 4 / (16 * 16)  # seven (N, C) float32 statistics
 
 
 @pytest.mark.slow
@@ -30,7 +43,7 @@ def test_bench_layer_times_compiled_kernels_beside_eager(capsys):
     assert main(["bench", "layer", "--shape", "4x3x5x5", "--rounds", "1", "--oracle-rounds", "0",
                  "--threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[-3] for line in lines[3:11]] == [
+    assert [line.split()[-4] for line in lines[3:11]] == [
         "batchnorm", "ac", "ls", "none", "ac*", "ls*", "none*", "ls-autograd"]
     assert "ac*/ls* " in lines[11]
     assert lines[-1].startswith("* = kernels='compiled'")
