@@ -36,6 +36,62 @@ def register(subparsers) -> None:
                        help="torch CPU threads (default: torch's choice, one per core)")
     layer.set_defaults(func=run_layer)
 
+    train = kinds.add_parser("train", help="training-step time of a model per normalizer, relative to batch norm")
+    train.add_argument("--model", default="resnet20")
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--norms", default="batch,online-ac,online-ls",
+                       help="comma-separated variants: a norm name, or online-<ecm> (default: %(default)s)")
+    train.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    train.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
+    train.add_argument("--kernels", choices=("eager", "compiled"), default=None,
+                       help="kernels of the online layers (default: ONLINENORM_KERNELS, else eager)")
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    train.add_argument("--device", default="cpu")
+    train.set_defaults(func=run_train)
+
+
+def _set_up_machine(args) -> None:
+    """Apply --threads and check --device; bad values are usage errors."""
+    import torch
+
+    from onlinenorm.cli import UsageError
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1; got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+
+
+def run_train(args) -> int:
+    import os
+
+    from onlinenorm.cli import UsageError
+
+    from onlinenorm.layers import ECMS
+    from onlinenorm.models import MODELS
+    from onlinenorm.norms import NORMS
+
+    norms = tuple(n.strip() for n in args.norms.split(",") if n.strip())
+    if min(args.batch_size, args.steps, args.rounds) < 1:
+        raise UsageError("--batch-size, --steps and --rounds must be >= 1")
+    if args.model not in MODELS:
+        raise UsageError(f"--model must be one of {', '.join(MODELS)}; got {args.model!r}")
+    allowed = [n for n in NORMS if n != "online"] + [f"online-{ecm}" for ecm in ECMS]
+    if not norms or any(n not in allowed for n in norms):
+        raise UsageError(f"--norms must list some of {', '.join(allowed)}; got {args.norms!r}")
+    _set_up_machine(args)
+    if args.kernels:
+        os.environ["ONLINENORM_KERNELS"] = args.kernels  # the default of every layer built from here on
+    from onlinenorm.bench_train import bench_train, format_train_table
+
+    rows = bench_train(model=args.model, batch_size=args.batch_size, steps=args.steps, norms=norms,
+                       rounds=args.rounds, device=args.device,
+                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(format_train_table(rows))
+    return 0
+
 
 def run_layer(args) -> int:
     import torch
@@ -46,12 +102,7 @@ def run_layer(args) -> int:
 
     if args.rounds < 1 or args.oracle_rounds < 0:
         raise UsageError("--rounds must be >= 1 and --oracle-rounds >= 0")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1; got {args.threads}")
-        torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    _set_up_machine(args)
     kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
     if not kernels or any(k not in KERNEL_CHOICES for k in kernels):
         raise UsageError(f"--kernels must list some of {', '.join(KERNEL_CHOICES)}; got {args.kernels!r}")

@@ -17,6 +17,8 @@ import sys
 # Modules that contribute subcommands, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES = (
     "onlinenorm.bench_cli",
+    "onlinenorm.data_cli",
+    "onlinenorm.train_cli",
     "analysis.cli",
 )
 

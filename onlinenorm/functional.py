@@ -210,7 +210,9 @@ class Kernels:
 
 
 KERNEL_CHOICES = ("eager", "compiled")
-DEFAULT_KERNELS = os.environ.get("ONLINENORM_KERNELS", "eager")
+def default_kernels() -> str:
+    """``ONLINENORM_KERNELS`` if set, else ``"eager"``; read whenever a layer is built."""
+    return os.environ.get("ONLINENORM_KERNELS", "eager")
 
 
 _BUILT_KERNELS: dict[str, Kernels] = {}
@@ -255,7 +257,10 @@ class _OnlineNormTrain(torch.autograd.Function):
         # backward runs next, so they are held by reference, not saved.
         ctx.control_state = (u, v)
         ctx.hyper = (alpha_bkw, eps, clamp, kernels)
-        return out.to(x.dtype).view(x.shape)
+        # A view of a tensor made inside a Function may not be modified in
+        # place later (ReLU(inplace=True) after the layer); detach() returns
+        # the same storage as a plain, non-view tensor.
+        return out.to(x.dtype).view(x.shape).detach()
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -294,7 +299,7 @@ def online_norm(
     clamp_value: float | None = None,
     ls_eps: float | None = None,
     clamp_count: torch.Tensor | None = None,
-    kernels: str = DEFAULT_KERNELS,
+    kernels: str = "eager",
 ) -> torch.Tensor:
     """Online-normalize ``x`` of shape ``(N, C, *spatial)``, then the affine and an ECM.
 
@@ -309,8 +314,7 @@ def online_norm(
     ``|y'| > clamp_value`` in training mode (no host synchronisation).
 
     ``kernels`` picks how training mode runs the math: ``"eager"`` (no
-    compiler needed) or ``"compiled"`` (``torch.compile``, fused passes); the
-    default comes from the ``ONLINENORM_KERNELS`` environment variable.
+    compiler needed) or ``"compiled"`` (``torch.compile``, fused passes).
     """
     if clamp_value is not None and ls_eps is not None:
         raise ValueError("give clamp_value (activation clamping) or ls_eps (layer scaling), not both")

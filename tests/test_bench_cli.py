@@ -73,3 +73,18 @@ def test_bench_layer_rejects_cuda_without_device(capsys):
     assert main(["bench", "layer", "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["onlinenorm bench: error: --device cuda asked for, but torch sees no CUDA device; use --device cpu"]
+
+
+def test_bench_train_prints_step_ratios(capsys):
+    assert main(["bench", "train", "--batch-size", "4", "--steps", "1", "--rounds", "1", "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "resnet20, batch 4, cpu, 1 threads"
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    assert list(rows) == ["batch", "online-ac", "online-ls"]
+    assert rows["batch"][2:] == ["1.00x", "1.00x"]
+    assert all(float(cells[0]) > 0 for cells in rows.values())
+
+
+def test_bench_train_rejects_unknown_variants(capsys):
+    assert main(["bench", "train", "--norms", "batch,online-xx"]) == 2
+    assert "--norms must list some of batch, group, layer, instance, none, online-ac" in capsys.readouterr().err

@@ -146,3 +146,15 @@ def test_bad_arguments_raise_value_error_naming_the_argument(kwargs, message):
 def test_wrong_input_shape_raises_value_error(cls, shape, message):
     with pytest.raises(ValueError, match=message):
         cls(4)(torch.zeros(shape))
+
+
+@pytest.mark.parametrize("cls,shape", [(onlinenorm.OnlineNorm1d, (6, 4)), (onlinenorm.OnlineNorm2d, (6, 4, 5, 5))])
+@pytest.mark.parametrize("ecm", onlinenorm.ECMS)
+def test_inplace_op_after_the_layer(cls, shape, ecm):
+    """ReLU(inplace=True) right after the layer, as in ResNet stems, gives the out-of-place numbers."""
+    results = []
+    for inplace in (True, False):
+        model = nn.Sequential(cls(4, ecm=ecm, clamp_value=1.0), nn.ReLU(inplace=inplace))
+        results.append(train_step(model, *inputs(shape, 4)))
+    (out_a, dx_a), (out_b, dx_b) = results
+    assert torch.equal(out_a, out_b) and torch.equal(dx_a, dx_b)

@@ -1,0 +1,120 @@
+"""Training-step time of a model under each normalizer, relative to batch norm.
+
+A step is forward, cross-entropy, backward and an SGD update on a fixed
+random batch (data loading excluded). Candidates are timed interleaved,
+round by round in one process, so machine load drifts hit them alike; each
+reports the median over rounds. ``onlinenorm bench train`` prints
+:func:`format_train_table` of :func:`bench_train`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .models import NORM_DIMS, create_model
+from .norms import create_norm
+
+DEFAULT_VARIANTS = ("batch", "online-ac", "online-ls")
+BASELINE = "batch"
+NUM_CLASSES = 10
+
+
+def _variant_options(variant: str) -> dict[str, str]:
+    """``"online-ac"`` -> ``{"norm": "online", "ecm": "ac"}``; ``"batch"`` -> ``{"norm": "batch"}``."""
+    norm, _, ecm = variant.partition("-")
+    return {"norm": norm, **({"ecm": ecm} if ecm else {})}
+
+
+def _timed_steps(step: Callable[[], None], steps: int, device: torch.device) -> float:
+    """Seconds per step, averaged over ``steps`` steps."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def _training_step(variant: str, model_name: str, batch_size: int, image_size: int, device: torch.device):
+    torch.manual_seed(0)
+    norm_layer = create_norm(dim=NORM_DIMS[model_name], **_variant_options(variant))
+    model = create_model(model_name, NUM_CLASSES, norm_layer, (3, image_size, image_size)).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    y = torch.randint(0, NUM_CLASSES, (batch_size,), device=device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    return step
+
+
+def bench_train(
+    model: str = "resnet20",
+    batch_size: int = 128,
+    steps: int = 5,
+    norms: Sequence[str] = DEFAULT_VARIANTS,
+    rounds: int = 5,
+    warmup: int = 2,
+    image_size: int = 32,
+    device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """One row per variant (``"batch"``, ``"online-ac"``, ``"norm-ecm"``...) with its median step time.
+
+    Row keys: ``model``, ``variant``, ``batch_size``, ``device``, ``threads``,
+    ``step_ms`` (median over ``rounds`` of the mean over ``steps``),
+    ``step_ms_min``, ``ratio`` (``step_ms`` / the batch-norm ``step_ms``, or
+    ``nan`` when batch norm is not among ``norms``), ``ratio_best`` (the same
+    for ``step_ms_min``: steadier than the median on a loaded machine).
+    """
+    where = torch.device(device)
+    candidates = {v: _training_step(v, model, batch_size, image_size, where) for v in norms}
+    for step in candidates.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {v: [] for v in candidates}
+    for index in range(rounds):
+        for variant, step in candidates.items():
+            times[variant].append(_timed_steps(step, steps, where))
+        if progress is not None:
+            progress(f"round {index + 1}/{rounds}: " + ", ".join(f"{v} {1e3 * t[-1]:.1f} ms" for v, t in times.items()))
+    medians = {v: statistics.median(t) for v, t in times.items()}
+    bests = {v: min(t) for v, t in times.items()}
+    nan = float("nan")
+    return [
+        {
+            "model": model,
+            "variant": v,
+            "batch_size": batch_size,
+            "device": device,
+            "threads": torch.get_num_threads(),
+            "step_ms": 1e3 * medians[v],
+            "step_ms_min": 1e3 * bests[v],
+            "ratio": medians[v] / medians.get(BASELINE, nan),
+            "ratio_best": bests[v] / bests.get(BASELINE, nan),
+        }
+        for v in candidates
+    ]
+
+
+def format_train_table(rows: list[dict]) -> str:
+    """A plain-text table: variant, median and best step time, their ratios to batch norm."""
+    lines = [
+        f"{rows[0]['model']}, batch {rows[0]['batch_size']}, {rows[0]['device']}, {rows[0]['threads']} threads",
+        f"{'variant':<14}{'median ms':>10}{'best ms':>10}{'median/bn':>10}{'best/bn':>10}",
+    ]
+    lines += [
+        f"{r['variant']:<14}{r['step_ms']:>10.1f}{r['step_ms_min']:>10.1f}{r['ratio']:>9.2f}x{r['ratio_best']:>9.2f}x"
+        for r in rows
+    ]
+    return "\n".join(lines)

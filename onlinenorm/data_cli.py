@@ -1,0 +1,94 @@
+"""``onlinenorm data``: write synthetic datasets, fetch CIFAR, prepare caches."""
+
+from __future__ import annotations
+
+import argparse
+
+FORMATS = ("cifar10", "cifar100", "imagefolder", "imagenet-npz")  # = onlinenorm.data.SYNTH_DEFAULTS (tested)
+
+
+def register(subparsers) -> None:
+    data = subparsers.add_parser("data", help="datasets: synthetic data, downloads, caches")
+    actions = data.add_subparsers(dest="data_action", metavar="ACTION", required=True)
+
+    synth = actions.add_parser("synth", help="write a synthetic dataset in a real file format")
+    synth.add_argument("--format", required=True, choices=FORMATS, help="file layout to write")
+    synth.add_argument("--out", required=True, help="folder to write into (the dataset's data_dir)")
+    synth.add_argument("--train", type=int, default=5000, metavar="N", help="training images (default 5000)")
+    synth.add_argument("--test", type=int, default=1000, metavar="N", help="test/validation images (default 1000)")
+    synth.add_argument("--seed", type=int, default=0, help="seed of the class structure and the samples")
+    synth.add_argument("--classes", type=int, help="number of classes (imagefolder, imagenet-npz; default 10)")
+    synth.add_argument("--image-size", type=int, help="image side in pixels (imagefolder, imagenet-npz)")
+    synth.set_defaults(func=run_synth)
+
+    download = actions.add_parser("download", help="fetch and checksum-verify an official CIFAR archive")
+    download.add_argument("--dataset", required=True, choices=("cifar10", "cifar100"))
+    download.add_argument("--out", required=True, help="folder to extract into (the dataset's data_dir)")
+    download.set_defaults(func=run_download)
+
+    prepare = actions.add_parser(
+        "prepare",
+        help="load a dataset once (builds the ImageFolder cache) and print a summary; "
+        "accepts the same data keys as a training config",
+    )
+    prepare.add_argument("--config", help="YAML/JSON training config whose data keys to use")
+    prepare.add_argument("--dataset", help="dataset name (overrides the config)")
+    prepare.add_argument("--data-dir", help="dataset folder (overrides the config)")
+    prepare.set_defaults(func=run_prepare)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from onlinenorm.cli import UsageError
+    from onlinenorm.data import DatasetError, write_synthetic
+
+    if args.train < 1 or args.test < 1:
+        raise UsageError("--train and --test must be at least 1")
+    try:
+        folder = write_synthetic(
+            args.format,
+            args.out,
+            num_train=args.train,
+            num_test=args.test,
+            seed=args.seed,
+            num_classes=args.classes,
+            image_size=args.image_size,
+        )
+    except DatasetError as err:
+        raise UsageError(str(err)) from None
+    print(f"wrote {args.train} training and {args.test} test images ({args.format}) to {folder}")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from onlinenorm.cli import UsageError
+    from onlinenorm.data import DatasetError
+    from onlinenorm.data.download import download_archive
+
+    try:
+        download_archive(args.dataset, Path(args.out))
+    except DatasetError as err:
+        raise UsageError(str(err)) from None
+    print(f"downloaded and verified {args.dataset} into {args.out}")
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from onlinenorm.cli import UsageError
+    from onlinenorm.data import DatasetError
+    from onlinenorm.train import load_data
+    from onlinenorm.train_cli import read_config
+
+    overrides = {"dataset": args.dataset, "data_dir": args.data_dir}
+    config = read_config(args.config, {k: v for k, v in overrides.items() if v is not None})
+    try:
+        data = load_data(config)
+    except DatasetError as err:
+        raise UsageError(str(err)) from None
+    print(
+        f"{config['dataset']} at {config['data_dir']}: {len(data.train)} training and {len(data.val)} validation "
+        f"images of shape {data.image_shape}, {data.num_classes} classes; "
+        f"mean {tuple(round(m, 4) for m in data.mean)}, std {tuple(round(s, 4) for s in data.std)}"
+    )
+    return 0

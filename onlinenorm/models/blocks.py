@@ -1,0 +1,80 @@
+"""Residual blocks shared by the CIFAR and ImageNet ResNets (He et al. 2016)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..norms import NormLayer
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+
+
+class PadShortcut(nn.Module):
+    """Parameter-free shortcut (option A): subsample by ``stride``, zero-pad new channels."""
+
+    def __init__(self, extra_channels: int, stride: int) -> None:
+        super().__init__()
+        self.extra_channels = extra_channels
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        half = self.extra_channels // 2
+        return F.pad(x, (0, 0, 0, 0, half, self.extra_channels - half))
+
+
+def projection(in_channels: int, out_channels: int, stride: int, norm_layer: NormLayer) -> nn.Module:
+    """Projection shortcut (option B): 1x1 convolution and norm."""
+    return nn.Sequential(conv1x1(in_channels, out_channels, stride), norm_layer(out_channels))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions: (N, C_in, H, W) -> (N, C_out, H / stride, W / stride)."""
+
+    expansion = 1
+
+    def __init__(
+        self, in_channels: int, channels: int, stride: int, norm_layer: NormLayer, shortcut: nn.Module
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, channels, stride)
+        self.norm1 = norm_layer(channels)
+        self.conv2 = conv3x3(channels, channels)
+        self.norm2 = norm_layer(channels)
+        self.shortcut = shortcut
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (strided), 1x1 expand: (N, C_in, H, W) -> (N, 4 * channels, H / stride, W / stride)."""
+
+    expansion = 4
+
+    def __init__(
+        self, in_channels: int, channels: int, stride: int, norm_layer: NormLayer, shortcut: nn.Module
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv1x1(in_channels, channels)
+        self.norm1 = norm_layer(channels)
+        self.conv2 = conv3x3(channels, channels, stride)
+        self.norm2 = norm_layer(channels)
+        self.conv3 = conv1x1(channels, channels * self.expansion)
+        self.norm3 = norm_layer(channels * self.expansion)
+        self.shortcut = shortcut
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.norm1(self.conv1(x)))
+        out = F.relu(self.norm2(self.conv2(out)))
+        out = self.norm3(self.conv3(out))
+        return F.relu(out + self.shortcut(x))

@@ -1,0 +1,45 @@
+"""CIFAR ResNets of depth 6n + 2 (He et al. 2016, section 4.2).
+
+Three stages of n basic blocks with 16, 32, 64 channels on 32x32, 16x16, 8x8
+maps, parameter-free (option A) shortcuts; ResNet-20 has 0.27M parameters.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..norms import NormLayer
+from .blocks import BasicBlock, PadShortcut, conv3x3
+
+STAGE_CHANNELS = (16, 32, 64)
+CIFAR_DEPTHS = (20, 32, 44, 56, 110)
+
+
+class CifarResNet(nn.Module):
+    """(N, C, H, W) images -> (N, num_classes) logits."""
+
+    def __init__(self, depth: int, num_classes: int, norm_layer: NormLayer, in_channels: int = 3) -> None:
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (e.g. {CIFAR_DEPTHS}), got {depth}")
+        blocks_per_stage = (depth - 2) // 6
+        self.conv = conv3x3(in_channels, STAGE_CHANNELS[0])
+        self.norm = norm_layer(STAGE_CHANNELS[0])
+        blocks = []
+        channels = STAGE_CHANNELS[0]
+        for stage, out_channels in enumerate(STAGE_CHANNELS):
+            for index in range(blocks_per_stage):
+                stride = 2 if stage > 0 and index == 0 else 1
+                shortcut = PadShortcut(out_channels - channels, stride) if stride > 1 else nn.Identity()
+                blocks.append(BasicBlock(channels, out_channels, stride, norm_layer, shortcut))
+                channels = out_channels
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(channels, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.blocks(F.relu(self.norm(self.conv(x))))
+        return self.fc(x.mean(dim=(2, 3)))

@@ -1,0 +1,193 @@
+"""``onlinenorm train``: one training run from a config file and/or flags.
+
+Writes ``OUT/config.json`` (the resolved config), ``OUT/metrics.jsonl`` (one
+JSON object per epoch) and ``OUT/checkpoints/epoch_NNNN/`` (the latest epoch).
+``--resume`` continues the run in ``OUT`` from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+# Flags the issue names: config key -> (type, help). --set KEY=VALUE reaches every other key.
+FLAGS = {
+    "dataset": (str, "cifar10, cifar100, imagefolder or imagenet-npz"),
+    "data_dir": (str, "dataset folder (default data/<dataset>)"),
+    "model": (str, "resnet20/32/44/56/110, resnet18/50 or mlp (default: the dataset's recipe)"),
+    "norm": (str, "online, batch, group, layer, instance or none"),
+    "ecm": (str, "online norm error compensation: ac (clamping), ls (layer scaling) or none"),
+    "alpha_fwd": (float, "online norm forward decay (default: the dataset's recipe)"),
+    "alpha_bkw": (float, "online norm backward decay (default: the dataset's recipe)"),
+    "clamp_value": (float, "activation clamp c for ecm=ac"),
+    "epochs": (int, "training epochs"),
+    "batch_size": (int, "training batch size"),
+    "lr": (float, "SGD learning rate"),
+    "seed": (int, "seed of initialization, order and augmentation"),
+    "device": (str, "auto, cpu, cuda or cuda:N"),
+    "threads": (int, "torch CPU threads"),
+}
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="one training run (writes metrics.jsonl and checkpoints)",
+        description="Train one model. Values come from --config, then flags, then --set; "
+        "unset keys take the paper recipe (see onlinenorm/config.py).",
+    )
+    train.add_argument("--config", metavar="FILE", help="YAML or JSON mapping of config keys")
+    for key, (kind, text) in FLAGS.items():
+        train.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, metavar=kind.__name__.upper(), help=text)
+    train.add_argument("--download", action="store_const", const=True, help="fetch CIFAR if missing")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other config key; VALUE is parsed as YAML (repeatable)",
+    )
+    train.add_argument("--out", required=True, metavar="DIR", help="run folder for metrics and checkpoints")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=run_train)
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    from onlinenorm.cli import UsageError
+
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+def read_config(path: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config of file ``path`` (or none) updated by ``overrides``; UsageError when invalid."""
+    import yaml
+
+    from onlinenorm.cli import UsageError
+    from onlinenorm.config import validate_config
+
+    config: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path) as f:
+                config = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise UsageError(f"cannot read config {path}: {err}") from None
+        if not isinstance(config, dict):
+            raise UsageError(f"config {path} must be a mapping of keys to values, found {type(config).__name__}")
+    config.update(overrides)
+    try:
+        return validate_config(config)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _latest_checkpoint(out):
+    folders = sorted((out / CHECKPOINTS).glob("epoch_*"))
+    return folders[-1] if folders else None
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from onlinenorm.cli import UsageError
+
+    out = Path(args.out)
+    metrics_path = out / METRICS_FILE
+    overrides = {key: getattr(args, key) for key in FLAGS if getattr(args, key) is not None}
+    if args.download:
+        overrides["download"] = True
+    overrides.update(_parse_sets(args.set))
+    resume_from = None
+    if args.resume:
+        resume_from = _latest_checkpoint(out)
+        if resume_from is None or not (out / CONFIG_FILE).exists():
+            raise UsageError(f"{out} holds no checkpoint to resume from; run without --resume first")
+        base = json.loads((out / CONFIG_FILE).read_text())
+        config = read_config(args.config, {**base, **overrides})
+    else:
+        if metrics_path.exists() and metrics_path.stat().st_size:
+            raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        config = read_config(args.config, overrides)
+
+    import torch  # noqa: F401  (heavy imports only once the input is known to be good)
+
+    from onlinenorm.data import DatasetError
+    from onlinenorm.train import RunSetupError, load_checkpoint, run
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    if resume_from is not None:
+        done = load_checkpoint(resume_from)["epoch"]
+        kept = [line for line in metrics_path.read_text().splitlines() if line and json.loads(line)["epoch"] <= done]
+        metrics_path.write_text("".join(f"{line}\n" for line in kept))
+
+    bar = _ProgressBar(config, args.quiet)
+
+    def report(metrics: dict, checkpoint: str | None) -> None:
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        bar.summary(metrics)
+
+    try:
+        last = run(config, report, checkpoint_dir=out / CHECKPOINTS, resume_from=resume_from, on_batch=bar.update)
+    except (DatasetError, RunSetupError) as err:
+        raise UsageError(str(err)) from None
+    finally:
+        bar.close()
+    print(json.dumps({k: v for k, v in last.items() if not k.startswith("clamp_fraction/")}))
+    return 0
+
+
+class _ProgressBar:
+    """A tqdm bar over each epoch's steps, with the epoch's metrics written below it."""
+
+    def __init__(self, config: dict, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self.tqdm = tqdm
+        self.epochs = config["epochs"]
+        self.quiet = quiet
+        self.bar = None
+
+    def update(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            self.bar = self.tqdm(total=steps, desc=f"epoch {epoch}/{self.epochs}", unit="step", leave=False)
+        self.bar.set_postfix(loss=f"{loss:.3f}")
+        self.bar.update(step - self.bar.n)
+
+    def summary(self, metrics: dict) -> None:
+        self.close()
+        if not self.quiet:
+            keys = (
+                "train_loss",
+                "train_acc",
+                "val_loss",
+                "val_acc",
+                "val_acc_unclamped",
+                "clamp_fraction",
+                "samples_per_s",
+            )
+            text = " ".join(f"{k}={metrics[k]:.4g}" for k in keys)
+            self.tqdm.write(
+                f"epoch {metrics['epoch']}/{self.epochs} {text}" + (" DIVERGED" if metrics["diverged"] else "")
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

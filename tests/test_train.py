@@ -1,0 +1,214 @@
+"""One training run: config validation, learning, metrics, clamping, resume, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from onlinenorm.config import RECIPES, SCHEMA, validate_config
+from onlinenorm.data import write_synthetic
+from onlinenorm.train import TIMING_METRICS, run
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread here (the machine is shared); restored for other modules."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+METRIC_KEYS = {
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_acc_unclamped",
+    "clamp_fraction",
+    "samples_per_s",
+    "lr",
+    "diverged",
+}
+# Small enough for a shared 2-core machine: 500 images of 32x32, batch 10, one thread.
+# alpha_fwd 0.99 lets the streaming statistics settle within the first epoch's 500 samples.
+TINY = {
+    "dataset": "cifar10",
+    "epochs": 2,
+    "batch_size": 10,
+    "lr": 0.02,
+    "milestones": [],
+    "alpha_fwd": 0.99,
+    "alpha_bkw": 0.9,
+    "threads": 1,
+    "device": "cpu",
+    "seed": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Enough data to learn from in two epochs."""
+    root = tmp_path_factory.mktemp("synthetic")
+    write_synthetic("cifar10", root, num_train=500, num_test=200, seed=0)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def small_dir(tmp_path_factory):
+    """Enough data to exercise the mechanics (clamping, checkpoints, divergence)."""
+    root = tmp_path_factory.mktemp("synthetic-small")
+    write_synthetic("cifar10", root, num_train=60, num_test=30, seed=0)
+    return str(root)
+
+
+def train(config, **kwargs):
+    rows = []
+    run(config, lambda metrics, checkpoint: rows.append(dict(metrics, checkpoint=checkpoint)), **kwargs)
+    return rows
+
+
+def test_defaults_are_the_paper_recipe():
+    config = validate_config({})
+    assert (config["lr"], config["momentum"], config["weight_decay"], config["batch_size"]) == (0.1, 0.9, 2e-4, 128)
+    assert (config["alpha_fwd"], config["alpha_bkw"], config["model"]) == (1023 / 1024, 127 / 128, "resnet20")
+    assert config["milestones"] == [82, 123] and config["epochs"] == 164
+    assert validate_config(config) == config  # resolving is idempotent
+    cifar100 = validate_config({"dataset": "cifar100", "epochs": 40})
+    assert (cifar100["alpha_fwd"], cifar100["alpha_bkw"], cifar100["milestones"]) == (511 / 512, 15 / 16, [20, 30])
+    imagenet = validate_config({"dataset": "imagefolder"})
+    assert (imagenet["alpha_fwd"], imagenet["model"], imagenet["weight_decay"]) == (0.999, "resnet18", 1e-4)
+    assert set(RECIPES) == set(SCHEMA["dataset"].rule.allowed.removeprefix("one of ").split(", "))
+
+
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ({"nrom": "batch"}, "unknown config key 'nrom' (did you mean 'norm'?)"),
+        ({"norm": "bn"}, "'norm' must be one of online, batch, group, layer, instance, none, got 'bn'"),
+        ({"alpha_fwd": 1.0}, "'alpha_fwd' must be null or a number in (0.0, 1.0)"),
+        ({"clamp_value": 0}, "'clamp_value' must be a number in (0.0, inf)"),
+        ({"batch_size": 1.5}, "'batch_size' must be an integer >= 2"),
+        ({"epochs": True}, "'epochs' must be null or an integer >= 1"),
+        ({"subset": 1.5}, "'subset' must be null or a fraction in (0, 1] or a per-class count >= 1"),
+        ({"milestones": [5, 3]}, "'milestones' must be null or a strictly ascending list"),
+        ({"device": "tpu"}, "'device' must be auto, cpu, cuda or cuda:N"),
+        ({"norm": "group", "group_size": 32}, "'group_size' does not fit model 'resnet20'"),
+        ({"model": "mlp", "norm": "instance"}, "'norm' must not be 'instance' for model 'mlp'"),
+    ],
+)
+def test_bad_configs_name_the_key_and_the_allowed_values(config, message):
+    with pytest.raises(ValueError) as err:
+        validate_config(config)
+    assert message in str(err.value)
+
+
+# Instance norm removes each image's colour statistics, the quick cue of the
+# synthetic classes; it learns the texture cue only after many more steps, so
+# its run is checked for completion and finiteness, not accuracy.
+# Layer norm and no normalization learn faster here with a smaller step.
+CASES = {
+    "batch": ({"norm": "batch"}, 0.3),
+    "online-ac": ({"norm": "online", "ecm": "ac"}, 0.3),
+    "online-ls": ({"norm": "online", "ecm": "ls"}, 0.3),
+    "group": ({"norm": "group"}, 0.3),
+    "layer": ({"norm": "layer", "lr": 0.01}, 0.3),
+    "instance": ({"norm": "instance", "subset": 10}, None),
+    "none": ({"norm": "none", "lr": 0.01}, 0.2),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_resnet20_learns_with_each_normalizer(data_dir, case):
+    overrides, floor = CASES[case]
+    rows = train({**TINY, "data_dir": data_dir, **overrides})
+    assert [row["epoch"] for row in rows] == [1, 2]
+    for row in rows:
+        assert METRIC_KEYS <= set(row) and row["diverged"] is False
+        assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])
+    last = rows[-1]
+    if floor is not None:
+        assert last["val_acc"] > floor, f"{case}: val_acc {last['val_acc']:.3f} (chance 0.1)"
+    clamping = overrides.get("ecm") == "ac"
+    layer_keys = [k for k in last if k.startswith("clamp_fraction/")]
+    assert bool(layer_keys) == clamping and (last["clamp_fraction"] > 0) == clamping
+    if not clamping:
+        assert last["val_acc_unclamped"] == last["val_acc"]
+
+
+@pytest.mark.slow
+def test_clamp_fraction_grows_as_the_clamp_shrinks(small_dir):
+    fractions = []
+    for clamp_value in (3.0, 1.5, 0.75):
+        config = {**TINY, "data_dir": small_dir, "epochs": 1, "clamp_value": clamp_value}
+        fractions.append(train(config)[-1]["clamp_fraction"])
+    assert 0 < fractions[0] < fractions[1] < fractions[2] < 1
+
+
+@pytest.mark.slow
+def test_resume_reproduces_the_uninterrupted_run(small_dir, tmp_path):
+    # milestones=[2]: the resumed epoch 3 must also restore the lr schedule.
+    config = {**TINY, "data_dir": small_dir, "epochs": 3, "milestones": [2]}
+    full = train(config, checkpoint_dir=tmp_path / "full")
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["epoch_0003"]  # keeps the latest
+
+    class Interrupted(Exception):
+        pass
+
+    rows = []
+
+    def crash_after_epoch_2(metrics, checkpoint):
+        rows.append(dict(metrics, checkpoint=checkpoint))
+        if metrics["epoch"] == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run(config, crash_after_epoch_2, checkpoint_dir=tmp_path / "part")
+    rows += train(config, checkpoint_dir=tmp_path / "part", resume_from=rows[-1]["checkpoint"])
+
+    def comparable(row):
+        return {k: v for k, v in row.items() if k not in TIMING_METRICS and k != "checkpoint"}
+
+    assert [comparable(r) for r in rows] == [comparable(r) for r in full]
+    assert rows[-1]["lr"] == pytest.approx(0.002)
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_checkpoint_of_another_experiment(small_dir, tmp_path):
+    config = {**TINY, "data_dir": small_dir, "epochs": 1}
+    checkpoint = train(config, checkpoint_dir=tmp_path)[-1]["checkpoint"]
+    with pytest.raises(ValueError, match=r"different config \(lr: 0.02 -> 0.03\)"):
+        train({**config, "lr": 0.03, "epochs": 2}, resume_from=checkpoint)
+
+
+@pytest.mark.slow
+def test_non_finite_loss_ends_the_run_with_diverged(small_dir):
+    config = {**TINY, "data_dir": small_dir, "epochs": 3, "norm": "none", "lr": 1e6}
+    rows = train(config)
+    last = rows[-1]
+    assert last["diverged"] is True and len(rows) == 1 and last["checkpoint"] is None
+    assert METRIC_KEYS <= set(last) and math.isnan(last["val_acc"])
+
+
+def test_bench_train_rows_and_table():
+    from onlinenorm.bench_train import bench_train, format_train_table
+
+    rows = bench_train(batch_size=4, steps=1, rounds=1, warmup=0, image_size=8, norms=("batch", "online-ac", "group"))
+    assert [r["variant"] for r in rows] == ["batch", "online-ac", "group"]
+    assert rows[0]["ratio"] == 1.0 and all(r["step_ms"] > 0 for r in rows)
+    table = format_train_table(rows)
+    assert "online-ac" in table and "1.00x" in table
+
+
+@pytest.mark.slow
+def test_mlp_and_imagefolder_resnet18_runs(small_dir, tmp_path):
+    mlp = train({**TINY, "data_dir": small_dir, "model": "mlp", "epochs": 1})[-1]
+    assert "clamp_fraction/layers.2" in mlp and math.isfinite(mlp["val_loss"])  # OnlineNorm1d after layers.1
+    write_synthetic("imagefolder", tmp_path, num_train=16, num_test=8, num_classes=4, image_size=16)
+    config = {**TINY, "dataset": "imagefolder", "data_dir": str(tmp_path), "image_size": 16, "model": "resnet18"}
+    rows = train({**config, "epochs": 1, "batch_size": 8, "classes": 3})
+    assert METRIC_KEYS <= set(rows[-1]) and math.isfinite(rows[-1]["val_loss"])

@@ -1,0 +1,77 @@
+"""``onlinenorm train``: metrics.jsonl, checkpoints, resume, and errors before any work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from onlinenorm.cli import main
+from onlinenorm.data import write_synthetic
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    write_synthetic("cifar10", root, num_train=40, num_test=20, seed=0)
+    return str(root)
+
+
+def flags(data_dir, out, *extra):
+    return [
+        "train",
+        "--data-dir",
+        data_dir,
+        "--out",
+        str(out),
+        "--batch-size",
+        "10",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--set",
+        "milestones=[]",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_train_writes_metrics_and_resumes(data_dir, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("norm: online\necm: ac\nclamp_value: 2.0\nlr: 0.02\n")
+    assert main([*flags(data_dir, tmp_path / "run", "--epochs", "1"), "--config", str(config)]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1] and "clamp_fraction/blocks.0.norm1" in rows[0]
+    resolved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (resolved["clamp_value"], resolved["epochs"], resolved["alpha_fwd"]) == (2.0, 1, 1023 / 1024)
+    assert (tmp_path / "run" / "checkpoints" / "epoch_0001" / "checkpoint.pt").exists()
+
+    assert main(flags(data_dir, tmp_path / "run", "--epochs", "1")) == 2  # would overwrite
+    assert "already holds a run" in capsys.readouterr().err
+    assert main([*flags(data_dir, tmp_path / "run", "--epochs", "2"), "--resume"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch_0002"]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--set", "nrom=batch"], "unknown config key 'nrom' (did you mean 'norm'?)"),
+        (["--norm", "bn"], "'norm' must be one of"),
+        (["--set", "subset"], "--set expects KEY=VALUE"),
+        (["--resume"], "holds no checkpoint to resume from"),
+    ],
+)
+def test_bad_input_fails_before_any_work(data_dir, tmp_path, capsys, extra, message):
+    assert main([*flags(data_dir, tmp_path / "run"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_missing_data_is_a_usage_error(tmp_path, capsys):
+    assert main(["train", "--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "onlinenorm data synth --format cifar10" in capsys.readouterr().err
