@@ -32,8 +32,8 @@ def _sync(device: torch.device) -> None:
 
 
 def time_interleaved(steps: dict[str, Callable[[], None]], rounds: int, device: torch.device,
-                     warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each step, the steps interleaved round by round."""
+                     warmup: int = 2, calls_per_round: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each step, one sample per round, the steps interleaved round by round."""
     for _ in range(warmup):
         for step in steps.values():
             step()
@@ -42,9 +42,14 @@ def time_interleaved(steps: dict[str, Callable[[], None]], rounds: int, device: 
         for name, step in steps.items():
             _sync(device)
             start = time.perf_counter()
-            step()
+            for _ in range(calls_per_round):
+                step()
             _sync(device)
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append((time.perf_counter() - start) / calls_per_round)
+    return samples
+
+
+def medians(samples: dict[str, list[float]]) -> dict[str, float]:
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
@@ -143,11 +148,11 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
             progress(f"timing {shape} ...")
         modules, x, grad_out = layer_candidates(shape, dev, dtype, kernels)
         steps = {name: _train_step(module, x, grad_out) for name, module in modules.items()}
-        medians = time_interleaved(steps, rounds, dev)
+        seconds = medians(time_interleaved(steps, rounds, dev))
         saved = {name: saved_bytes_per_element(module, x) for name, module in modules.items()}
         if oracle_cls is not None:
-            medians |= time_interleaved({"loop": oracle_step(oracle_cls, shape)}, oracle_rounds, dev, warmup=0)
-        results.append({"shape": shape, "ms": {name: sec * 1e3 for name, sec in medians.items()}, "saved": saved})
+            seconds |= medians(time_interleaved({"loop": oracle_step(oracle_cls, shape)}, oracle_rounds, dev, warmup=0))
+        results.append({"shape": shape, "ms": {name: sec * 1e3 for name, sec in seconds.items()}, "saved": saved})
     return results
 
 

@@ -10,12 +10,12 @@ reports the median over rounds. ``onlinenorm bench train`` prints
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from .bench import time_interleaved
 from .models import NORM_DIMS, create_model
 from .norms import create_norm
 
@@ -28,18 +28,6 @@ def _variant_options(variant: str) -> dict[str, str]:
     """``"online-ac"`` -> ``{"norm": "online", "ecm": "ac"}``; ``"batch"`` -> ``{"norm": "batch"}``."""
     norm, _, ecm = variant.partition("-")
     return {"norm": norm, **({"ecm": ecm} if ecm else {})}
-
-
-def _timed_steps(step: Callable[[], None], steps: int, device: torch.device) -> float:
-    """Seconds per step, averaged over ``steps`` steps."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / steps
 
 
 def _training_step(variant: str, model_name: str, batch_size: int, image_size: int, device: torch.device):
@@ -79,15 +67,9 @@ def bench_train(
     """
     where = torch.device(device)
     candidates = {v: _training_step(v, model, batch_size, image_size, where) for v in norms}
-    for step in candidates.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {v: [] for v in candidates}
-    for index in range(rounds):
-        for variant, step in candidates.items():
-            times[variant].append(_timed_steps(step, steps, where))
-        if progress is not None:
-            progress(f"round {index + 1}/{rounds}: " + ", ".join(f"{v} {1e3 * t[-1]:.1f} ms" for v, t in times.items()))
+    if progress is not None:
+        progress(f"timing {', '.join(candidates)}: {rounds} rounds of {steps} steps")
+    times = time_interleaved(candidates, rounds, where, warmup=warmup, calls_per_round=steps)
     medians = {v: statistics.median(t) for v, t in times.items()}
     bests = {v: min(t) for v, t in times.items()}
     nan = float("nan")
