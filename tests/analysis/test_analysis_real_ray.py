@@ -34,6 +34,7 @@ TUNER_SCRIPT = textwrap.dedent("""
                              "clamp_fraction/layer0.norm": 0.0, "diverged": False},
                             checkpoint=Checkpoint.from_directory(d))
 
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never join another Ray on this machine
     tune.Tuner(
         trainable,
         param_space={"norm": "online", "ecm": "ac", "alpha_fwd": 0.999, "alpha_bkw": 0.99, "seed": 0,
