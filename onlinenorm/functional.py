@@ -138,7 +138,7 @@ def _forward_math(x3, weight, bias, mu, var, fwd_operators, alpha_fwd: float, ep
     if clamp is not None:
         clamp_value, bound = clamp
         count = _count_outside(out, bound)
-        out = out.clamp(-clamp_value, clamp_value)
+        out.clamp_(-clamp_value, clamp_value)
     stats = (mean, s2, mu_prev, invstd, scale, shift, ls_scale)
     return out, count, mu_history[-1], var_history[-1], stats
 
@@ -155,7 +155,8 @@ def _backward_math(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw
     n, c, positions = x3.shape
     if clamp is not None:  # zero where the forward clamped
         bound = clamp[1]
-        grad = torch.ops.aten.hardtanh_backward(grad, _channel_affine(x3, scale, shift), -bound, bound)
+        pre_clamp = _channel_affine(x3, scale, shift)
+        grad = torch.ops.aten.hardtanh_backward.grad_input(grad, pre_clamp, -bound, bound, grad_input=pre_clamp)
 
     # Per (sample, channel): sum(grad * y) and sum(grad) in one fused pass,
     # by viewing each (n, c) pair as a channel of batch norm's backward.
@@ -189,7 +190,7 @@ def _backward_math(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw
     # dx = (gamma g' - leak * v_prev * y) * invstd - leak * u_prev, y = (x - mu_prev) * invstd
     x_coef = (gamma * y_coef - leak * v_prev) * invstd.square()
     const = -x_coef * mu_prev + gamma * const_coef * invstd - leak * u_history[:-1]
-    grad_x = _channel_affine(x3, x_coef, const).addcmul(grad, (gamma * grad_scale * invstd)[..., None])
+    grad_x = _channel_affine(x3, x_coef, const).addcmul_(grad, (gamma * grad_scale * invstd)[..., None])
     return grad_x, sum_grad_y, sum_grad, u_history[-1], v_history[-1]
 
 
