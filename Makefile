@@ -16,8 +16,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m pip install -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# The main job: the quick sweep on an embedded Ray (synthetic CIFAR-10 made on
+# first use), then its report. A fresh timestamped name each run, because a
+# sweep never writes into an existing experiment directory.
 demo: install
+	name=quick-$$(date +%Y%m%d-%H%M%S) && \
+	$(VENV)/bin/onlinenorm sweep run sweeps/specs/quick.yaml --name $$name && \
+	$(VENV)/bin/onlinenorm report results/$$name
+
+# The figures in BENCHMARKS.md.
+bench: install
 	$(VENV)/bin/onlinenorm bench layer
+	$(VENV)/bin/onlinenorm bench train
+	$(VENV)/bin/onlinenorm bench sweep
 
 test: install
 	$(PYTHON) -m pytest

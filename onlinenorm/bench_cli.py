@@ -19,7 +19,8 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def register(subparsers) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks: the layer against batch norm")
+    bench = subparsers.add_parser("bench", help="benchmarks: the layer and a training step against batch norm, "
+                                                "sweep parallel efficiency")
     kinds = bench.add_subparsers(dest="bench_kind", metavar="KIND", required=True)
     layer = kinds.add_parser(
         "layer", help="forward+backward of OnlineNorm2d (each ECM) vs BatchNorm2d and the per-sample loop")
@@ -48,6 +49,11 @@ def register(subparsers) -> None:
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument("--device", default="cpu")
     train.set_defaults(func=run_train)
+
+    sweep = kinds.add_parser(
+        "sweep", help="the same tiny trials sequentially and as a Ray Tune sweep: parallel efficiency, start-up")
+    sweep.add_argument("--cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
+    sweep.set_defaults(func=run_sweep)
 
 
 def _set_up_machine(args) -> None:
@@ -90,6 +96,18 @@ def run_train(args) -> int:
                        rounds=args.rounds, device=args.device,
                        progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_train_table(rows))
+    return 0
+
+
+def run_sweep(args) -> int:
+    from onlinenorm.cli import UsageError
+
+    if args.cpus is not None and args.cpus < 1:
+        raise UsageError(f"--cpus must be >= 1; got {args.cpus}")
+    # sweeps is imported here, inside the handler: the dispatcher's lazy boundary.
+    from sweeps.bench import bench_sweep, format_sweep_bench
+
+    print(format_sweep_bench(bench_sweep(args.cpus)))
     return 0
 
 

@@ -1,0 +1,227 @@
+"""Launching, resuming and summarizing sweeps with Ray Tune's own machinery.
+
+A sweep is one ``tune.Tuner``: the trials are fed by Tune's
+``BasicVariantGenerator`` (``points_to_evaluate`` = the spec's resolved
+configs, the param space = each key's set of values), trials run with the
+spec's resources, ``CheckpointConfig`` keeps the latest epochs,
+``FailureConfig`` retries a crashed trial from its last checkpoint, and an
+optional ASHA scheduler stops weak trials early. ``Tuner.restore`` resumes.
+
+The experiment directory is ``STORAGE/NAME`` in Ray Tune's layout, plus
+``spec.yaml`` (the effective spec, from which a resume rebuilds the trainable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from sweeps.spec import SweepSpec, parse_spec
+from sweeps.status import format_counts
+from sweeps.trainable import make_trainable
+
+DEFAULT_STORAGE = "results"
+SPEC_FILE = "spec.yaml"
+# Checkpoints kept per trial. Ray snapshots the experiment state whenever a trial has checkpointed
+# this many times since the last snapshot, so the state always names a checkpoint still on disk.
+CHECKPOINTS_KEPT = 2
+UNFINISHED = "UNFINISHED"  # a trial left running or pending when the sweep was stopped (Ctrl-C)
+
+
+class ExperimentError(ValueError):
+    """The experiment directory cannot be used as asked (exists already, or holds no sweep)."""
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """Where a finished (or stopped) sweep is, and its trial counts by state."""
+
+    name: str
+    path: str
+    counts: dict[str, int]
+
+    @property
+    def failed(self) -> bool:
+        """Some trial errored out of its retries, or the sweep was stopped before the end."""
+        return self.counts.get("ERROR", 0) + self.counts.get(UNFINISHED, 0) > 0
+
+    def summary(self) -> str:
+        """The one line printed at the end: the counts, the place, and the command that charts (or resumes) it."""
+        then = (f"continue it with: onlinenorm sweep resume {self.path}" if self.counts.get(UNFINISHED)
+                else f"chart them with: onlinenorm report {self.path}")
+        return f"sweep {self.name}: {format_counts(self.counts)}; results in {self.path}; {then}"
+
+
+def experiment_path(storage: str | None, name: str) -> str:
+    """``STORAGE/NAME``, with a local storage made absolute (Ray wants absolute paths)."""
+    storage = storage or DEFAULT_STORAGE
+    if "://" in storage:
+        return f"{storage.rstrip('/')}/{name}"
+    return str(Path(storage).expanduser().absolute() / name)
+
+
+def _filesystem(path: str):
+    """(pyarrow filesystem, path within it) for a local path or a storage URI."""
+    import pyarrow.fs
+
+    if "://" in path:
+        return pyarrow.fs.FileSystem.from_uri(path)
+    return pyarrow.fs.LocalFileSystem(), path
+
+
+def _read_text(path: str) -> str | None:
+    import pyarrow.fs
+
+    fs, inner = _filesystem(path)
+    if fs.get_file_info(inner).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(inner) as stream:
+        return stream.read().decode()
+
+
+def _write_text(path: str, text: str) -> None:
+    fs, inner = _filesystem(path)
+    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(inner) as stream:
+        stream.write(text.encode())
+
+
+def _exists(path: str) -> bool:
+    import pyarrow.fs
+
+    fs, inner = _filesystem(path)
+    return fs.get_file_info(inner).type != pyarrow.fs.FileType.NotFound
+
+
+@contextlib.contextmanager
+def connected(address: str | None) -> Iterator[None]:
+    """Ray for the sweep: the instance already initialized in this process, else an embedded one
+    sized to the machine (``address=None``) or the cluster at ``address`` (shut down afterwards)."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=address, include_dashboard=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _param_space(spec: SweepSpec) -> dict:
+    """Each config key's domain: a constant, or ``tune.choice`` of the values the trials use."""
+    from ray import tune
+
+    space = dict(spec.trials[0])
+    for key in spec.swept_keys:
+        values = []
+        for trial in spec.trials:
+            if trial[key] not in values:
+                values.append(trial[key])
+        space[key] = tune.choice(values)
+    return space
+
+
+def _scheduler(spec: SweepSpec):
+    if spec.scheduler is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    settings = spec.scheduler
+    return ASHAScheduler(
+        time_attr="epoch", metric=settings.metric, mode=settings.mode, max_t=max(t["epochs"] for t in spec.trials),
+        grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
+    )
+
+
+def _tuner(spec: SweepSpec, storage_path: str, name: str, verbose: int, callbacks: list):
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return tune.Tuner(
+        make_trainable(spec.synthetic, spec.cpu, spec.gpu),
+        param_space=_param_space(spec),
+        tune_config=tune.TuneConfig(
+            search_alg=BasicVariantGenerator(points_to_evaluate=list(spec.trials)),
+            num_samples=len(spec.trials),
+            scheduler=_scheduler(spec),
+            max_concurrent_trials=spec.max_concurrent or None,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            verbose=verbose,
+            callbacks=callbacks,
+        ),
+    )
+
+
+def _outcome(name: str, path: str, results) -> SweepOutcome:
+    """Counts from a ``ResultGrid``; trials neither terminated nor errored were interrupted."""
+    diverged = sum(1 for result in results if result.error is None and (result.metrics or {}).get("diverged"))
+    counts = {
+        "TERMINATED": results.num_terminated - diverged,
+        "DIVERGED": diverged,
+        "ERROR": results.num_errors,
+        UNFINISHED: len(results) - results.num_terminated - results.num_errors,
+    }
+    return SweepOutcome(name, path, {state: n for state, n in counts.items() if n})
+
+
+def _prepare(spec: SweepSpec) -> None:
+    from sweeps.prepare import prepare_on_every_node
+
+    for line in prepare_on_every_node(spec.data_config, spec.synthetic):
+        print(f"data ready on {line}")
+
+
+def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | None = None, verbose: int = 1,
+              callbacks: list | None = None) -> SweepOutcome:
+    """Run every trial of ``spec`` to the end in ``STORAGE/<spec name>``, which must not exist yet."""
+    name = spec.name
+    path = experiment_path(storage, name)
+    if _exists(path):
+        raise ExperimentError(f"{path} already exists; continue it with `onlinenorm sweep resume {path}` "
+                              "or pass another --name")
+    storage_path = path.rsplit("/", 1)[0]
+    with connected(address):
+        _prepare(spec)
+        _write_text(f"{path}/{SPEC_FILE}", spec.to_yaml())
+        results = _tuner(spec, storage_path, name, verbose, callbacks or []).fit()
+    return _outcome(name, path, results)
+
+
+def read_experiment_spec(path: str) -> SweepSpec:
+    """The spec saved in an experiment directory, checked again."""
+    text = _read_text(f"{path}/{SPEC_FILE}")
+    if text is None:
+        raise ExperimentError(f"{path} holds no {SPEC_FILE}; pass an experiment directory written by "
+                              "`onlinenorm sweep run`")
+    import yaml
+
+    return parse_spec(yaml.safe_load(text), f"{path}/{SPEC_FILE}")
+
+
+def resume_sweep(path: str, *, address: str | None = None, retry_errored: bool = False) -> SweepOutcome:
+    """Continue the interrupted sweep at ``path``: finished trials are kept, unfinished ones go on from
+    their latest checkpoints; ``retry_errored`` also resumes trials that ran out of retries."""
+    from ray import tune
+
+    path = path if "://" in path else str(Path(path).expanduser().absolute())
+    spec = read_experiment_spec(path)
+    if not tune.Tuner.can_restore(path):
+        raise ExperimentError(f"{path} holds no Ray Tune experiment state to resume; start it with `onlinenorm sweep run`")
+    with connected(address):
+        _prepare(spec)
+        tuner = tune.Tuner.restore(
+            path, trainable=make_trainable(spec.synthetic, spec.cpu, spec.gpu),
+            resume_unfinished=True, resume_errored=retry_errored,
+        )
+        results = tuner.fit()
+    return _outcome(path.rstrip("/").rsplit("/", 1)[-1], path, results)
+

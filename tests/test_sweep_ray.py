@@ -1,0 +1,240 @@
+"""Real Ray Tune sweeps (no mocks): a local sweep, a diverging trial, a killed driver, a lost node.
+
+Sized for a shared 2-core machine: an MLP on a few hundred generated 32x32
+images, one torch thread and one CPU per trial, at most 2 trials at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from onlinenorm.cli import main
+from sweeps.run import SPEC_FILE, resume_sweep, run_sweep
+from sweeps.spec import load_spec
+
+pytestmark = pytest.mark.slow
+
+METRICS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_acc_unclamped", "clamp_fraction",
+           "samples_per_s", "diverged"}
+DIVERGING = {"norm": "none", "lr": 1.0e6}  # no normalizer and a huge step: the loss overflows in epoch 1
+POLL_S = 0.05
+WAIT_S = 240
+
+
+def write_spec(folder: Path, name: str, grid: dict, *, epochs: int, images: int, extra_trials=()) -> Path:
+    """A tiny sweep spec: MLP on synthetic CIFAR-10 generated on first use into ``folder/data``."""
+    raw = {
+        "name": name,
+        "dataset": {"name": "cifar10", "data_dir": str(folder / "data"), "synthetic": {"train": images, "test": 100}},
+        "model": "mlp",
+        "train": {"epochs": epochs, "batch_size": 20, "lr": 0.02, "milestones": [], "alpha_fwd": 0.99,
+                  "alpha_bkw": 0.9, "augment": False},
+        "grid": grid,
+        "extra_trials": list(extra_trials),
+        "resources": {"cpu": 1, "gpu": 0},
+        "max_failures": 2,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@contextlib.contextmanager
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def read_rows(path: Path) -> list[dict]:
+    """result.json rows; a line still being written is skipped."""
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        with contextlib.suppress(ValueError):
+            rows.append(json.loads(line))
+    return rows
+
+
+def trials_on_disk(experiment: Path) -> dict[str, tuple[dict, list[dict]]]:
+    """Trial directory name -> (params.json config, result rows)."""
+    return {
+        params.parent.name: (json.loads(params.read_text()), read_rows(params.parent / "result.json"))
+        for params in sorted(experiment.glob("*/params.json"))
+    }
+
+
+def canonical(configs) -> list[str]:
+    return sorted(json.dumps(config, sort_keys=True) for config in configs)
+
+
+def wait_for(condition, what: str):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(POLL_S)
+    raise AssertionError(f"timed out after {WAIT_S} s waiting for {what}")
+
+
+# --- a local sweep with one trial forced to diverge ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("local-sweep")
+    path = write_spec(folder, "local", {"clamp_value": [1, 3], "seed": [0, 1]}, epochs=2, images=200,
+                      extra_trials=[DIVERGING])
+    spec = load_spec(path)
+    with local_ray():
+        outcome = run_sweep(spec, storage=str(folder / "results"), verbose=0)
+    return spec, outcome, Path(outcome.path)
+
+
+def test_local_sweep_runs_every_trial_to_the_end(local_sweep):
+    spec, outcome, experiment = local_sweep
+    trials = trials_on_disk(experiment)
+    assert canonical(config for config, _ in trials.values()) == canonical(spec.trials)
+    for config, rows in trials.values():
+        assert rows and all(METRICS <= row.keys() for row in rows)
+        if config["lr"] < DIVERGING["lr"]:
+            assert [row["epoch"] for row in rows] == [1, 2]
+
+
+def test_diverged_trial_is_recorded_while_the_others_finish(local_sweep, capsys):
+    _, outcome, experiment = local_sweep
+    assert outcome.counts == {"TERMINATED": 4, "DIVERGED": 1} and not outcome.failed
+    diverged = [rows for config, rows in trials_on_disk(experiment).values() if config["lr"] == DIVERGING["lr"]]
+    assert len(diverged) == 1 and diverged[0][-1]["diverged"] is True
+    assert main(["sweep", "status", str(experiment)]) == 0
+    assert capsys.readouterr().out.strip().endswith("5 trials: 4 TERMINATED, 1 DIVERGED")
+
+
+def test_experiment_directory_holds_the_spec(local_sweep):
+    spec, outcome, experiment = local_sweep
+    assert load_spec(experiment / SPEC_FILE).trials == spec.trials
+    assert outcome.summary().endswith(f"chart them with: onlinenorm report {experiment}")
+
+
+# --- driver killed mid-sweep, then `sweep resume` -------------------------------------------------------
+
+
+def kill_process_tree(pid: int) -> None:
+    """SIGKILL a process and everything it started (the embedded Ray with it), as a crash or reboot would."""
+    import psutil
+
+    parent = psutil.Process(pid)
+    family = [parent, *parent.children(recursive=True)]
+    for process in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
+    psutil.wait_procs(family, timeout=30)
+
+
+def test_resume_after_the_driver_is_killed_runs_the_grid_exactly_once(tmp_path):
+    epochs = 6
+    path = write_spec(tmp_path, "killed", {"clamp_value": [1, 2, 3], "seed": [0, 1]}, epochs=epochs, images=400)
+    experiment = tmp_path / "results" / "killed"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "onlinenorm.cli", "sweep", "run", str(path), "--storage", str(tmp_path / "results")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        def some_done_some_midway():
+            counts = [len(rows) for _, rows in trials_on_disk(experiment).values()]
+            return any(c == epochs for c in counts) and any(2 <= c < epochs for c in counts) and counts
+
+        wait_for(some_done_some_midway, "a finished trial and one at least 2 epochs in")
+    finally:
+        kill_process_tree(driver.pid)
+    before = trials_on_disk(experiment)
+
+    with local_ray():
+        outcome = resume_sweep(str(experiment))
+
+    after = trials_on_disk(experiment)
+    assert outcome.counts == {"TERMINATED": 6}
+    assert canonical(config for config, _ in after.values()) == canonical(load_spec(path).trials)
+    for name, (_, rows) in after.items():
+        assert {row["epoch"] for row in rows} == set(range(1, epochs + 1)), name  # nothing lost
+        reported = len(before.get(name, ({}, []))[1])
+        if reported == epochs:
+            assert rows == before[name][1], f"{name} finished before the kill and ran again"
+        elif reported >= 2:  # Ray snapshots its state at least every CHECKPOINTS_KEPT checkpoints
+            assert rows[reported]["epoch"] > 1, f"{name} restarted at epoch 1 instead of resuming from its checkpoint"
+
+
+# --- a 2-node cluster losing its worker node ------------------------------------------------------------
+
+
+def descendants(pid: int) -> set[int]:
+    import psutil
+
+    return {process.pid for process in psutil.Process(pid).children(recursive=True)}
+
+
+def test_cluster_sweep_survives_losing_a_node(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    epochs = 8
+    path = write_spec(tmp_path, "cluster", {"clamp_value": [1, 2], "seed": [0, 1]}, epochs=epochs, images=400)
+    health = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": False, "_system_config": health})
+    worker = cluster.add_node(num_cpus=1)
+    experiment = tmp_path / "results" / "cluster"
+    nodes_seen: dict[int, str] = {}  # trial pid -> node
+    killed: dict[str, int] = {}  # trial directory -> epochs reported when its node went away
+
+    def kill_worker_mid_trial():
+        on_worker = descendants(worker.all_processes["raylet"][0].process.pid)
+        on_head = descendants(cluster.head_node.all_processes["raylet"][0].process.pid)
+        trials = trials_on_disk(experiment)
+        for row in (row for _, rows in trials.values() for row in rows):
+            if row["pid"] in on_worker | on_head:
+                nodes_seen[row["pid"]] = "worker" if row["pid"] in on_worker else "head"
+        if "head" not in nodes_seen.values():
+            return None  # kill only once trials have run on both nodes
+        for name, (_, rows) in trials.items():
+            if 2 <= len(rows) < epochs and nodes_seen.get(rows[-1]["pid"]) == "worker":
+                killed[name] = len(rows)
+        if killed:
+            cluster.remove_node(worker, allow_graceful=False)
+        return killed
+
+    try:
+        ray.init(address=cluster.address)
+        killer = threading.Thread(target=wait_for, args=(kill_worker_mid_trial, "a trial half-way on the worker"))
+        killer.start()
+        outcome = run_sweep(load_spec(path), storage=str(tmp_path / "results"), verbose=0)
+        killer.join()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+    assert killed, "the worker node was never removed"
+    assert {"head", "worker"} <= set(nodes_seen.values())  # trials spread over both nodes
+    assert outcome.counts == {"TERMINATED": 4}
+    trials = trials_on_disk(experiment)
+    for name, (_, rows) in trials.items():
+        assert {row["epoch"] for row in rows} == set(range(1, epochs + 1)), name
+    for name, reported in killed.items():
+        rows = trials[name][1]
+        moved = next(i for i, row in enumerate(rows) if nodes_seen.get(row["pid"]) != "worker")
+        assert rows[moved]["epoch"] > 1, f"{name} restarted at epoch 1 instead of resuming from its checkpoint"
+        assert [row["epoch"] for row in rows] == sorted(row["epoch"] for row in rows)
