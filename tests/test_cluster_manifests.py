@@ -69,10 +69,11 @@ def dirs_the_images_create() -> set[str]:
 
 
 def readme_section() -> str:
-    """The section as merged into README.md, or docker/README_SECTION.md until it is."""
+    """The README's cluster section."""
     readme = (ROOT / "README.md").read_text()
     match = re.search(rf"^## {README_SECTION}\n.*?(?=^## |\Z)", readme, flags=re.M | re.S)
-    return match.group(0) if match else (ROOT / "docker/README_SECTION.md").read_text()
+    assert match, f"README.md has no '## {README_SECTION}' section"
+    return match.group(0)
 
 
 def shell_blocks(markdown: str) -> str:
