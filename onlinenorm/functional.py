@@ -205,12 +205,20 @@ class Kernels:
     """
 
     def __init__(self, compiled: bool):
-        wrap = functools.partial(torch.compile, dynamic=None) if compiled else (lambda fn: fn)
+        wrap = (lambda fn: fn)
+        if compiled:
+            # One kernel specialised per activation shape: kernels for dynamic
+            # shapes measured ~2x slower. A model has a few distinct layer
+            # shapes (plus those of a last, smaller batch), more than
+            # dynamo's default of 8 recompiles per function allows.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, MAX_COMPILED_SHAPES)
+            wrap = functools.partial(torch.compile, dynamic=False)
         self.forward = wrap(_forward_math)
         self.backward = wrap(_backward_math)
 
 
 KERNEL_CHOICES = ("eager", "compiled")
+MAX_COMPILED_SHAPES = 64
 def default_kernels() -> str:
     """``ONLINENORM_KERNELS`` if set, else ``"eager"``; read whenever a layer is built."""
     return os.environ.get("ONLINENORM_KERNELS", "eager")
