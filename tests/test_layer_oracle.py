@@ -52,8 +52,12 @@ CASES = [
 @pytest.mark.parametrize("kind,n,ecm,affine", CASES,
                          ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}" for k, n, e, a in CASES])
 def test_matches_oracle_over_consecutive_batches(kind, n, ecm, affine, alphas):
-    channels, spatial = 3, (5, 3)
-    layer, oracle = make_pair(kind, channels, ecm, affine, *alphas)
+    layer, oracle = make_pair(kind, 3, ecm, affine, *alphas)
+    check_against_oracle(layer, oracle, kind, n, affine)
+
+
+def check_against_oracle(layer, oracle, kind, n, affine, channels=3, spatial=(5, 3)):
+    """Outputs, input and parameter gradients and the carried state over ``BATCHES`` batches."""
     gen = torch.Generator().manual_seed(n)
     for _ in range(BATCHES):
         x, grad_out = batch(kind, n, channels, spatial, gen)
@@ -129,21 +133,6 @@ COMPILED_CASES = [("2d", 7, "ac", True), ("2d", 128, "none", False), ("2d", 7, "
                          ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}" for k, n, e, a in COMPILED_CASES])
 def test_compiled_kernels_match_oracle(kind, n, ecm, affine):
     """The torch.compile-fused path runs the same math: same tolerance, same carried state."""
-    channels, spatial = 3, (5, 3)
-    layer, oracle = make_pair(kind, channels, ecm, affine, 0.9, 0.75)
+    layer, oracle = make_pair(kind, 3, ecm, affine, 0.9, 0.75)
     layer.kernels = "compiled"
-    gen = torch.Generator().manual_seed(n)
-    for _ in range(BATCHES):
-        x, grad_out = batch(kind, n, channels, spatial, gen)
-        x.requires_grad_(True)
-        layer.zero_grad()
-        out = layer(x)
-        out.backward(grad_out)
-        want_out, want_dx, want_gw, want_gb, _ = oracle.step(x.detach(), grad_out)
-        assert rel_err(out, want_out) < REL_TOL
-        assert rel_err(x.grad, want_dx) < REL_TOL
-        if affine:
-            assert rel_err(layer.weight.grad, want_gw) < REL_TOL
-            assert rel_err(layer.bias.grad, want_gb) < REL_TOL
-        for name in ("mu", "var", "u", "v"):
-            assert rel_err(getattr(layer, name), getattr(oracle, name)) < REL_TOL, name
+    check_against_oracle(layer, oracle, kind, n, affine)

@@ -12,13 +12,7 @@ from onlinenorm.models import MODELS, NORM_DIMS, create_model
 from onlinenorm.norms import NORMS, create_norm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread here (the machine is shared); restored for other modules."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(
