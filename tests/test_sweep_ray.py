@@ -130,6 +130,28 @@ def test_experiment_directory_holds_the_spec(local_sweep):
     assert outcome.summary().endswith(f"chart them with: onlinenorm report {experiment}")
 
 
+def test_analysis_reads_the_real_sweep(local_sweep, tmp_path, capsys):
+    """The analysis on what the sweep service really wrote: frames, states, and the report command."""
+    import analysis
+
+    spec, _, experiment = local_sweep
+    results = analysis.load(experiment)
+    assert results.warnings == []
+    trials = results.trials
+    assert len(trials) == len(spec.trials) == 5
+    assert sorted(trials["state"]) == ["diverged", "finished", "finished", "finished", "finished"]
+    assert trials.loc[trials["state"] == "diverged", "norm"].tolist() == ["none"]
+    clamping = trials[trials["norm"] == "online"]
+    assert sorted(clamping["clamp_value"]) == [1, 1, 3, 3] and clamping["epochs_done"].eq(2).all()
+    assert clamping["best_val_acc"].between(0, 1).all() and clamping["clamp_fraction_mean"].between(0, 1).all()
+    assert len(results.epochs[results.epochs["trial_id"].isin(clamping["trial_id"])]) == 4 * 2
+    assert not results.layers.empty and results.layers["depth"].min() == 0
+
+    out = tmp_path / "report"
+    assert main(["report", str(experiment), "--out", str(out)]) == 0
+    assert (out / "report.html").stat().st_size > 0 and str(out / "report.html") in capsys.readouterr().out
+
+
 # --- driver killed mid-sweep, then `sweep resume` -------------------------------------------------------
 
 
