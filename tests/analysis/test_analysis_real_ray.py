@@ -1,8 +1,8 @@
-"""The analysis reads what real Ray Tune writes (not only our generated fixture).
+"""The analysis reads what real Ray Tune writes, an errored trial included.
 
 Runs a 3-trial ``tune.Tuner`` (one trial raises) in a subprocess, so Ray never
-starts inside the test process. Replace with a sweep from ``sweeps`` once that
-service can run a tiny sweep in the tests.
+starts inside the test process. The analysis of a real ``onlinenorm sweep``
+directory is tested beside the sweep itself, in ``tests/test_sweep_ray.py``.
 """
 
 from __future__ import annotations
