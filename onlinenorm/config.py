@@ -48,10 +48,15 @@ RECIPE_KEYS = ("model", "epochs", "weight_decay", "alpha_fwd", "alpha_bkw")  # N
 
 @dataclass(frozen=True)
 class Rule:
-    """How one key is checked: ``parse`` returns the normalized value or ``None`` if invalid."""
+    """How one key is checked: ``parse`` returns the normalized value or ``None`` if invalid;
+    ``nullable`` keys also take ``None`` (meaning: resolve it from the recipe or a default)."""
 
     parse: Callable[[Any], Any]
     allowed: str
+    nullable: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        return self.nullable if value is None else self.parse(value) is not None
 
 
 def _is_int(value: Any) -> bool:
@@ -88,7 +93,7 @@ def text() -> Rule:
 
 
 def optional(rule: Rule) -> Rule:
-    return Rule(lambda v: v if v is None else rule.parse(v), f"null or {rule.allowed}")
+    return Rule(lambda v: v if v is None else rule.parse(v), f"null or {rule.allowed}", nullable=True)
 
 
 def either(first: Rule, second: Rule) -> Rule:
@@ -187,10 +192,10 @@ def check_value(key: str, value: Any) -> Any:
         close = difflib.get_close_matches(key, SCHEMA, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown config key {key!r}{hint}; known keys: {', '.join(SCHEMA)}")
-    parsed = SCHEMA[key].rule.parse(value)
-    if parsed is None and value is not None:
-        raise ValueError(f"config key {key!r} must be {SCHEMA[key].rule.allowed}, got {value!r}")
-    return parsed
+    rule = SCHEMA[key].rule
+    if not rule.accepts(value):
+        raise ValueError(f"config key {key!r} must be {rule.allowed}, got {value!r}")
+    return rule.parse(value)
 
 
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:

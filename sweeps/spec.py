@@ -123,8 +123,7 @@ def _mapping(problems: _Problems, path: str, value: Any) -> dict:
 def _check_value(problems: _Problems, path: str, key: str, value: Any) -> None:
     """One training-config value at ``path``, checked with the config schema's own rule."""
     rule = SCHEMA[key].rule
-    nullable = rule.allowed.startswith("null")
-    if rule.parse(value) is None and (value is not None or not nullable):
+    if not rule.accepts(value):
         problems.add(path, f"must be {rule.allowed}; got {value!r}")
 
 

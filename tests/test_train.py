@@ -85,6 +85,8 @@ def test_defaults_are_the_paper_recipe():
         ({"norm": "bn"}, "'norm' must be one of online, batch, group, layer, instance, none, got 'bn'"),
         ({"alpha_fwd": 1.0}, "'alpha_fwd' must be null or a number in (0.0, 1.0)"),
         ({"clamp_value": 0}, "'clamp_value' must be a number in (0.0, inf)"),
+        ({"clamp_value": None}, "'clamp_value' must be a number in (0.0, inf), got None"),
+        ({"norm": None}, "'norm' must be one of online, batch, group, layer, instance, none, got None"),
         ({"batch_size": 1.5}, "'batch_size' must be an integer >= 2"),
         ({"epochs": True}, "'epochs' must be null or an integer >= 1"),
         ({"subset": 1.5}, "'subset' must be null or a fraction in (0, 1] or a per-class count >= 1"),
