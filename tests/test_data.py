@@ -156,6 +156,10 @@ def test_download_verifies_checksum_and_extracts(folders, tmp_path, monkeypatch)
     monkeypatch.setitem(download.ARCHIVES, "cifar10", download.Archive(archive.as_uri(), md5))
     data = load_dataset("cifar10", tmp_path / "fetched", download=True)
     assert len(data.train) == TRAIN
+    # A second node sharing the folder finishes later: its copy is dropped, nothing is left behind.
+    download.download_archive("cifar10", tmp_path / "fetched")
+    assert [p.name for p in (tmp_path / "fetched").iterdir()] == ["cifar-10-batches-py"]
+    assert len(load_dataset("cifar10", tmp_path / "fetched").train) == TRAIN
 
 
 def test_stratified_subset_is_per_class_and_seeded():

@@ -38,8 +38,11 @@ def md5sum(path: Path) -> str:
 def download_archive(name: str, root: Path) -> None:
     """Download the archive for ``name``, verify its MD5 and extract it under ``root``.
 
-    The archive goes to a temporary file first, so an interrupted or corrupted
-    download never leaves a half-written dataset behind.
+    The archive is fetched and extracted in a temporary folder under ``root``
+    and moved into place with a rename, so an interrupted or corrupted
+    download never leaves a half-written dataset behind, and nodes that share
+    ``root`` (a sweep prepares data on every node at once) never see each
+    other's partial files.
     """
     archive = ARCHIVES[name]
     root.mkdir(parents=True, exist_ok=True)
@@ -57,5 +60,12 @@ def download_archive(name: str, root: Path) -> None:
             raise DatasetError(
                 f"{archive.url}: checksum mismatch (md5 {found}, expected {archive.md5}); download again"
             )
+        staging = Path(tmp) / "extracted"
         with tarfile.open(path, "r:gz") as tar:
-            tar.extractall(root, filter="data")
+            tar.extractall(staging, filter="data")
+        for entry in staging.iterdir():  # e.g. cifar-10-batches-py
+            try:  # atomic on one filesystem: of nodes sharing ``root``, the first to finish wins
+                entry.rename(root / entry.name)
+            except OSError:
+                if not (root / entry.name).is_dir():
+                    raise
