@@ -113,6 +113,10 @@ def _forward_math(x3, weight, bias, mu, var, fwd_operators, alpha_fwd: float, ep
     Returns ``out``, the clamped-element count (or None), the next ``mu`` and
     ``var``, and the statistics backward needs (``(N, C)`` tensors and, for
     layer scaling, ``r`` as ``(N, 1)``).
+
+    ``s2 = mean(x^2) - mean(x)^2`` takes one read for both sums; its relative
+    error is about ``1e-7 * (1 + m^2 / s2)`` in float32, negligible unless a
+    sample's mean exceeds its spread ~1000-fold (then pass float64 inputs).
     """
     positions = x3.shape[2]
     mean = x3.sum(2) / positions
