@@ -223,9 +223,19 @@ class Kernels:
 
 KERNEL_CHOICES = ("eager", "compiled")
 MAX_COMPILED_SHAPES = 64
+
+
 def default_kernels() -> str:
     """``ONLINENORM_KERNELS`` if set, else ``"eager"``; read whenever a layer is built."""
     return os.environ.get("ONLINENORM_KERNELS", "eager")
+
+
+def check_kernels(name: str) -> str:
+    """``name`` if it is one of ``KERNEL_CHOICES``, else a ``ValueError`` saying what is allowed."""
+    if name not in KERNEL_CHOICES:
+        raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNEL_CHOICES))}; got {name!r}"
+                         " (from the argument or the ONLINENORM_KERNELS environment variable)")
+    return name
 
 
 _BUILT_KERNELS: dict[str, Kernels] = {}
@@ -234,10 +244,7 @@ _BUILT_KERNELS: dict[str, Kernels] = {}
 def _kernels(name: str) -> Kernels:
     """Built on first use, so importing the layer never imports the compiler."""
     if name not in _BUILT_KERNELS:
-        if name not in KERNEL_CHOICES:
-            raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNEL_CHOICES))}; got {name!r}"
-                             " (also check the ONLINENORM_KERNELS environment variable)")
-        _BUILT_KERNELS[name] = Kernels(compiled=name == "compiled")
+        _BUILT_KERNELS[check_kernels(name)] = Kernels(compiled=name == "compiled")
     return _BUILT_KERNELS[name]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from onlinenorm.functional import KERNEL_CHOICES, default_kernels, online_norm
+from onlinenorm.functional import check_kernels, default_kernels, online_norm
 
 ECMS = ("ac", "ls", "none")
 
@@ -76,10 +76,7 @@ class _OnlineNorm(nn.Module):
         self.clamp_value = _check_positive("clamp_value", clamp_value)
         self.ls_eps = _check_positive("ls_eps", ls_eps)
         self.clamp_enabled = True  # switched off by onlinenorm.clamp_disabled
-        self.kernels = default_kernels() if kernels is None else kernels
-        if self.kernels not in KERNEL_CHOICES:
-            raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNEL_CHOICES))}; "
-                             f"got {self.kernels!r} (from the argument or ONLINENORM_KERNELS)")
+        self.kernels = check_kernels(default_kernels() if kernels is None else kernels)
 
         if self.affine:
             self.weight = nn.Parameter(torch.ones(num_features))
