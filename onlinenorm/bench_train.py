@@ -9,13 +9,12 @@ reports the median over rounds. ``onlinenorm bench train`` prints
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .bench import time_interleaved
+from .bench import medians, time_interleaved
 from .models import NORM_DIMS, create_model
 from .norms import create_norm
 
@@ -70,7 +69,7 @@ def bench_train(
     if progress is not None:
         progress(f"timing {', '.join(candidates)}: {rounds} rounds of {steps} steps")
     times = time_interleaved(candidates, rounds, where, warmup=warmup, calls_per_round=steps)
-    medians = {v: statistics.median(t) for v, t in times.items()}
+    middle = medians(times)
     bests = {v: min(t) for v, t in times.items()}
     nan = float("nan")
     return [
@@ -80,9 +79,9 @@ def bench_train(
             "batch_size": batch_size,
             "device": device,
             "threads": torch.get_num_threads(),
-            "step_ms": 1e3 * medians[v],
+            "step_ms": 1e3 * middle[v],
             "step_ms_min": 1e3 * bests[v],
-            "ratio": medians[v] / medians.get(BASELINE, nan),
+            "ratio": middle[v] / middle.get(BASELINE, nan),
             "ratio_best": bests[v] / bests.get(BASELINE, nan),
         }
         for v in candidates
