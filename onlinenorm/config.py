@@ -198,6 +198,19 @@ def check_value(key: str, value: Any) -> Any:
     return rule.parse(value)
 
 
+def parse_assignment(item: str) -> tuple[str, Any]:
+    """``"KEY=VALUE"`` (a ``--set`` item) as ``(KEY, VALUE read as YAML)``; ``ValueError`` if malformed."""
+    import yaml
+
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"expects KEY=VALUE, got {item!r}")
+    try:
+        return key.strip(), yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"value of {item!r} is not valid YAML ({err.problem or err})") from None
+
+
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The complete training config for ``config`` (a partial mapping).
 

@@ -57,17 +57,13 @@ def register(subparsers) -> None:
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
-    import yaml
-
     from onlinenorm.cli import UsageError
+    from onlinenorm.config import parse_assignment
 
-    parsed = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
-        parsed[key.strip()] = yaml.safe_load(value)
-    return parsed
+    try:
+        return dict(parse_assignment(item) for item in items)
+    except ValueError as err:
+        raise UsageError(f"--set {err}") from None
 
 
 def read_config(path: str | None, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from onlinenorm.config import SCHEMA, validate_config
+from onlinenorm.config import SCHEMA, parse_assignment, validate_config
 from onlinenorm.data import DATASETS
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -265,16 +265,17 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """``--set a.b=value`` items (value parsed as YAML) applied to a copy of ``raw``."""
     raw = copy.deepcopy(raw)
     for item in overrides:
-        path, sep, text = item.partition("=")
-        if not sep or not path:
-            raise SpecError("--set", [f"{item}: expects KEY=VALUE, e.g. train.epochs=2 or grid.seed=[0,1]"])
-        *parents, leaf = path.strip().split(".")
+        try:
+            path, value = parse_assignment(item)
+        except ValueError as err:
+            raise SpecError("--set", [f"{err}; e.g. train.epochs=2 or grid.seed=[0,1]"]) from None
+        *parents, leaf = path.split(".")
         node = raw
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise SpecError("--set", [f"{item}: {part} is not a mapping in the spec"])
-        node[leaf] = yaml.safe_load(text)
+        node[leaf] = value
     return raw
 
 

@@ -62,6 +62,18 @@ def test_set_overrides_dotted_keys(tmp_path):
     assert all(t["epochs"] == 3 for t in spec.trials)
 
 
+@pytest.mark.parametrize("item, problem", [
+    ("train.epochs", "expects KEY=VALUE, got 'train.epochs'; e.g. train.epochs=2 or grid.seed=[0,1]"),
+    ("grid.seed=[0,", "value of 'grid.seed=[0,' is not valid YAML"),
+])
+def test_malformed_set_items_are_spec_errors(tmp_path, item, problem):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    with pytest.raises(SpecError) as err:
+        load_spec(path, [item])
+    assert len(err.value.problems) == 1 and err.value.problems[0].startswith(problem)
+
+
 def test_each_problem_is_reported_with_its_key_path():
     problems = problems_of({
         "name": "bad name",

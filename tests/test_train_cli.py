@@ -62,6 +62,7 @@ def test_train_writes_metrics_and_resumes(data_dir, tmp_path, capsys):
         (["--set", "nrom=batch"], "unknown config key 'nrom' (did you mean 'norm'?)"),
         (["--norm", "bn"], "'norm' must be one of"),
         (["--set", "subset"], "--set expects KEY=VALUE"),
+        (["--set", "milestones=[3,"], "--set value of 'milestones=[3,' is not valid YAML"),
         (["--resume"], "holds no checkpoint to resume from"),
     ],
 )
