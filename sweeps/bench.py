@@ -101,7 +101,8 @@ def bench_sweep(num_cpus: int | None = None) -> SweepBench:
         sequential = _sequential(spec, folder)
         timing = _timing_callback()
         launched = time.time()
-        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, configure_logging=False,
+                 log_to_driver=False)  # embedded, even where RAY_ADDRESS names a cluster
         try:
             run_sweep(spec, storage=str(folder / "results"), verbose=0, callbacks=[timing])
         finally:
