@@ -69,12 +69,26 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def read_params(path: Path) -> dict | None:
+    """params.json's config, or None while Ray is still writing it (the file exists before its text)."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return None
+
+
 def trials_on_disk(experiment: Path) -> dict[str, tuple[dict, list[dict]]]:
-    """Trial directory name -> (params.json config, result rows)."""
-    return {
-        params.parent.name: (json.loads(params.read_text()), read_rows(params.parent / "result.json"))
-        for params in sorted(experiment.glob("*/params.json"))
-    }
+    """Trial directory name -> (params.json config, result rows), for the trials whose params.json is whole.
+
+    Tests poll this while a sweep runs, so a trial caught mid-creation is left out until the next poll;
+    once the sweep has ended every trial's params.json is whole and the grid assertions see all of them.
+    """
+    trials = {}
+    for params in sorted(experiment.glob("*/params.json")):
+        config = read_params(params)
+        if config is not None:
+            trials[params.parent.name] = (config, read_rows(params.parent / "result.json"))
+    return trials
 
 
 def canonical(configs) -> list[str]:
