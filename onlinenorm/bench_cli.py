@@ -57,10 +57,13 @@ def register(subparsers) -> None:
 
 
 def _set_up_machine(args) -> None:
-    """Apply --threads and check --device; bad values are usage errors."""
+    """Apply --threads, check --device (bad values are usage errors), and set the allocator as training does."""
     import torch
 
+    from onlinenorm.allocator import retain_freed_memory
     from onlinenorm.cli import UsageError
+
+    retain_freed_memory()
 
     if args.threads is not None:
         if args.threads < 1:

@@ -63,19 +63,25 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _channel_affine(x3: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+def _channel_affine(x3: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
     """``x3 * scale[..., None] + shift[..., None]`` for ``x3`` ``(N, C, M)``, ``scale``/``shift`` ``(N, C)``.
 
     Runs batch norm's inference kernel on the ``(1, N*C, M)`` view, one
     "channel" per (sample, channel) pair, with mean 0 and variance 1: the
     same arithmetic as the broadcasting ``addcmul``, measured ~1.7x faster on CPU.
+    ``out`` (contiguous, ``x3``'s shape; may be ``x3`` itself) receives the
+    result instead of a new tensor.
     """
     n, c, m = x3.shape
     flat_scale = scale.reshape(-1)
     unit = torch.ones_like(flat_scale)
-    out = torch.native_batch_norm(x3.view(1, n * c, m), flat_scale, shift.reshape(-1),
-                                  torch.zeros_like(flat_scale), unit, False, 0.0, 0.0)[0]
-    return out.view(n, c, m)
+    args = (x3.view(1, n * c, m), flat_scale, shift.reshape(-1), torch.zeros_like(flat_scale), unit, False, 0.0, 0.0)
+    if out is None:
+        return torch.native_batch_norm(*args)[0].view(n, c, m)
+    empty = flat_scale.new_empty(0)
+    torch.ops.aten.native_batch_norm.out(*args, out=out.view(1, n * c, m), save_mean=empty, save_invstd=empty.clone())
+    return out
 
 
 def _count_outside(y: torch.Tensor, bound: float) -> torch.Tensor:
@@ -141,8 +147,9 @@ def _forward_math(x3, weight, bias, mu, var, fwd_operators, alpha_fwd: float, ep
         out = _channel_affine(x3, scale, shift)
     if clamp is not None:
         clamp_value, bound = clamp
-        count = _count_outside(out, bound)
-        out.clamp_(-clamp_value, clamp_value)
+        inside = torch.ops.aten.hardtanh_backward.grad_input(torch.ones((), dtype=out.dtype).expand_as(out), out, -bound, bound, grad_input=out)
+        count = out.numel() - inside.sum(2).to(torch.int64).sum()
+        out = _channel_affine(x3, scale, shift, out=out).clamp_(-clamp_value, clamp_value)
     stats = (mean, s2, mu_prev, invstd, scale, shift, ls_scale)
     return out, count, mu_history[-1], var_history[-1], stats
 
@@ -194,7 +201,11 @@ def _backward_math(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw
     # dx = (gamma g' - leak * v_prev * y) * invstd - leak * u_prev, y = (x - mu_prev) * invstd
     x_coef = (gamma * y_coef - leak * v_prev) * invstd.square()
     const = -x_coef * mu_prev + gamma * const_coef * invstd - leak * u_history[:-1]
-    grad_x = _channel_affine(x3, x_coef, const).addcmul_(grad, (gamma * grad_scale * invstd)[..., None])
+    grad_coef = gamma * grad_scale * invstd
+    if clamp is not None:  # grad is the masked copy made above: write grad_x over it
+        return (_channel_affine(grad, grad_coef, const, out=grad).addcmul_(x3, x_coef[..., None]),
+                sum_grad_y, sum_grad, u_history[-1], v_history[-1])
+    grad_x = _channel_affine(x3, x_coef, const).addcmul_(grad, grad_coef[..., None])
     return grad_x, sum_grad_y, sum_grad, u_history[-1], v_history[-1]
 
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import clamp_disabled, clamp_fractions, reset_clamp_stats
+from .allocator import retain_freed_memory
 from .config import RESUMABLE_CHANGES, validate_config
 from .data import BatchLoader, Dataset, load_dataset
 from .models import NORM_DIMS, create_model
@@ -254,8 +255,13 @@ def run(
     resume_from: a checkpoint folder (or file) to continue from; its config
         must match except for :data:`onlinenorm.config.RESUMABLE_CHANGES`.
     on_batch: progress hook, called every few steps.
+
+    Also tells glibc to keep freed memory in the process
+    (:func:`onlinenorm.allocator.retain_freed_memory`): a few percent per
+    step on CPU, at the cost of the process keeping its peak heap.
     """
     config = validate_config(config)
+    retain_freed_memory()
     if config["threads"] is not None:
         torch.set_num_threads(config["threads"])
     device = resolve_device(config["device"])
