@@ -23,6 +23,7 @@ from onlinenorm.layers import ECMS, OnlineNorm2d
 RESNET20_SHAPES = ((128, 16, 32, 32), (128, 32, 16, 16), (128, 64, 8, 8))
 RESNET50_SHAPES = ((32, 256, 56, 56),)
 DEFAULT_SHAPES = RESNET20_SHAPES + RESNET50_SHAPES
+LAYER_KERNELS = ("eager", "compiled")  # timed side by side; "auto" is one of them
 ORACLE_PATH = Path(__file__).resolve().parents[1] / "tests" / "oracle.py"
 
 
@@ -131,7 +132,7 @@ def oracle_step(oracle_cls, shape: tuple[int, ...]) -> Callable[[], None]:
 
 
 def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                oracle_rounds: int = 3, kernels: tuple[str, ...] = ("eager", "compiled"),
+                oracle_rounds: int = 3, kernels: tuple[str, ...] = LAYER_KERNELS,
                 progress: Callable[[str], None] | None = None) -> list[dict]:
     """Time forward+backward per shape.
 

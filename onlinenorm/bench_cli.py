@@ -44,8 +44,8 @@ def register(subparsers) -> None:
                        help="comma-separated variants: a norm name, or online-<ecm> (default: %(default)s)")
     train.add_argument("--steps", type=int, default=5, help="steps per timed round")
     train.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
-    train.add_argument("--kernels", choices=("eager", "compiled"), default=None,
-                       help="kernels of the online layers (default: ONLINENORM_KERNELS, else eager)")
+    train.add_argument("--kernels", choices=("auto", "eager", "compiled"), default=None,
+                       help="kernels of the online layers (default: ONLINENORM_KERNELS, else auto)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument("--device", default="cpu")
     train.set_defaults(func=run_train)
@@ -117,16 +117,15 @@ def run_sweep(args) -> int:
 def run_layer(args) -> int:
     import torch
 
-    from onlinenorm.bench import DEFAULT_SHAPES, bench_layer, format_layer_table
+    from onlinenorm.bench import DEFAULT_SHAPES, LAYER_KERNELS, bench_layer, format_layer_table
     from onlinenorm.cli import UsageError
-    from onlinenorm.functional import KERNEL_CHOICES
 
     if args.rounds < 1 or args.oracle_rounds < 0:
         raise UsageError("--rounds must be >= 1 and --oracle-rounds >= 0")
     _set_up_machine(args)
     kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
-    if not kernels or any(k not in KERNEL_CHOICES for k in kernels):
-        raise UsageError(f"--kernels must list some of {', '.join(KERNEL_CHOICES)}; got {args.kernels!r}")
+    if not kernels or any(k not in LAYER_KERNELS for k in kernels):
+        raise UsageError(f"--kernels must list some of {', '.join(LAYER_KERNELS)}; got {args.kernels!r}")
     print(f"torch {torch.__version__}, device {args.device}, dtype {args.dtype}, "
           f"{torch.get_num_threads()} threads; median of {args.rounds} interleaved rounds", flush=True)
     rows = bench_layer(args.shape or DEFAULT_SHAPES, rounds=args.rounds, device=args.device,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .data.datasets import DATASETS
+from .functional import KERNEL_CHOICES
 from .models import MODELS, NORM_DIMS, create_model
 from .norms import ECMS, NORMS
 
@@ -175,10 +176,13 @@ SCHEMA: dict[str, Option] = {
     ),
     "amp": Option("none", choice("none", "bf16"), "bfloat16 autocast (CUDA only)"),
     "threads": Option(None, optional(integer(1)), "torch CPU threads; null -> torch's default"),
+    "kernels": Option(None, optional(choice(*KERNEL_CHOICES)),
+                      "online norm training kernels; null -> ONLINENORM_KERNELS, else auto (compiled where it can)"),
 }
 
 # Keys that may differ between a checkpoint and the run resuming it.
-RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "download", "cache_dir", "eval_batch_size", "device", "threads"})
+RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "download", "cache_dir", "eval_batch_size", "device", "threads",
+                               "kernels"})
 
 
 def defaults() -> dict[str, Any]:

@@ -52,6 +52,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -217,9 +218,12 @@ class Kernels:
     read-write; the backward's two reductions in one read of ``grad`` and
     ``x``; its output in one more), at the cost of a compile on first use of
     each shape in each process. Eager needs no compiler.
+
+    ``fallback``: kernels to switch to, for good, when compiling fails
+    (no C++ compiler for CPU, no Triton for CUDA); without one the error is raised.
     """
 
-    def __init__(self, compiled: bool):
+    def __init__(self, compiled: bool, fallback: Kernels | None = None):
         wrap = (lambda fn: fn)
         if compiled:
             # One kernel specialised per activation shape: kernels for dynamic
@@ -228,17 +232,36 @@ class Kernels:
             # dynamo's default of 8 recompiles per function allows.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, MAX_COMPILED_SHAPES)
             wrap = functools.partial(torch.compile, dynamic=False)
-        self.forward = wrap(_forward_math)
-        self.backward = wrap(_backward_math)
+        self._forward = wrap(_forward_math)
+        self._backward = wrap(_backward_math)
+        self._fallback = fallback
+
+    def forward(self, *args):
+        return self._run("_forward", *args)
+
+    def backward(self, *args):
+        return self._run("_backward", *args)
+
+    def _run(self, direction: str, *args):
+        try:
+            return getattr(self, direction)(*args)
+        except torch._dynamo.exc.BackendCompilerFailed as err:  # the math is pure: rerunning it is safe
+            if self._fallback is None:
+                raise
+            warnings.warn(f"onlinenorm: compiling the layer's kernels failed, running them eagerly from now on "
+                          f"(set ONLINENORM_KERNELS=eager to skip the attempt): {str(err).splitlines()[0]}",
+                          RuntimeWarning, stacklevel=4)
+            self._forward, self._backward, self._fallback = self._fallback._forward, self._fallback._backward, None
+            return getattr(self, direction)(*args)
 
 
-KERNEL_CHOICES = ("eager", "compiled")
+KERNEL_CHOICES = ("auto", "eager", "compiled")
 MAX_COMPILED_SHAPES = 64
 
 
 def default_kernels() -> str:
-    """``ONLINENORM_KERNELS`` if set, else ``"eager"``; read whenever a layer is built."""
-    return os.environ.get("ONLINENORM_KERNELS", "eager")
+    """``ONLINENORM_KERNELS`` if set, else ``"auto"``; read whenever a layer is built."""
+    return os.environ.get("ONLINENORM_KERNELS", "auto")
 
 
 def check_kernels(name: str) -> str:
@@ -253,9 +276,16 @@ _BUILT_KERNELS: dict[str, Kernels] = {}
 
 
 def _kernels(name: str) -> Kernels:
-    """Built on first use, so importing the layer never imports the compiler."""
+    """Built on first use, so importing the layer never imports the compiler.
+
+    ``auto`` is compiled with the eager kernels as its fallback.
+    """
     if name not in _BUILT_KERNELS:
-        _BUILT_KERNELS[check_kernels(name)] = Kernels(compiled=name == "compiled")
+        check_kernels(name)
+        if name == "auto":
+            _BUILT_KERNELS[name] = Kernels(compiled=True, fallback=_kernels("eager"))
+        else:
+            _BUILT_KERNELS[name] = Kernels(compiled=name == "compiled")
     return _BUILT_KERNELS[name]
 
 
@@ -330,7 +360,7 @@ def online_norm(
     clamp_value: float | None = None,
     ls_eps: float | None = None,
     clamp_count: torch.Tensor | None = None,
-    kernels: str = "eager",
+    kernels: str = "auto",
 ) -> torch.Tensor:
     """Online-normalize ``x`` of shape ``(N, C, *spatial)``, then the affine and an ECM.
 
@@ -345,7 +375,8 @@ def online_norm(
     ``|y'| > clamp_value`` in training mode (no host synchronisation).
 
     ``kernels`` picks how training mode runs the math: ``"eager"`` (no
-    compiler needed) or ``"compiled"`` (``torch.compile``, fused passes).
+    compiler needed), ``"compiled"`` (``torch.compile``, fused passes) or
+    ``"auto"`` (compiled, switching to eager for good if compiling fails).
     """
     if clamp_value is not None and ls_eps is not None:
         raise ValueError("give clamp_value (activation clamping) or ls_eps (layer scaling), not both")

@@ -47,12 +47,13 @@ def create_norm(
     eps: float = 1e-5,
     ls_eps: float = 1e-5,
     group_size: int = DEFAULT_GROUP_SIZE,
+    kernels: str | None = None,
 ) -> NormLayer:
     """A factory ``num_features -> nn.Module`` for ``norm`` in :data:`NORMS`.
 
     ``online``: ``OnlineNorm{dim}d`` with ``ecm`` (``ac`` clamping at
     ``clamp_value``, ``ls`` layer scaling, ``none``), ``alpha_fwd``,
-    ``alpha_bkw``, ``eps``, ``ls_eps``; ``batch``: ``BatchNorm{dim}d``;
+    ``alpha_bkw``, ``eps``, ``ls_eps``, ``kernels``; ``batch``: ``BatchNorm{dim}d``;
     ``group``: ``GroupNorm`` with ``group_size`` channels per group;
     ``layer``: statistics over all non-batch dims (``GroupNorm(1, C)`` for
     images, ``LayerNorm(C)`` for vectors); ``instance``: ``InstanceNorm2d``
@@ -70,6 +71,7 @@ def create_norm(
             ecm=ecm,
             clamp_value=clamp_value,
             ls_eps=ls_eps,
+            kernels=kernels,
         )
     factories: dict[str, NormLayer] = {
         "batch": partial(nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d, eps=eps),

@@ -70,6 +70,7 @@ def build_model(config: Mapping[str, Any], num_classes: int, image_shape: tuple[
         clamp_value=config["clamp_value"],
         eps=config["eps"],
         ls_eps=config["ls_eps"],
+        kernels=config["kernels"],
         group_size=config["group_size"],
     )
     return create_model(config["model"], num_classes, norm_layer, image_shape)

@@ -10,9 +10,10 @@ import onlinenorm
 
 
 def small_model():
+    """One layer on "auto" kernels (themselves compiled: the model's compile traces into them), the rest eager."""
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3), onlinenorm.OnlineNorm2d(8, alpha_fwd=0.9, alpha_bkw=0.8, clamp_value=1.0), nn.ReLU(),
+        nn.Conv2d(3, 8, 3), onlinenorm.OnlineNorm2d(8, alpha_fwd=0.9, alpha_bkw=0.8, clamp_value=1.0, kernels="auto"), nn.ReLU(),
         nn.Conv2d(8, 4, 3), onlinenorm.OnlineNorm2d(4, alpha_fwd=0.9, alpha_bkw=0.8, ecm="ls"), nn.Flatten(),
         nn.Linear(4 * 6 * 6, 5), onlinenorm.OnlineNorm1d(5, ecm="none"))
 

@@ -125,14 +125,16 @@ def test_layer_scaling_is_per_sample_rms(kind):
     torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-4, atol=0)
 
 
-COMPILED_CASES = [("2d", 7, "ac", True), ("2d", 128, "none", False), ("2d", 7, "ls", True), ("1d", 2, "ls", True)]
+COMPILED_CASES = [("2d", 7, "ac", True, "compiled"), ("2d", 128, "none", False, "compiled"),
+                  ("2d", 7, "ls", True, "compiled"), ("1d", 2, "ls", True, "compiled"), ("2d", 7, "ac", True, "auto")]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind,n,ecm,affine", COMPILED_CASES,
-                         ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}" for k, n, e, a in COMPILED_CASES])
-def test_compiled_kernels_match_oracle(kind, n, ecm, affine):
-    """The torch.compile-fused path runs the same math: same tolerance, same carried state."""
+@pytest.mark.parametrize("kind,n,ecm,affine,kernels", COMPILED_CASES,
+                         ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}-{kern}" for k, n, e, a, kern in COMPILED_CASES])
+def test_compiled_kernels_match_oracle(kind, n, ecm, affine, kernels):
+    """The torch.compile-fused path (and "auto", which takes it where a compiler works) runs the same math:
+    same tolerance, same carried state."""
     layer, oracle = make_pair(kind, 3, ecm, affine, 0.9, 0.75)
-    layer.kernels = "compiled"
+    layer.kernels = kernels
     check_against_oracle(layer, oracle, kind, n, affine)
