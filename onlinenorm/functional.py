@@ -148,9 +148,8 @@ def _forward_math(x3, weight, bias, mu, var, fwd_operators, alpha_fwd: float, ep
         out = _channel_affine(x3, scale, shift)
     if clamp is not None:
         clamp_value, bound = clamp
-        inside = torch.ops.aten.hardtanh_backward.grad_input(torch.ones((), dtype=out.dtype).expand_as(out), out, -bound, bound, grad_input=out)
-        count = out.numel() - inside.sum(2).to(torch.int64).sum()
-        out = _channel_affine(x3, scale, shift, out=out).clamp_(-clamp_value, clamp_value)
+        count = _count_outside(out, bound)
+        out.clamp_(-clamp_value, clamp_value)
     stats = (mean, s2, mu_prev, invstd, scale, shift, ls_scale)
     return out, count, mu_history[-1], var_history[-1], stats
 

@@ -26,6 +26,7 @@ FLAGS = {
     "seed": (int, "seed of initialization, order and augmentation"),
     "device": (str, "auto, cpu, cuda or cuda:N"),
     "threads": (int, "torch CPU threads"),
+    "kernels": (str, "online norm kernels: auto (compiled where a compiler works; the default), eager or compiled"),
 }
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
