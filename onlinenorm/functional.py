@@ -202,10 +202,10 @@ def _backward_math(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw
     x_coef = (gamma * y_coef - leak * v_prev) * invstd.square()
     const = -x_coef * mu_prev + gamma * const_coef * invstd - leak * u_history[:-1]
     grad_coef = gamma * grad_scale * invstd
-    if clamp is not None:  # grad is the masked copy made above: write grad_x over it
-        return (_channel_affine(grad, grad_coef, const, out=grad).addcmul_(x3, x_coef[..., None]),
-                sum_grad_y, sum_grad, u_history[-1], v_history[-1])
-    grad_x = _channel_affine(x3, x_coef, const).addcmul_(grad, grad_coef[..., None])
+    if clamp is not None:  # grad is the masked copy made above: grad_x goes over it, no new buffer
+        grad_x = _channel_affine(grad, grad_coef, const, out=grad).addcmul_(x3, x_coef[..., None])
+    else:
+        grad_x = _channel_affine(x3, x_coef, const).addcmul_(grad, grad_coef[..., None])
     return grad_x, sum_grad_y, sum_grad, u_history[-1], v_history[-1]
 
 
