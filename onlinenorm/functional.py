@@ -254,7 +254,54 @@ class Kernels:
             return getattr(self, direction)(*args)
 
 
-KERNEL_CHOICES = ("auto", "eager", "compiled")
+class NativeKernels:
+    """The hand-written C kernels (:mod:`onlinenorm.native`) where they cover a call, ``fallback`` elsewhere.
+
+    They cover float32 on the CPU with clamping or no ECM, outside
+    ``torch.compile`` tracing (a model compiled whole traces ``fallback``'s
+    math instead). ``optional``: if the kernels cannot be built (no C
+    compiler), warn once and use ``fallback`` for every call; otherwise raise.
+    """
+
+    def __init__(self, fallback: Kernels, optional: bool):
+        self._fallback = fallback
+        self._optional = optional
+        self._available: bool | None = None  # unknown until the first covered call
+
+    def _use(self, x3: torch.Tensor, ls_eps: float | None) -> bool:
+        from onlinenorm import native
+
+        if torch.compiler.is_compiling() or not native.covers(x3, ls_eps):
+            return False
+        if self._available is None:
+            try:
+                native.library()
+                self._available = True
+            except native.NativeUnavailable as err:
+                if not self._optional:
+                    raise
+                warnings.warn(f"onlinenorm: the C kernels are unavailable ({err}); using the compiled ones",
+                              RuntimeWarning, stacklevel=5)
+                self._available = False
+        return self._available
+
+    def forward(self, x3, weight, bias, mu, var, fwd_operators, alpha_fwd, eps, clamp, ls_eps):
+        if self._use(x3, ls_eps):
+            from onlinenorm import native
+
+            return native.forward(x3, weight, bias, mu, var, alpha_fwd, eps, clamp)
+        return self._fallback.forward(x3, weight, bias, mu, var, fwd_operators, alpha_fwd, eps, clamp, ls_eps)
+
+    def backward(self, grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw, eps, clamp):
+        ls_eps = None if stats[-1] is None else eps  # stats[-1] is the layer-scaling factor, None without it
+        if self._use(x3, ls_eps):
+            from onlinenorm import native
+
+            return native.backward(grad, x3, weight, u, v, stats, alpha_bkw, clamp)
+        return self._fallback.backward(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw, eps, clamp)
+
+
+KERNEL_CHOICES = ("auto", "eager", "compiled", "native")
 MAX_COMPILED_SHAPES = 64
 
 
@@ -271,18 +318,21 @@ def check_kernels(name: str) -> str:
     return name
 
 
-_BUILT_KERNELS: dict[str, Kernels] = {}
+_BUILT_KERNELS: dict[str, Kernels | NativeKernels] = {}
 
 
-def _kernels(name: str) -> Kernels:
+def _kernels(name: str) -> Kernels | NativeKernels:
     """Built on first use, so importing the layer never imports the compiler.
 
-    ``auto`` is compiled with the eager kernels as its fallback.
+    ``native`` is the C kernels, with the compiled ones (themselves falling
+    back to eager) for the calls the C kernels do not cover; ``auto`` is the
+    same chain, where the C kernels failing to build is a warning, not an error.
     """
     if name not in _BUILT_KERNELS:
         check_kernels(name)
-        if name == "auto":
-            _BUILT_KERNELS[name] = Kernels(compiled=True, fallback=_kernels("eager"))
+        if name in ("auto", "native"):
+            compiled = Kernels(compiled=True, fallback=_kernels("eager"))
+            _BUILT_KERNELS[name] = NativeKernels(fallback=compiled, optional=name == "auto")
         else:
             _BUILT_KERNELS[name] = Kernels(compiled=name == "compiled")
     return _BUILT_KERNELS[name]

@@ -1,4 +1,5 @@
-"""kernels="auto" where torch.compile cannot build kernels: one warning, then the eager kernels' exact numbers."""
+"""Kernel choices where compilers are missing: "auto" falls back with a warning, "native" says what is wrong,
+and a built C library is reused from its cache."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import sys
 
 import pytest
 
-# A fresh process whose C++ compiler is /bin/false and whose inductor caches are
-# off and empty, so nothing compiled earlier can stand in for the compile.
-AUTO_WITHOUT_A_COMPILER = """
+# A fresh process whose C and C++ compilers are /bin/false and whose kernel
+# caches are off and empty, so nothing built earlier can stand in for a build.
+AUTO_WITHOUT_COMPILERS = """
 import warnings, torch, onlinenorm
 x = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(0)) * 2 + 1
 runs = []
@@ -27,20 +28,50 @@ for kernels in ("auto", "eager"):
 (out_a, dx_a, state_a, warned_a), (out_e, dx_e, state_e, warned_e) = runs
 assert torch.equal(out_a, out_e) and torch.equal(dx_a, dx_e), "auto fell back to something other than eager"
 assert all(torch.equal(state_a[k], state_e[k]) for k in state_e)
-assert len(warned_a) == 1 and not warned_e, warned_a
-print(warned_a[0])
+assert not warned_e, warned_e
+print("\\n".join(warned_a))
+"""
+
+NATIVE = """
+import torch, onlinenorm
+layer = onlinenorm.OnlineNorm2d(3, kernels="native")
+layer(torch.randn(4, 3, 5, 5)).sum().backward()
+from onlinenorm import native
+print(native.library()._name)
 """
 
 
+def run_python(code: str, tmp_path, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("ONLINENORM_KERNELS", "CC", "CXX")} | {
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "TORCHINDUCTOR_FX_GRAPH_CACHE": "0",
+        "TORCHINDUCTOR_AUTOGRAD_CACHE": "0", "ONLINENORM_CACHE_DIR": str(tmp_path / "onlinenorm")} | env
+    return subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True)
+
+
 @pytest.mark.slow
-def test_auto_kernels_fall_back_to_eager_with_one_warning_when_compiling_fails(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "ONLINENORM_KERNELS"} | {
-        "CXX": "/bin/false", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path),
-        "TORCHINDUCTOR_FX_GRAPH_CACHE": "0", "TORCHINDUCTOR_AUTOGRAD_CACHE": "0"}
-    done = subprocess.run([sys.executable, "-c", AUTO_WITHOUT_A_COMPILER], env=env, capture_output=True, text=True)
+def test_auto_kernels_fall_back_to_eager_with_a_warning_per_missing_compiler(tmp_path):
+    done = run_python(AUTO_WITHOUT_COMPILERS, tmp_path, CC="/bin/false", CXX="/bin/false")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.startswith("onlinenorm: compiling the layer's kernels failed, running them eagerly from now on")
-    assert "C++ compiler" in done.stdout
+    native_warning, compiled_warning = done.stdout.strip().split("\n")
+    assert native_warning.startswith("onlinenorm: the C kernels are unavailable (/bin/false could not build")
+    assert compiled_warning.startswith("onlinenorm: compiling the layer's kernels failed, running them eagerly")
+    assert "C++ compiler" in compiled_warning
+
+
+def test_native_kernels_without_a_c_compiler_say_so(tmp_path):
+    done = run_python(NATIVE, tmp_path, CC="/bin/false")
+    assert done.returncode != 0
+    assert "NativeUnavailable: /bin/false could not build online_norm.c: exit status 1, no output" in done.stderr
+
+
+def test_the_built_library_is_reused_from_its_cache(tmp_path):
+    built = run_python(NATIVE, tmp_path)
+    assert built.returncode == 0, built.stderr[-3000:]
+    path = built.stdout.strip()
+    assert path.startswith(str(tmp_path / "onlinenorm")) and os.path.exists(path)
+    reused = run_python(NATIVE, tmp_path, CC="/bin/false")  # no compiler now: only the cache can serve it
+    assert reused.returncode == 0, reused.stderr[-3000:]
+    assert reused.stdout.strip() == path
 
 
 def test_the_default_is_auto_unless_the_environment_says_otherwise(monkeypatch):

@@ -17,6 +17,17 @@ def inputs(shape, seed):
     return torch.randn(shape, generator=gen) * 1.5 + 0.7, torch.randn(shape, generator=gen)
 
 
+# The tests below that touch the kernels run on the suite's default (eager) and on the C kernels.
+KERNELS = ("eager", "native")
+
+
+@pytest.fixture(params=KERNELS)
+def kernels(request, monkeypatch):
+    """Layers built in the test use these kernels (their default is read from the environment)."""
+    monkeypatch.setenv("ONLINENORM_KERNELS", request.param)
+    return request.param
+
+
 def train_step(module, x, grad_out):
     x = x.clone().requires_grad_(True)
     out = module(x)
@@ -24,7 +35,7 @@ def train_step(module, x, grad_out):
     return out.detach(), x.grad
 
 
-def test_state_dict_round_trip_reproduces_next_batch_bit_for_bit():
+def test_state_dict_round_trip_reproduces_next_batch_bit_for_bit(kernels):
     layer = onlinenorm.OnlineNorm2d(5, alpha_fwd=0.95, alpha_bkw=0.9, clamp_value=1.0)
     for seed in range(2):
         train_step(layer, *inputs((9, 5, 6, 6), seed))
@@ -57,7 +68,7 @@ def model_with_two_clamps(clamp_value):
                          onlinenorm.OnlineNorm2d(4, ecm="ls"))
 
 
-def test_clamp_fractions_equal_a_direct_count():
+def test_clamp_fractions_equal_a_direct_count(kernels):
     torch.manual_seed(0)
     model = model_with_two_clamps(0.7)
     norms = [model[1], model[4]]
@@ -104,7 +115,7 @@ def test_clamp_disabled_removes_clamp_and_restores_it_after_an_exception():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("ecm", onlinenorm.ECMS)
-def test_half_precision_inputs(dtype, ecm):
+def test_half_precision_inputs(dtype, ecm, kernels):
     full = onlinenorm.OnlineNorm2d(4, alpha_fwd=0.9, alpha_bkw=0.8, ecm=ecm, clamp_value=1.0)
     half = copy.deepcopy(full)
     x, grad_out = (t.to(dtype) for t in inputs((8, 4, 5, 5), 2))
@@ -129,7 +140,7 @@ def test_half_precision_inputs(dtype, ecm):
     (dict(eps=0.0), r"eps must be a positive number"),
     (dict(ls_eps=-1e-5), r"ls_eps must be a positive number"),
     (dict(num_features=0), r"num_features must be a positive integer"),
-    (dict(kernels="fast"), r"kernels must be one of 'auto', 'eager', 'compiled'; got 'fast'"),
+    (dict(kernels="fast"), r"kernels must be one of 'auto', 'eager', 'compiled', 'native'; got 'fast'"),
 ])
 def test_bad_arguments_raise_value_error_naming_the_argument(kwargs, message):
     args = dict(num_features=4) | kwargs
@@ -150,7 +161,7 @@ def test_wrong_input_shape_raises_value_error(cls, shape, message):
 
 @pytest.mark.parametrize("cls,shape", [(onlinenorm.OnlineNorm1d, (6, 4)), (onlinenorm.OnlineNorm2d, (6, 4, 5, 5))])
 @pytest.mark.parametrize("ecm", onlinenorm.ECMS)
-def test_inplace_op_after_the_layer(cls, shape, ecm):
+def test_inplace_op_after_the_layer(cls, shape, ecm, kernels):
     """ReLU(inplace=True) right after the layer, as in ResNet stems, gives the out-of-place numbers."""
     results = []
     for inplace in (True, False):

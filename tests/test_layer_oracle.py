@@ -126,15 +126,17 @@ def test_layer_scaling_is_per_sample_rms(kind):
 
 
 COMPILED_CASES = [("2d", 7, "ac", True, "compiled"), ("2d", 128, "none", False, "compiled"),
-                  ("2d", 7, "ls", True, "compiled"), ("1d", 2, "ls", True, "compiled"), ("2d", 7, "ac", True, "auto")]
+                  ("2d", 7, "ls", True, "compiled"), ("1d", 2, "ls", True, "compiled"), ("2d", 7, "ac", True, "auto"),
+                  ("2d", 7, "ac", True, "native"), ("2d", 128, "ac", False, "native"), ("2d", 1, "none", True, "native"),
+                  ("1d", 2, "ac", True, "native"), ("2d", 7, "ls", True, "native")]  # native ls: the compiled math
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,n,ecm,affine,kernels", COMPILED_CASES,
                          ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}-{kern}" for k, n, e, a, kern in COMPILED_CASES])
 def test_compiled_kernels_match_oracle(kind, n, ecm, affine, kernels):
-    """The torch.compile-fused path (and "auto", which takes it where a compiler works) runs the same math:
-    same tolerance, same carried state."""
+    """The torch.compile-fused path, the C kernels ("native") and "auto" (which takes them where a compiler
+    works) run the same math: same tolerance, same carried state."""
     layer, oracle = make_pair(kind, 3, ecm, affine, 0.9, 0.75)
     layer.kernels = kernels
     check_against_oracle(layer, oracle, kind, n, affine)
