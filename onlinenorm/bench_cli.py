@@ -31,8 +31,8 @@ def register(subparsers) -> None:
                        help="rounds of the slow per-sample loop oracle (0 skips it)")
     layer.add_argument("--device", default="cpu", help="cpu or cuda")
     layer.add_argument("--dtype", choices=DTYPES, default="float32")
-    layer.add_argument("--kernels", default="eager,compiled",
-                       help="comma-separated kernel choices to time: eager, compiled (default: both)")
+    layer.add_argument("--kernels", default="eager,compiled,native",
+                       help="comma-separated kernel choices to time: eager, compiled, native (default: all three)")
     layer.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: torch's choice, one per core)")
     layer.set_defaults(func=run_layer)

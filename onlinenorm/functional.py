@@ -235,11 +235,13 @@ class Kernels:
         self._backward = wrap(_backward_math)
         self._fallback = fallback
 
-    def forward(self, *args):
-        return self._run("_forward", *args)
+    def forward(self, x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps):
+        operators = decay_operators(x3.shape[0], alpha_fwd, x3.device, x3.dtype)
+        return self._run("_forward", x3, weight, bias, mu, var, operators, alpha_fwd, eps, clamp, ls_eps)
 
-    def backward(self, *args):
-        return self._run("_backward", *args)
+    def backward(self, grad, x3, weight, bias, u, v, stats, alpha_bkw, eps, clamp):
+        operators = decay_operators(x3.shape[0], alpha_bkw, x3.device, x3.dtype)
+        return self._run("_backward", grad, x3, weight, bias, u, v, stats, operators, alpha_bkw, eps, clamp)
 
     def _run(self, direction: str, *args):
         try:
@@ -285,20 +287,20 @@ class NativeKernels:
                 self._available = False
         return self._available
 
-    def forward(self, x3, weight, bias, mu, var, fwd_operators, alpha_fwd, eps, clamp, ls_eps):
+    def forward(self, x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps):
         if self._use(x3, ls_eps):
             from onlinenorm import native
 
             return native.forward(x3, weight, bias, mu, var, alpha_fwd, eps, clamp)
-        return self._fallback.forward(x3, weight, bias, mu, var, fwd_operators, alpha_fwd, eps, clamp, ls_eps)
+        return self._fallback.forward(x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps)
 
-    def backward(self, grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw, eps, clamp):
+    def backward(self, grad, x3, weight, bias, u, v, stats, alpha_bkw, eps, clamp):
         ls_eps = None if stats[-1] is None else eps  # stats[-1] is the layer-scaling factor, None without it
         if self._use(x3, ls_eps):
             from onlinenorm import native
 
             return native.backward(grad, x3, weight, u, v, stats, alpha_bkw, clamp)
-        return self._fallback.backward(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw, eps, clamp)
+        return self._fallback.backward(grad, x3, weight, bias, u, v, stats, alpha_bkw, eps, clamp)
 
 
 KERNEL_CHOICES = ("auto", "eager", "compiled", "native")
@@ -355,8 +357,7 @@ class _OnlineNormTrain(torch.autograd.Function):
         x3 = x.reshape(n, c, -1).to(dtype)
         clamp = None if clamp_value is None else (clamp_value, _pass_bound(clamp_value, dtype))
         out, count, mu_next, var_next, stats = kernels.forward(
-            x3, _cast(weight, dtype), _cast(bias, dtype), mu.to(dtype), var.to(dtype),
-            decay_operators(n, alpha_fwd, x.device, dtype), alpha_fwd, eps, clamp, ls_eps)
+            x3, _cast(weight, dtype), _cast(bias, dtype), mu.to(dtype), var.to(dtype), alpha_fwd, eps, clamp, ls_eps)
         if clamp_count is not None and count is not None:
             clamp_count += count
         mu.copy_(mu_next)
@@ -381,8 +382,7 @@ class _OnlineNormTrain(torch.autograd.Function):
         dtype = stats[0].dtype
         grad_x, sum_grad_y, sum_grad, u_next, v_next = kernels.backward(
             grad_out.reshape(n, c, -1).to(dtype), x.reshape(n, c, -1).to(dtype), _cast(weight, dtype),
-            _cast(bias, dtype), u.to(dtype), v.to(dtype), stats,
-            decay_operators(n, alpha_bkw, x.device, dtype), alpha_bkw, eps, clamp)
+            _cast(bias, dtype), u.to(dtype), v.to(dtype), stats, alpha_bkw, eps, clamp)
         u.copy_(u_next)
         v.copy_(v_next)
         grad_weight = sum_grad_y.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None

@@ -127,7 +127,7 @@ class _OnlineNorm(nn.Module):
             ls_eps=self.ls_eps if self.ecm == "ls" else None,
             clamp_count=self.clamp_count if counting else None, kernels=self.kernels)
         if counting:
-            self.seen_count += x.numel()
+            self.seen_count.add_(x.numel())  # in place: += would go through Module.__setattr__ (~15 us)
         return out
 
     def extra_repr(self) -> str:

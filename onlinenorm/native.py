@@ -120,8 +120,11 @@ def _clamp_value(clamp: tuple[float, float] | None) -> float:
 
 
 def _state(t: torch.Tensor | None) -> torch.Tensor | None:
-    """A contiguous float32 copy-or-view of a per-channel parameter or state tensor, off the autograd graph."""
-    return None if t is None else t.detach().to(torch.float32).contiguous()
+    """A per-channel parameter or state tensor as contiguous float32 (itself when it already is: the kernels
+    only read its memory, so a parameter that requires grad can go in as it is)."""
+    if t is None or (t.dtype == torch.float32 and t.is_contiguous()):
+        return t
+    return t.detach().to(torch.float32).contiguous()
 
 
 def forward(x3, weight, bias, mu, var, alpha_fwd: float, eps: float, clamp: tuple[float, float] | None):

@@ -52,7 +52,7 @@ def test_bench_layer_times_compiled_kernels_beside_eager(capsys):
 def test_bench_layer_rejects_unknown_kernels(capsys):
     assert main(["bench", "layer", "--kernels", "eager,fast"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "onlinenorm bench: error: --kernels must list some of eager, compiled; got 'eager,fast'")
+        "onlinenorm bench: error: --kernels must list some of eager, compiled, native; got 'eager,fast'")
 
 
 @pytest.mark.parametrize("argv,message", [
