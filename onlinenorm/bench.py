@@ -170,7 +170,7 @@ def format_layer_table(results: list[dict]) -> str:
             saved = f"{result['saved'][name]:.2f}" if name in result["saved"] else "-"
             lines.append(f"{shape:<20}{name:<14}{value:>10.2f}{value / ms['batchnorm']:>8.2f}{saved:>14}")
         ratios = [f"{ac}/{ls} {ms[ac] / ms[ls]:.2f}" for ac, ls in
-                  (("ac", "ls"), ("ac*", "ls*"), ("ac", "ls-autograd")) if ac in ms and ls in ms]
+                  (("ac", "ls"), ("ac*", "ls*"), ("ac+", "ls*"), ("ac", "ls-autograd")) if ac in ms and ls in ms]
         if "loop" in ms:
             fastest = min(ms[name] for name in ("ac", "ac*", "ac+") if name in ms)
             ratios.append(f"loop/fastest ac {ms['loop'] / fastest:.1f}x")

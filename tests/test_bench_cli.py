@@ -28,24 +28,25 @@ def test_bench_layer_prints_ratio_table(capsys):
         assert "ac/ls " in summary and "ac/ls-autograd " in summary and "loop/fastest ac " in summary
 
 
+@pytest.mark.parametrize("kernels", ["eager", "native"])
 @pytest.mark.parametrize("ecm", onlinenorm.ECMS)
-def test_layer_saves_no_more_for_backward_than_batch_norm(ecm):
+def test_layer_saves_no_more_for_backward_than_batch_norm(ecm, kernels):
     """Per activation, the layer keeps what batch norm keeps: its input, plus O(N*C) statistics."""
     x = torch.randn(64, 32, 16, 16)
     bn_bytes = saved_bytes_per_element(torch.nn.BatchNorm2d(32), x)
-    layer_bytes = saved_bytes_per_element(onlinenorm.OnlineNorm2d(32, ecm=ecm), x)
+    layer_bytes = saved_bytes_per_element(onlinenorm.OnlineNorm2d(32, ecm=ecm, kernels=kernels), x)
     assert 4.0 <= bn_bytes < 4.01  # the float32 input
     assert layer_bytes <= bn_bytes + 7 * 4 / (16 * 16)  # seven (N, C) float32 statistics
 
 
 @pytest.mark.slow
-def test_bench_layer_times_compiled_kernels_beside_eager(capsys):
+def test_bench_layer_times_compiled_and_native_kernels_beside_eager(capsys):
     assert main(["bench", "layer", "--shape", "4x3x5x5", "--rounds", "1", "--oracle-rounds", "0",
                  "--threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[-4] for line in lines[3:11]] == [
-        "batchnorm", "ac", "ls", "none", "ac*", "ls*", "none*", "ls-autograd"]
-    assert "ac*/ls* " in lines[11]
+    assert [line.split()[-4] for line in lines[3:13]] == [
+        "batchnorm", "ac", "ls", "none", "ac*", "ls*", "none*", "ac+", "none+", "ls-autograd"]
+    assert "ac*/ls* " in lines[13] and "ac+/ls* " in lines[13]
     assert lines[-1].startswith("* = kernels='compiled'")
 
 
