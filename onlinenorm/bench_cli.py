@@ -44,7 +44,7 @@ def register(subparsers) -> None:
                        help="comma-separated variants: a norm name, or online-<ecm> (default: %(default)s)")
     train.add_argument("--steps", type=int, default=5, help="steps per timed round")
     train.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
-    train.add_argument("--kernels", choices=("auto", "eager", "compiled"), default=None,
+    train.add_argument("--kernels", choices=("auto", "eager", "compiled", "native"), default=None,
                        help="kernels of the online layers (default: ONLINENORM_KERNELS, else auto)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument("--device", default="cpu")

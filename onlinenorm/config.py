@@ -177,7 +177,7 @@ SCHEMA: dict[str, Option] = {
     "amp": Option("none", choice("none", "bf16"), "bfloat16 autocast (CUDA only)"),
     "threads": Option(None, optional(integer(1)), "torch CPU threads; null -> torch's default"),
     "kernels": Option(None, optional(choice(*KERNEL_CHOICES)),
-                      "online norm training kernels; null -> ONLINENORM_KERNELS, else auto (compiled where it can)"),
+                      "online norm training kernels; null -> ONLINENORM_KERNELS, else auto (the fastest that builds)"),
 }
 
 # Keys that may differ between a checkpoint and the run resuming it.

@@ -424,8 +424,10 @@ def online_norm(
     ``|y'| > clamp_value`` in training mode (no host synchronisation).
 
     ``kernels`` picks how training mode runs the math: ``"eager"`` (no
-    compiler needed), ``"compiled"`` (``torch.compile``, fused passes) or
-    ``"auto"`` (compiled, switching to eager for good if compiling fails).
+    compiler needed), ``"compiled"`` (``torch.compile``, fused passes),
+    ``"native"`` (the C kernels of :mod:`onlinenorm.native` where they apply,
+    compiled elsewhere) or ``"auto"`` (native, switching for good to compiled
+    and then eager, with a warning, where a compiler is missing).
     """
     if clamp_value is not None and ls_eps is not None:
         raise ValueError("give clamp_value (activation clamping) or ls_eps (layer scaling), not both")

@@ -42,12 +42,14 @@ class _OnlineNorm(nn.Module):
             scaling ``y' / sqrt(mean(y'^2 over non-batch dims) + ls_eps)``, or ``"none"``.
         clamp_value: ``c`` for ``ecm="ac"``, > 0.
         ls_eps: ``eps`` of layer scaling, > 0.
-        kernels: how training mode runs: ``"eager"`` (no compiler needed),
-            ``"compiled"`` (``torch.compile``-fused passes, ~2x faster on CPU
-            once compiled, a few seconds to compile per input shape and
-            process) or ``"auto"`` (compiled, falling back to eager for good,
-            with a warning, where compiling fails); default from
-            ``ONLINENORM_KERNELS``, else auto.
+        kernels: how training mode runs: ``"native"`` (hand-written C
+            kernels for float32 on the CPU with ``ac`` or ``none``, built
+            once per machine in about a second; other calls run compiled),
+            ``"compiled"`` (``torch.compile``-fused passes, a few seconds to
+            compile per input shape and process), ``"eager"`` (no compiler
+            needed) or ``"auto"`` (native, falling back with a warning to
+            compiled and then eager where a compiler is missing); default
+            from ``ONLINENORM_KERNELS``, else auto.
     """
 
     input_rank: int  # the rank the subclass accepts

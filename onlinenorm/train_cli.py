@@ -26,7 +26,7 @@ FLAGS = {
     "seed": (int, "seed of initialization, order and augmentation"),
     "device": (str, "auto, cpu, cuda or cuda:N"),
     "threads": (int, "torch CPU threads"),
-    "kernels": (str, "online norm kernels: auto (compiled where a compiler works; the default), eager or compiled"),
+    "kernels": (str, "online norm kernels: auto (the default: the fastest that builds here), native, compiled or eager"),
 }
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"

@@ -140,3 +140,37 @@ def test_compiled_kernels_match_oracle(kind, n, ecm, affine, kernels):
     layer, oracle = make_pair(kind, 3, ecm, affine, 0.9, 0.75)
     layer.kernels = kernels
     check_against_oracle(layer, oracle, kind, n, affine)
+
+
+# The C kernels work in blocks of about 2^17 floats per thread: many samples per block, or one sample's
+# channels in groups when a sample is larger. Shapes that take each path (with a partial last block),
+# against the eager kernels (oracle-tested above) over consecutive batches.
+BLOCK_SHAPES = {"samples": (150, 16, 16, 16), "channel groups": (3, 40, 100, 100)}
+
+
+def train_step(layer, x, grad_out):
+    inp = x.clone().requires_grad_(True)
+    out = layer(inp)
+    out.backward(grad_out)
+    return out.detach(), inp.grad
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", BLOCK_SHAPES.values(), ids=BLOCK_SHAPES.keys())
+def test_native_blocks_give_the_eager_numbers(shape, threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        native, eager = (onlinenorm.OnlineNorm2d(shape[1], alpha_fwd=0.9, alpha_bkw=0.8, clamp_value=1.0,
+                                                 kernels=kernels) for kernels in ("native", "eager"))
+        gen = torch.Generator().manual_seed(5)
+        for _ in range(2):
+            x, grad_out = torch.randn(shape, generator=gen) * 2 + 1, torch.randn(shape, generator=gen)
+            (out_n, dx_n), (out_e, dx_e) = train_step(native, x, grad_out), train_step(eager, x, grad_out)
+            assert rel_err(out_n, out_e) < REL_TOL and rel_err(dx_n, dx_e) < REL_TOL
+        for name in ("mu", "var", "u", "v"):
+            assert rel_err(getattr(native, name), getattr(eager, name)) < REL_TOL, name
+        # An element within an ulp of the clamp may round to either side in the two kernels.
+        assert abs(native.clamp_count.item() - eager.clamp_count.item()) <= 1e-4 * eager.clamp_count.item()
+    finally:
+        torch.set_num_threads(previous)

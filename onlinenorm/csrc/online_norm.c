@@ -1,21 +1,26 @@
 /* Online Normalization forward and backward for float32 (N, C, M) activations,
  * with activation clamping or no ECM: onlinenorm/functional.py states the
- * equations; this file evaluates them in the order they are written.
+ * equations and the forms evaluated here.
  *
- * Each channel is one independent stream over the samples, carrying its state
- * in double precision. Each thread owns a block of channels and walks the
- * samples in order, and within a sample its channels, so it streams through
- * contiguous memory. A sample's row of M values is read from memory once per
- * direction: its statistics (or reductions) are taken, and the second look at
- * the row, to write the output, finds it in L1. That is one read and one write
- * of the activations forward and two reads and one write backward, with no
- * (N, C) scans at all: the recurrences are what this loop does anyway.
+ * The structure is the speed insight of the design card, in one call per
+ * direction: (1) a reduction over each (sample, channel) row of M values, in
+ * parallel over rows; (2) the recurrences over the batch as scans of those
+ * (N, C) numbers, in parallel over channels, carrying the state in double
+ * precision (scalar work per sample and channel, nothing next to a pass over
+ * the activations); (3) an elementwise pass over the rows, in parallel.
+ *
+ * The batch is processed in blocks (samples, or one sample's channels) sized
+ * so that each thread's share of a block (BLOCK_FLOATS activations) is still
+ * in its cache when (3) reads it again after (1): the scans carry their state
+ * from block to block, so this changes the order of work, not the result,
+ * and each direction reads the activations from memory about once. One
+ * OpenMP region holds all the blocks, with a barrier after (1) and after (2);
+ * those barriers also order the state between the threads that update it.
  *
  * The clamp mask is recomputed in backward from x with the same fmaf as the
  * forward, so both directions agree on every element. Without clamping the
  * caller passes clamp_value = +inf: nothing is outside, and the loops stay
- * free of branches. Per (sample, channel)
- * statistics are written out for the backward, as the other kernels do.
+ * free of branches.
  *
  * Built at run time by onlinenorm/native.py (cc -O3 -march=native -fopenmp).
  */
@@ -25,16 +30,28 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#define BLOCK_FLOATS (1 << 17) /* 512 KiB of float32 per thread and tensor */
+
 /* Clamped iff |y'| > c; NaN is not counted and passes its gradient, as in the eager kernels.
  * A bitwise |, not ||: the short-circuit branch stops gcc vectorising the loops (measured 3.7x slower). */
 static inline int outside(float y, float c) { return (y > c) | (y < -c); }
 
-/* This thread's block of channels [*first, *last). */
-static void channel_block(int64_t channels, int64_t *first, int64_t *last)
+/* This thread's share [*first, *last) of the items [begin, end). */
+static void share(int64_t begin, int64_t end, int64_t *first, int64_t *last)
 {
     const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
-    *first = channels * id / threads;
-    *last = channels * (id + 1) / threads;
+    *first = begin + (end - begin) * id / threads;
+    *last = begin + (end - begin) * (id + 1) / threads;
+}
+
+/* A block is `*samples` samples of all channels or, where one sample is larger than the budget,
+ * one sample of `*group` channels: either way its rows are contiguous, and the channels' scans
+ * are independent, so a block of channels can run ahead of the others. */
+static void block_shape(int64_t channels, int64_t m, int tensors, int threads, int64_t *samples, int64_t *group)
+{
+    const int64_t budget = (int64_t)threads * BLOCK_FLOATS / tensors; /* floats per tensor and block */
+    *samples = budget / (channels * m) > 0 ? budget / (channels * m) : 1;
+    *group = channels * m <= budget ? channels : (budget / m > 0 ? budget / m : 1);
 }
 
 void onlinenorm_forward(const float *x, float *out, int64_t n, int64_t channels, int64_t m,
@@ -43,58 +60,78 @@ void onlinenorm_forward(const float *x, float *out, int64_t n, int64_t channels,
                         float *mean_out, float *s2_out, float *mu_prev_out, float *invstd_out, float *scale_out,
                         float *shift_out, int64_t *count_out, int threads)
 {
+    int64_t block, group;
+    block_shape(channels, m, 1, threads, &block, &group);
     double *state = malloc(2 * channels * sizeof(double)); /* mu, var */
-    for (int64_t c = 0; c < channels; ++c) {
-        state[2 * c] = mu_in[c];
-        state[2 * c + 1] = var_in[c];
-    }
     *count_out = 0;
 #pragma omp parallel num_threads(threads)
     {
-        int64_t first, last, count = 0;
-        channel_block(channels, &first, &last);
-        for (int64_t t = 0; t < n; ++t) {
-            for (int64_t c = first; c < last; ++c) {
-                const int64_t at = t * channels + c;
-                const float *row = x + at * m;
-                float *dst = out + at * m;
-                double *mu = state + 2 * c, *var = mu + 1;
-                float sum = 0.0f, sum_sq = 0.0f; /* float lanes, as the eager and compiled kernels sum */
+        int64_t c_first, c_last, count = 0;
+        double *mu = state, *var = state + channels;
+        share(0, channels, &c_first, &c_last);
+        for (int64_t c = c_first; c < c_last; ++c) {
+            mu[c] = mu_in[c];
+            var[c] = var_in[c];
+        }
+        for (int64_t t0 = 0; t0 < n; t0 += block)
+        for (int64_t c0 = 0; c0 < channels; c0 += group) {
+            const int64_t t1 = t0 + block < n ? t0 + block : n, c1 = c0 + group < channels ? c0 + group : channels;
+            int64_t first, last;
+            share(t0 * channels + c0, (t1 - 1) * channels + c1, &first, &last);
+            /* (1) per-row mean and biased variance: float lanes, as the eager and compiled kernels sum */
+            for (int64_t row = first; row < last; ++row) {
+                const float *xr = x + row * m;
+                float sum = 0.0f, sum_sq = 0.0f;
 #pragma omp simd reduction(+ : sum, sum_sq)
                 for (int64_t i = 0; i < m; ++i) {
-                    sum += row[i];
-                    sum_sq += row[i] * row[i];
+                    sum += xr[i];
+                    sum_sq += xr[i] * xr[i];
                 }
-                const double gamma = weight ? weight[c] : 1.0, beta = bias ? bias[c] : 0.0;
                 const double mean = (double)sum / m;
-                const double s2 = fmax((double)sum_sq / m - mean * mean, 0.0);
-                const double invstd = 1.0 / sqrt(*var + eps);
-                const float scale = (float)(invstd * gamma), shift = (float)(beta - *mu * invstd * gamma);
+                mean_out[row] = (float)mean;
+                s2_out[row] = (float)fmax((double)sum_sq / m - mean * mean, 0.0);
+            }
+#pragma omp barrier
+            /* (2) mu_t, var_t: samples in order, this thread's channels side by side (vectorised);
+             * each sample's scale and shift come from the state before it */
+            share(c0, c1, &c_first, &c_last);
+            for (int64_t t = t0; t < t1; ++t) {
+#pragma omp simd
+                for (int64_t c = c_first; c < c_last; ++c) {
+                    const int64_t at = t * channels + c;
+                    const double gamma = weight ? weight[c] : 1.0, beta = bias ? bias[c] : 0.0;
+                    const double invstd = 1.0 / sqrt(var[c] + eps), mean = mean_out[at], dev = mean - mu[c];
+                    mu_prev_out[at] = (float)mu[c];
+                    invstd_out[at] = (float)invstd;
+                    scale_out[at] = (float)(invstd * gamma);
+                    shift_out[at] = (float)(beta - mu[c] * invstd * gamma);
+                    var[c] = alpha * var[c] + (1.0 - alpha) * s2_out[at] + alpha * (1.0 - alpha) * dev * dev;
+                    mu[c] = alpha * mu[c] + (1.0 - alpha) * mean;
+                }
+            }
+#pragma omp barrier
+            /* (3) y' = scale x + shift, clamped and counted */
+            for (int64_t row = first; row < last; ++row) {
+                const float *xr = x + row * m;
+                float *dst = out + row * m;
+                const float scale = scale_out[row], shift = shift_out[row];
                 int32_t row_count = 0; /* m < 2^31 */
 #pragma omp simd reduction(+ : row_count)
                 for (int64_t i = 0; i < m; ++i) {
-                    const float y = fmaf(row[i], scale, shift);
+                    const float y = fmaf(xr[i], scale, shift);
                     row_count += outside(y, clamp_value);
                     dst[i] = y > clamp_value ? clamp_value : (y < -clamp_value ? -clamp_value : y);
                 }
                 count += row_count;
-                mean_out[at] = (float)mean;
-                s2_out[at] = (float)s2;
-                mu_prev_out[at] = (float)*mu;
-                invstd_out[at] = (float)invstd;
-                scale_out[at] = scale;
-                shift_out[at] = shift;
-                const double dev = mean - *mu;
-                *var = alpha * *var + (1.0 - alpha) * s2 + alpha * (1.0 - alpha) * dev * dev;
-                *mu = alpha * *mu + (1.0 - alpha) * mean;
             }
+        }
+        share(0, channels, &c_first, &c_last);
+        for (int64_t c = c_first; c < c_last; ++c) {
+            mu_out[c] = (float)mu[c];
+            var_out[c] = (float)var[c];
         }
 #pragma omp atomic
         *count_out += count;
-    }
-    for (int64_t c = 0; c < channels; ++c) {
-        mu_out[c] = (float)state[2 * c];
-        var_out[c] = (float)state[2 * c + 1];
     }
     free(state);
 }
@@ -106,56 +143,81 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
                          float clamp_value, float *sum_grad_y_out, float *sum_grad_out, int threads)
 {
     const double leak = 1.0 - alpha;
+    int64_t block, group;
+    block_shape(channels, m, 2, threads, &block, &group); /* two tensors read: grad and x */
+    /* per row: the output pass's coefficients, dx = grad_coef g' + x_coef x + constant */
+    float *grad_coef = malloc(3 * n * channels * sizeof(float));
+    float *x_coef = grad_coef + n * channels, *constant = x_coef + n * channels;
     double *state = malloc(2 * channels * sizeof(double)); /* u, v */
-    for (int64_t c = 0; c < channels; ++c) {
-        state[2 * c] = u_in[c];
-        state[2 * c + 1] = v_in[c];
-    }
 #pragma omp parallel num_threads(threads)
     {
-        int64_t first, last;
-        channel_block(channels, &first, &last);
-        for (int64_t t = 0; t < n; ++t) {
-            for (int64_t c = first; c < last; ++c) {
-                const int64_t at = t * channels + c;
-                const float *g = grad + at * m, *row = x + at * m;
-                float *dst = grad_x + at * m;
-                double *u = state + 2 * c, *v = u + 1;
-                const float scale = scale_in[at], shift = shift_in[at], mu_prev = mu_prev_in[at];
-                const double invstd = invstd_in[at], gamma = weight ? weight[c] : 1.0;
-                /* g' (the gradient at y', zero where clamped): sum(g') and sum(g' (x - mu_prev)).
-                 * float lanes: with the mask, double accumulators measured 4x slower (gcc 12). */
+        int64_t c_first, c_last;
+        double *u = state, *v = state + channels;
+        share(0, channels, &c_first, &c_last);
+        for (int64_t c = c_first; c < c_last; ++c) {
+            u[c] = u_in[c];
+            v[c] = v_in[c];
+        }
+        for (int64_t t0 = 0; t0 < n; t0 += block)
+        for (int64_t c0 = 0; c0 < channels; c0 += group) {
+            const int64_t t1 = t0 + block < n ? t0 + block : n, c1 = c0 + group < channels ? c0 + group : channels;
+            int64_t first, last;
+            share(t0 * channels + c0, (t1 - 1) * channels + c1, &first, &last);
+            /* (1) per row, g' (the gradient at y', zero where clamped): sum(g') and sum(g' y).
+             * float lanes: with the mask, double accumulators measured 4x slower (gcc 12). */
+            for (int64_t row = first; row < last; ++row) {
+                const float *g = grad + row * m, *xr = x + row * m;
+                const float scale = scale_in[row], shift = shift_in[row], mu_prev = mu_prev_in[row];
                 float sum_g = 0.0f, sum_gx = 0.0f;
 #pragma omp simd reduction(+ : sum_g, sum_gx)
                 for (int64_t i = 0; i < m; ++i) {
-                    const float gi = outside(fmaf(row[i], scale, shift), clamp_value) ? 0.0f : g[i];
+                    const float gi = outside(fmaf(xr[i], scale, shift), clamp_value) ? 0.0f : g[i];
                     sum_g += gi;
-                    sum_gx += gi * (row[i] - mu_prev);
+                    sum_gx += gi * (xr[i] - mu_prev);
                 }
-                const double sum_gy = sum_gx * invstd;
-                const double dev = mean_in[at] - mu_prev;
-                const double mean_y_sq = (s2_in[at] + dev * dev) * invstd * invstd;
-                const double v_prev = *v, u_prev = *u;
-                /* v_t = (1 - leak mean(y^2)) v_{t-1} + mean(g y);  u_t = a_b u_{t-1} + mean(h_t), g = gamma g' */
-                *v = (1.0 - leak * mean_y_sq) * v_prev + gamma * sum_gy / m;
-                *u = alpha * u_prev + (gamma * sum_g / m - leak * v_prev * dev * invstd) * invstd;
-                /* dx = (gamma g' - leak v_prev y) invstd - leak u_prev, y = (x - mu_prev) invstd */
-                const float grad_coef = (float)(gamma * invstd);
-                const float x_coef = (float)(-leak * v_prev * invstd * invstd);
-                const float constant = (float)(leak * v_prev * invstd * invstd * mu_prev - leak * u_prev);
+                sum_grad_out[row] = sum_g;
+                sum_grad_y_out[row] = (float)(sum_gx * (double)invstd_in[row]);
+            }
+#pragma omp barrier
+            /* (2) v_t = (1 - leak mean(y^2)) v_{t-1} + mean(g y);  u_t = a_b u_{t-1} + mean(h_t), g = gamma g':
+             * samples in order, this thread's channels side by side; dx's coefficients from the state before
+             * each sample, dx = (gamma g' - leak v_prev y) invstd - leak u_prev with y = (x - mu_prev) invstd */
+            share(c0, c1, &c_first, &c_last);
+            for (int64_t t = t0; t < t1; ++t) {
+#pragma omp simd
+                for (int64_t c = c_first; c < c_last; ++c) {
+                    const int64_t at = t * channels + c;
+                    const double gamma = weight ? weight[c] : 1.0;
+                    const double invstd = invstd_in[at], mu_prev = mu_prev_in[at], dev = mean_in[at] - mu_prev;
+                    const double mean_y_sq = (s2_in[at] + dev * dev) * invstd * invstd;
+                    const double slope = -leak * v[c] * invstd * invstd;
+                    grad_coef[at] = (float)(gamma * invstd);
+                    x_coef[at] = (float)slope;
+                    constant[at] = (float)(-slope * mu_prev - leak * u[c]);
+                    u[c] = alpha * u[c] + (gamma * sum_grad_out[at] / m - leak * v[c] * dev * invstd) * invstd;
+                    v[c] = (1.0 - leak * mean_y_sq) * v[c] + gamma * sum_grad_y_out[at] / m;
+                }
+            }
+#pragma omp barrier
+            /* (3) dx */
+            for (int64_t row = first; row < last; ++row) {
+                const float *g = grad + row * m, *xr = x + row * m;
+                float *dst = grad_x + row * m;
+                const float scale = scale_in[row], shift = shift_in[row];
+                const float a = grad_coef[row], b = x_coef[row], k = constant[row];
 #pragma omp simd
                 for (int64_t i = 0; i < m; ++i) {
-                    const float gi = outside(fmaf(row[i], scale, shift), clamp_value) ? 0.0f : g[i];
-                    dst[i] = fmaf(gi, grad_coef, fmaf(row[i], x_coef, constant));
+                    const float gi = outside(fmaf(xr[i], scale, shift), clamp_value) ? 0.0f : g[i];
+                    dst[i] = fmaf(gi, a, fmaf(xr[i], b, k));
                 }
-                sum_grad_y_out[at] = (float)sum_gy;
-                sum_grad_out[at] = (float)sum_g;
             }
         }
+        share(0, channels, &c_first, &c_last);
+        for (int64_t c = c_first; c < c_last; ++c) {
+            u_out[c] = (float)u[c];
+            v_out[c] = (float)v[c];
+        }
     }
-    for (int64_t c = 0; c < channels; ++c) {
-        u_out[c] = (float)state[2 * c];
-        v_out[c] = (float)state[2 * c + 1];
-    }
+    free(grad_coef);
     free(state);
 }
