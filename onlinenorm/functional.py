@@ -259,10 +259,10 @@ class Kernels:
 class NativeKernels:
     """The hand-written C kernels (:mod:`onlinenorm.native`) where they cover a call, ``fallback`` elsewhere.
 
-    They cover float32 on the CPU with clamping or no ECM, outside
-    ``torch.compile`` tracing (a model compiled whole traces ``fallback``'s
-    math instead). ``optional``: if the kernels cannot be built (no C
-    compiler), warn once and use ``fallback`` for every call; otherwise raise.
+    They cover float32 on the CPU (any ECM), outside ``torch.compile``
+    tracing (a model compiled whole traces ``fallback``'s math instead).
+    ``optional``: if the kernels cannot be built (no C compiler), warn once
+    and use ``fallback`` for every call; otherwise raise.
     """
 
     def __init__(self, fallback: Kernels, optional: bool):
@@ -270,10 +270,10 @@ class NativeKernels:
         self._optional = optional
         self._available: bool | None = None  # unknown until the first covered call
 
-    def _use(self, x3: torch.Tensor, ls_eps: float | None) -> bool:
+    def _use(self, x3: torch.Tensor) -> bool:
         from onlinenorm import native
 
-        if torch.compiler.is_compiling() or not native.covers(x3, ls_eps):
+        if torch.compiler.is_compiling() or not native.covers(x3):
             return False
         if self._available is None:
             try:
@@ -288,18 +288,17 @@ class NativeKernels:
         return self._available
 
     def forward(self, x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps):
-        if self._use(x3, ls_eps):
+        if self._use(x3):
             from onlinenorm import native
 
-            return native.forward(x3, weight, bias, mu, var, alpha_fwd, eps, clamp)
+            return native.forward(x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps)
         return self._fallback.forward(x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps)
 
     def backward(self, grad, x3, weight, bias, u, v, stats, alpha_bkw, eps, clamp):
-        ls_eps = None if stats[-1] is None else eps  # stats[-1] is the layer-scaling factor, None without it
-        if self._use(x3, ls_eps):
+        if self._use(x3):
             from onlinenorm import native
 
-            return native.backward(grad, x3, weight, u, v, stats, alpha_bkw, clamp)
+            return native.backward(grad, x3, weight, bias, u, v, stats, alpha_bkw, clamp)
         return self._fallback.backward(grad, x3, weight, bias, u, v, stats, alpha_bkw, eps, clamp)
 
 

@@ -43,8 +43,8 @@ class _OnlineNorm(nn.Module):
         clamp_value: ``c`` for ``ecm="ac"``, > 0.
         ls_eps: ``eps`` of layer scaling, > 0.
         kernels: how training mode runs: ``"native"`` (hand-written C
-            kernels for float32 on the CPU with ``ac`` or ``none``, built
-            once per machine in about a second; other calls run compiled),
+            kernels for float32 on the CPU, built once per machine in about
+            a second; other calls run compiled),
             ``"compiled"`` (``torch.compile``-fused passes, a few seconds to
             compile per input shape and process), ``"eager"`` (no compiler
             needed) or ``"auto"`` (native, falling back with a warning to

@@ -82,9 +82,9 @@ _PTR, _I64, _F64, _INT, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double,
 _SIGNATURES = {
     "onlinenorm_forward": (
         _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR,
-        _F64, _F64, _F32, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _INT),
+        _F64, _F64, _F32, _INT, _F64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _INT),
     "onlinenorm_backward": (
-        _PTR, _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR,
+        _PTR, _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR,
         _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _F64, _F32, _PTR, _PTR, _INT),
 }
 
@@ -105,9 +105,9 @@ def library() -> ctypes.CDLL:
     return lib
 
 
-def covers(x3: torch.Tensor, ls_eps: float | None) -> bool:
-    """Whether the C kernels run this call: float32 on the CPU, clamping or no ECM."""
-    return x3.device.type == "cpu" and x3.dtype == torch.float32 and ls_eps is None
+def covers(x3: torch.Tensor) -> bool:
+    """Whether the C kernels run this call: float32 on the CPU."""
+    return x3.device.type == "cpu" and x3.dtype == torch.float32
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -127,35 +127,37 @@ def _state(t: torch.Tensor | None) -> torch.Tensor | None:
     return t.detach().to(torch.float32).contiguous()
 
 
-def forward(x3, weight, bias, mu, var, alpha_fwd: float, eps: float, clamp: tuple[float, float] | None):
-    """The same contract as ``functional._forward_math`` for covered calls (``ls_eps`` is None)."""
+def forward(x3, weight, bias, mu, var, alpha_fwd: float, eps: float, clamp: tuple[float, float] | None,
+            ls_eps: float | None):
+    """The same contract as ``functional._forward_math`` for covered calls."""
     x3 = x3.contiguous()
     n, c, m = x3.shape
     weight, bias, mu, var = map(_state, (weight, bias, mu, var))
     out = torch.empty_like(x3)
     mu_next, var_next = torch.empty_like(mu), torch.empty_like(var)
     mean, s2, mu_prev, invstd, scale, shift = torch.empty((6, n, c), dtype=torch.float32)
+    ls_scale = torch.empty((n, 1), dtype=torch.float32) if ls_eps is not None else None
     count = torch.empty((), dtype=torch.int64)
     library().onlinenorm_forward(
         _ptr(x3), _ptr(out), n, c, m, _ptr(weight), _ptr(bias), _ptr(mu), _ptr(var), _ptr(mu_next), _ptr(var_next),
-        alpha_fwd, eps, _clamp_value(clamp),
-        _ptr(mean), _ptr(s2), _ptr(mu_prev), _ptr(invstd), _ptr(scale), _ptr(shift),
+        alpha_fwd, eps, _clamp_value(clamp), ls_eps is not None, ls_eps or 0.0,
+        _ptr(mean), _ptr(s2), _ptr(mu_prev), _ptr(invstd), _ptr(scale), _ptr(shift), _ptr(ls_scale),
         count.data_ptr(), torch.get_num_threads())
-    return out, count if clamp is not None else None, mu_next, var_next, (mean, s2, mu_prev, invstd, scale, shift, None)
+    stats = (mean, s2, mu_prev, invstd, scale, shift, ls_scale)
+    return out, count if clamp is not None else None, mu_next, var_next, stats
 
 
-def backward(grad, x3, weight, u, v, stats, alpha_bkw: float, clamp: tuple[float, float] | None):
+def backward(grad, x3, weight, bias, u, v, stats, alpha_bkw: float, clamp: tuple[float, float] | None):
     """The same contract as ``functional._backward_math`` for covered calls."""
     grad, x3 = grad.contiguous(), x3.contiguous()
     n, c, m = x3.shape
-    mean, s2, mu_prev, invstd, scale, shift, _ = (t.contiguous() if t is not None else None for t in stats)
-    weight, u, v = map(_state, (weight, u, v))
+    mean, s2, mu_prev, invstd, scale, shift, ls_scale = (None if t is None else t.contiguous() for t in stats)
+    weight, bias, u, v = map(_state, (weight, bias, u, v))
     grad_x = torch.empty_like(x3)
     u_next, v_next = torch.empty_like(u), torch.empty_like(v)
     sum_grad_y, sum_grad = torch.empty((2, n, c), dtype=torch.float32)
     library().onlinenorm_backward(
-        _ptr(grad), _ptr(x3), _ptr(grad_x), n, c, m, _ptr(weight), _ptr(mean), _ptr(s2), _ptr(mu_prev),
-        _ptr(invstd), _ptr(scale), _ptr(shift), _ptr(u), _ptr(v), _ptr(u_next), _ptr(v_next),
-        alpha_bkw, _clamp_value(clamp), _ptr(sum_grad_y), _ptr(sum_grad),
-        torch.get_num_threads())
+        _ptr(grad), _ptr(x3), _ptr(grad_x), n, c, m, _ptr(weight), _ptr(bias), _ptr(mean), _ptr(s2), _ptr(mu_prev),
+        _ptr(invstd), _ptr(scale), _ptr(shift), _ptr(ls_scale), _ptr(u), _ptr(v), _ptr(u_next), _ptr(v_next),
+        alpha_bkw, _clamp_value(clamp), _ptr(sum_grad_y), _ptr(sum_grad), torch.get_num_threads())
     return grad_x, sum_grad_y, sum_grad, u_next, v_next

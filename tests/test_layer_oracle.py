@@ -128,7 +128,8 @@ def test_layer_scaling_is_per_sample_rms(kind):
 COMPILED_CASES = [("2d", 7, "ac", True, "compiled"), ("2d", 128, "none", False, "compiled"),
                   ("2d", 7, "ls", True, "compiled"), ("1d", 2, "ls", True, "compiled"), ("2d", 7, "ac", True, "auto"),
                   ("2d", 7, "ac", True, "native"), ("2d", 128, "ac", False, "native"), ("2d", 1, "none", True, "native"),
-                  ("1d", 2, "ac", True, "native"), ("2d", 7, "ls", True, "native")]  # native ls: the compiled math
+                  ("1d", 2, "ac", True, "native"), ("2d", 7, "ls", True, "native"), ("2d", 128, "ls", False, "native"),
+                  ("1d", 2, "ls", True, "native")]
 
 
 @pytest.mark.slow
@@ -155,14 +156,18 @@ def train_step(layer, x, grad_out):
     return out.detach(), inp.grad
 
 
+@pytest.mark.parametrize("ecm", ["ac", "ls"])  # layer scaling keeps each sample's channels in one block
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", BLOCK_SHAPES.values(), ids=BLOCK_SHAPES.keys())
-def test_native_blocks_give_the_eager_numbers(shape, threads):
+def test_native_blocks_give_the_eager_numbers(shape, threads, ecm):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        native, eager = (onlinenorm.OnlineNorm2d(shape[1], alpha_fwd=0.9, alpha_bkw=0.8, clamp_value=1.0,
+        native, eager = (onlinenorm.OnlineNorm2d(shape[1], alpha_fwd=0.9, alpha_bkw=0.8, clamp_value=1.0, ecm=ecm,
                                                  kernels=kernels) for kernels in ("native", "eager"))
+        torch.nn.init.uniform_(native.weight, 0.5, 1.5)  # a non-trivial affine, so layer scaling's bias terms count
+        torch.nn.init.uniform_(native.bias, -0.5, 0.5)
+        eager.load_state_dict(native.state_dict())
         gen = torch.Generator().manual_seed(5)
         for _ in range(2):
             x, grad_out = torch.randn(shape, generator=gen) * 2 + 1, torch.randn(shape, generator=gen)

@@ -1,6 +1,6 @@
 /* Online Normalization forward and backward for float32 (N, C, M) activations,
- * with activation clamping or no ECM: onlinenorm/functional.py states the
- * equations and the forms evaluated here.
+ * with any ECM: onlinenorm/functional.py states the equations and the forms
+ * evaluated here (layer scaling folds into per-row coefficients, as there).
  *
  * The structure is the speed insight of the design card, in one call per
  * direction: (1) a reduction over each (sample, channel) row of M values, in
@@ -16,6 +16,9 @@
  * and each direction reads the activations from memory about once. One
  * OpenMP region holds all the blocks, with a barrier after (1) and after (2);
  * those barriers also order the state between the threads that update it.
+ * Layer scaling couples a sample's channels (its scale is the RMS over all of
+ * them), so it adds a per-sample step and keeps each sample's channels in one
+ * block.
  *
  * The clamp mask is recomputed in backward from x with the same fmaf as the
  * forward, so both directions agree on every element. Without clamping the
@@ -47,21 +50,23 @@ static void share(int64_t begin, int64_t end, int64_t *first, int64_t *last)
 /* A block is `*samples` samples of all channels or, where one sample is larger than the budget,
  * one sample of `*group` channels: either way its rows are contiguous, and the channels' scans
  * are independent, so a block of channels can run ahead of the others. */
-static void block_shape(int64_t channels, int64_t m, int tensors, int threads, int64_t *samples, int64_t *group)
+static void block_shape(int64_t channels, int64_t m, int tensors, int threads, int whole_samples,
+                        int64_t *samples, int64_t *group)
 {
     const int64_t budget = (int64_t)threads * BLOCK_FLOATS / tensors; /* floats per tensor and block */
     *samples = budget / (channels * m) > 0 ? budget / (channels * m) : 1;
-    *group = channels * m <= budget ? channels : (budget / m > 0 ? budget / m : 1);
+    *group = whole_samples || channels * m <= budget ? channels : (budget / m > 0 ? budget / m : 1);
 }
 
 void onlinenorm_forward(const float *x, float *out, int64_t n, int64_t channels, int64_t m,
                         const float *weight, const float *bias, const float *mu_in, const float *var_in,
                         float *mu_out, float *var_out, double alpha, double eps, float clamp_value,
-                        float *mean_out, float *s2_out, float *mu_prev_out, float *invstd_out, float *scale_out,
-                        float *shift_out, int64_t *count_out, int threads)
+                        int layer_scaling, double ls_eps, float *mean_out, float *s2_out, float *mu_prev_out,
+                        float *invstd_out, float *scale_out, float *shift_out, float *ls_scale_out,
+                        int64_t *count_out, int threads)
 {
     int64_t block, group;
-    block_shape(channels, m, 1, threads, &block, &group);
+    block_shape(channels, m, 1, threads, layer_scaling, &block, &group);
     double *state = malloc(2 * channels * sizeof(double)); /* mu, var */
     *count_out = 0;
 #pragma omp parallel num_threads(threads)
@@ -110,11 +115,29 @@ void onlinenorm_forward(const float *x, float *out, int64_t n, int64_t channels,
                 }
             }
 #pragma omp barrier
-            /* (3) y' = scale x + shift, clamped and counted */
+            if (layer_scaling) {
+                /* (2b) r_t = 1 / sqrt(mean of y'^2 over (C, M) + ls_eps); per channel the mean over M of y'^2
+                 * is scale^2 s2 + (scale (m - mu_prev) + beta)^2, so this needs no pass */
+                int64_t t_first, t_last;
+                share(t0, t1, &t_first, &t_last);
+                for (int64_t t = t_first; t < t_last; ++t) {
+                    double sum = 0.0;
+                    for (int64_t c = 0; c < channels; ++c) {
+                        const int64_t at = t * channels + c;
+                        const double scale = scale_out[at], beta = bias ? bias[c] : 0.0;
+                        const double mean_y = scale * ((double)mean_out[at] - mu_prev_out[at]) + beta;
+                        sum += scale * scale * s2_out[at] + mean_y * mean_y;
+                    }
+                    ls_scale_out[t] = (float)(1.0 / sqrt(sum / channels + ls_eps));
+                }
+#pragma omp barrier
+            }
+            /* (3) z = r (scale x + shift), clamped and counted (r = 1 without layer scaling) */
             for (int64_t row = first; row < last; ++row) {
                 const float *xr = x + row * m;
                 float *dst = out + row * m;
-                const float scale = scale_out[row], shift = shift_out[row];
+                const float r = layer_scaling ? ls_scale_out[row / channels] : 1.0f;
+                const float scale = scale_out[row] * r, shift = shift_out[row] * r;
                 int32_t row_count = 0; /* m < 2^31 */
 #pragma omp simd reduction(+ : row_count)
                 for (int64_t i = 0; i < m; ++i) {
@@ -137,14 +160,18 @@ void onlinenorm_forward(const float *x, float *out, int64_t n, int64_t channels,
 }
 
 void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64_t n, int64_t channels, int64_t m,
-                         const float *weight, const float *mean_in, const float *s2_in, const float *mu_prev_in,
-                         const float *invstd_in, const float *scale_in, const float *shift_in,
-                         const float *u_in, const float *v_in, float *u_out, float *v_out, double alpha,
-                         float clamp_value, float *sum_grad_y_out, float *sum_grad_out, int threads)
+                         const float *weight, const float *bias, const float *mean_in, const float *s2_in,
+                         const float *mu_prev_in, const float *invstd_in, const float *scale_in,
+                         const float *shift_in, const float *ls_scale_in, const float *u_in, const float *v_in,
+                         float *u_out, float *v_out, double alpha, float clamp_value,
+                         float *sum_grad_y_out, float *sum_grad_out, int threads)
 {
     const double leak = 1.0 - alpha;
+    const int layer_scaling = ls_scale_in != NULL;
     int64_t block, group;
-    block_shape(channels, m, 2, threads, &block, &group); /* two tensors read: grad and x */
+    block_shape(channels, m, 2, threads, layer_scaling, &block, &group); /* two tensors read: grad and x */
+    /* per sample, with layer scaling: r^3 K, K = mean over (C, M) of g y' (g the gradient at z = r y') */
+    double *r3k = layer_scaling ? malloc(n * sizeof(double)) : NULL;
     /* per row: the output pass's coefficients, dx = grad_coef g' + x_coef x + constant */
     float *grad_coef = malloc(3 * n * channels * sizeof(float));
     float *x_coef = grad_coef + n * channels, *constant = x_coef + n * channels;
@@ -179,6 +206,33 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
                 sum_grad_y_out[row] = (float)(sum_gx * (double)invstd_in[row]);
             }
 #pragma omp barrier
+            if (layer_scaling) {
+                /* (1b) dL/dy' = r g - r^3 y' K: the gradient at y' is r g + y_coef y + const_coef per row, with
+                 * y_coef = -r^3 K gamma and const_coef = -r^3 K beta; its sums over the row follow from g's */
+                int64_t t_first, t_last;
+                share(t0, t1, &t_first, &t_last);
+                for (int64_t t = t_first; t < t_last; ++t) {
+                    double sum = 0.0;
+                    for (int64_t c = 0; c < channels; ++c) {
+                        const int64_t at = t * channels + c;
+                        const double gamma = weight ? weight[c] : 1.0, beta = bias ? bias[c] : 0.0;
+                        sum += gamma * sum_grad_y_out[at] + beta * sum_grad_out[at];
+                    }
+                    const double r = ls_scale_in[t];
+                    r3k[t] = r * r * r * sum / (channels * m);
+                    for (int64_t c = 0; c < channels; ++c) {
+                        const int64_t at = t * channels + c;
+                        const double gamma = weight ? weight[c] : 1.0, beta = bias ? bias[c] : 0.0;
+                        const double y_coef = -r3k[t] * gamma, const_coef = -r3k[t] * beta;
+                        const double invstd = invstd_in[at], dev = (double)mean_in[at] - mu_prev_in[at];
+                        const double sum_y = m * dev * invstd, sum_y_sq = m * (s2_in[at] + dev * dev) * invstd * invstd;
+                        const double sum_gy = sum_grad_y_out[at], sum_g = sum_grad_out[at];
+                        sum_grad_y_out[at] = (float)(r * sum_gy + y_coef * sum_y_sq + const_coef * sum_y);
+                        sum_grad_out[at] = (float)(r * sum_g + y_coef * sum_y + const_coef * m);
+                    }
+                }
+#pragma omp barrier
+            }
             /* (2) v_t = (1 - leak mean(y^2)) v_{t-1} + mean(g y);  u_t = a_b u_{t-1} + mean(h_t), g = gamma g':
              * samples in order, this thread's channels side by side; dx's coefficients from the state before
              * each sample, dx = (gamma g' - leak v_prev y) invstd - leak u_prev with y = (x - mu_prev) invstd */
@@ -190,10 +244,13 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
                     const double gamma = weight ? weight[c] : 1.0;
                     const double invstd = invstd_in[at], mu_prev = mu_prev_in[at], dev = mean_in[at] - mu_prev;
                     const double mean_y_sq = (s2_in[at] + dev * dev) * invstd * invstd;
-                    const double slope = -leak * v[c] * invstd * invstd;
-                    grad_coef[at] = (float)(gamma * invstd);
+                    /* with layer scaling the gradient at y' adds y_coef y + const_coef (see (1b)) */
+                    const double r = layer_scaling ? ls_scale_in[t] : 1.0, k = layer_scaling ? r3k[t] : 0.0;
+                    const double beta = bias ? bias[c] : 0.0;
+                    const double slope = (-gamma * k * gamma - leak * v[c]) * invstd * invstd;
+                    grad_coef[at] = (float)(gamma * r * invstd);
                     x_coef[at] = (float)slope;
-                    constant[at] = (float)(-slope * mu_prev - leak * u[c]);
+                    constant[at] = (float)(-slope * mu_prev - gamma * k * beta * invstd - leak * u[c]);
                     u[c] = alpha * u[c] + (gamma * sum_grad_out[at] / m - leak * v[c] * dev * invstd) * invstd;
                     v[c] = (1.0 - leak * mean_y_sq) * v[c] + gamma * sum_grad_y_out[at] / m;
                 }
@@ -220,4 +277,5 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
     }
     free(grad_coef);
     free(state);
+    free(r3k);
 }
