@@ -1,12 +1,13 @@
 """The hand-written CPU kernels (``csrc/online_norm.c``): built on first use, called through ctypes.
 
-Why by hand: every other path evaluates the batch-order recurrences as scans
-over ``(N, C)`` numbers between passes over the activations, and at ResNet-20's
-small shapes the scans, the graph calls around them and their buffers cost as
-much as the passes (BENCHMARKS.md). The C kernels walk each channel's samples
-in order instead, so the recurrences are free and each direction is one call.
-Plain C with no torch headers builds in about a second, where a torch C++
-extension takes most of a minute; ctypes passes the tensors' data pointers.
+Why by hand: the other paths run the reductions, the scans of ``(N, C)``
+numbers and the elementwise pass as separate operations or compiled graphs,
+and at ResNet-20's small shapes the scans, the calls around them and their
+buffers cost as much as the passes over the activations (BENCHMARKS.md). The
+C kernels do the same three steps in one call per direction, the scans as
+plain loops over ``(N, C)`` numbers, in cache-sized blocks. Plain C with no
+torch headers builds in about a second, where a torch C++ extension takes
+most of a minute; ctypes passes the tensors' data pointers.
 
 The shared library is cached per source, flags and CPU (it is built with
 ``-march=native``) under ``ONLINENORM_CACHE_DIR``, else ``~/.cache/onlinenorm``,

@@ -20,7 +20,7 @@ def rel_err(actual, expected):
     return ((actual.double().cpu() - expected).abs().max() / expected.abs().max()).item()
 
 
-@pytest.mark.parametrize("kernels", ("eager", "compiled"))
+@pytest.mark.parametrize("kernels", ("eager", "compiled", "auto"))  # auto on CUDA: compiled
 @pytest.mark.parametrize("dtype", list(TOLERANCE), ids=str)
 @pytest.mark.parametrize("ecm", onlinenorm.ECMS)
 def test_cuda_layer_matches_oracle(kernels, dtype, ecm):
