@@ -57,6 +57,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from onlinenorm import native
 from onlinenorm.scan import decay_operators, geometric_scan, linear_scan
 
 
@@ -271,8 +272,6 @@ class NativeKernels:
         self._available: bool | None = None  # unknown until the first covered call
 
     def _use(self, x3: torch.Tensor) -> bool:
-        from onlinenorm import native
-
         if torch.compiler.is_compiling() or not native.covers(x3):
             return False
         if self._available is None:
@@ -289,15 +288,11 @@ class NativeKernels:
 
     def forward(self, x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps):
         if self._use(x3):
-            from onlinenorm import native
-
             return native.forward(x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps)
         return self._fallback.forward(x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps)
 
     def backward(self, grad, x3, weight, bias, u, v, stats, alpha_bkw, eps, clamp):
         if self._use(x3):
-            from onlinenorm import native
-
             return native.backward(grad, x3, weight, bias, u, v, stats, alpha_bkw, clamp)
         return self._fallback.backward(grad, x3, weight, bias, u, v, stats, alpha_bkw, eps, clamp)
 

@@ -47,6 +47,37 @@ static void share(int64_t begin, int64_t end, int64_t *first, int64_t *last)
     *last = begin + (end - begin) * (id + 1) / threads;
 }
 
+/* The carried state of this thread's share of the channels: in as double, and out as float. */
+static void load_state(const float *a_in, const float *b_in, double *a, double *b, int64_t channels)
+{
+    int64_t first, last;
+    share(0, channels, &first, &last);
+    for (int64_t c = first; c < last; ++c) {
+        a[c] = a_in[c];
+        b[c] = b_in[c];
+    }
+}
+
+static void store_state(const double *a, const double *b, float *a_out, float *b_out, int64_t channels)
+{
+    int64_t first, last;
+    share(0, channels, &first, &last);
+    for (int64_t c = first; c < last; ++c) {
+        a_out[c] = (float)a[c];
+        b_out[c] = (float)b[c];
+    }
+}
+
+/* The block that starts at sample t0 and channel c0: where it ends (*t1, *c1), and this thread's
+ * share [*first, *last) of its rows, which are contiguous (see block_shape). */
+static void block_rows(int64_t t0, int64_t c0, int64_t block, int64_t group, int64_t n, int64_t channels,
+                       int64_t *t1, int64_t *c1, int64_t *first, int64_t *last)
+{
+    *t1 = t0 + block < n ? t0 + block : n;
+    *c1 = c0 + group < channels ? c0 + group : channels;
+    share(t0 * channels + c0, (*t1 - 1) * channels + *c1, first, last);
+}
+
 /* A block is `*samples` samples of all channels or, where one sample is larger than the budget,
  * one sample of `*group` channels: either way its rows are contiguous, and the channels' scans
  * are independent, so a block of channels can run ahead of the others. */
@@ -73,16 +104,11 @@ void onlinenorm_forward(const float *x, float *out, int64_t n, int64_t channels,
     {
         int64_t c_first, c_last, count = 0;
         double *mu = state, *var = state + channels;
-        share(0, channels, &c_first, &c_last);
-        for (int64_t c = c_first; c < c_last; ++c) {
-            mu[c] = mu_in[c];
-            var[c] = var_in[c];
-        }
+        load_state(mu_in, var_in, mu, var, channels);
         for (int64_t t0 = 0; t0 < n; t0 += block)
         for (int64_t c0 = 0; c0 < channels; c0 += group) {
-            const int64_t t1 = t0 + block < n ? t0 + block : n, c1 = c0 + group < channels ? c0 + group : channels;
-            int64_t first, last;
-            share(t0 * channels + c0, (t1 - 1) * channels + c1, &first, &last);
+            int64_t t1, c1, first, last;
+            block_rows(t0, c0, block, group, n, channels, &t1, &c1, &first, &last);
             /* (1) per-row mean and biased variance: float lanes, as the eager and compiled kernels sum */
             for (int64_t row = first; row < last; ++row) {
                 const float *xr = x + row * m;
@@ -148,11 +174,7 @@ void onlinenorm_forward(const float *x, float *out, int64_t n, int64_t channels,
                 count += row_count;
             }
         }
-        share(0, channels, &c_first, &c_last);
-        for (int64_t c = c_first; c < c_last; ++c) {
-            mu_out[c] = (float)mu[c];
-            var_out[c] = (float)var[c];
-        }
+        store_state(mu, var, mu_out, var_out, channels);
 #pragma omp atomic
         *count_out += count;
     }
@@ -180,16 +202,11 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
     {
         int64_t c_first, c_last;
         double *u = state, *v = state + channels;
-        share(0, channels, &c_first, &c_last);
-        for (int64_t c = c_first; c < c_last; ++c) {
-            u[c] = u_in[c];
-            v[c] = v_in[c];
-        }
+        load_state(u_in, v_in, u, v, channels);
         for (int64_t t0 = 0; t0 < n; t0 += block)
         for (int64_t c0 = 0; c0 < channels; c0 += group) {
-            const int64_t t1 = t0 + block < n ? t0 + block : n, c1 = c0 + group < channels ? c0 + group : channels;
-            int64_t first, last;
-            share(t0 * channels + c0, (t1 - 1) * channels + c1, &first, &last);
+            int64_t t1, c1, first, last;
+            block_rows(t0, c0, block, group, n, channels, &t1, &c1, &first, &last);
             /* (1) per row, g' (the gradient at y', zero where clamped): sum(g') and sum(g' y).
              * float lanes: with the mask, double accumulators measured 4x slower (gcc 12). */
             for (int64_t row = first; row < last; ++row) {
@@ -269,11 +286,7 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
                 }
             }
         }
-        share(0, channels, &c_first, &c_last);
-        for (int64_t c = c_first; c < c_last; ++c) {
-            u_out[c] = (float)u[c];
-            v_out[c] = (float)v[c];
-        }
+        store_state(u, v, u_out, v_out, channels);
     }
     free(grad_coef);
     free(state);
