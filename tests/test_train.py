@@ -52,6 +52,14 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def large_dir(tmp_path_factory):
+    """Enough data for instance norm's 2 epochs to get past its plateau (see CASES)."""
+    root = tmp_path_factory.mktemp("synthetic-large")
+    write_synthetic("cifar10", root, num_train=2000, num_test=500, seed=0)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
 def small_dir(tmp_path_factory):
     """Enough data to exercise the mechanics (clamping, checkpoints, divergence)."""
     root = tmp_path_factory.mktemp("synthetic-small")
@@ -102,33 +110,40 @@ def test_bad_configs_name_the_key_and_the_allowed_values(config, message):
     assert message in str(err.value)
 
 
-# Instance norm removes each image's colour statistics, the quick cue of the
-# synthetic classes; it learns the texture cue only after many more steps, so
-# its run is checked for completion and finiteness, not accuracy.
 # Layer norm and no normalization learn faster here with a smaller step.
+# Instance norm standardizes every channel of every image, so at
+# initialization its pooled features barely depend on the input, and it sits
+# on a plateau before it learns. The pad-and-crop augmentation's zero-filled
+# borders of random width are a per-image nuisance in exactly the statistics
+# it divides out, and lengthen the plateau. Measured on 2000 images at batch
+# 32, lr 0.05: with augmentation, train accuracy 0.1 for 3 epochs (190 steps),
+# then 0.83 by epoch 10; without, val_acc after 2 epochs 0.52, 0.87, 0.59 for
+# seeds 0, 1, 2. So its 2 epochs are those, without augmentation.
+LARGE = {"data": "large_dir", "batch_size": 32, "lr": 0.05, "augment": False}
 CASES = {
     "batch": ({"norm": "batch"}, 0.3),
     "online-ac": ({"norm": "online", "ecm": "ac"}, 0.3),
     "online-ls": ({"norm": "online", "ecm": "ls"}, 0.3),
     "group": ({"norm": "group"}, 0.3),
     "layer": ({"norm": "layer", "lr": 0.01}, 0.3),
-    "instance": ({"norm": "instance", "subset": 10}, None),
+    "instance": ({"norm": "instance", **LARGE}, 0.3),
     "none": ({"norm": "none", "lr": 0.01}, 0.2),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
-def test_resnet20_learns_with_each_normalizer(data_dir, case):
+def test_resnet20_learns_with_each_normalizer(request, case):
     overrides, floor = CASES[case]
+    overrides = dict(overrides)
+    data_dir = request.getfixturevalue(overrides.pop("data", "data_dir"))
     rows = train({**TINY, "data_dir": data_dir, **overrides})
     assert [row["epoch"] for row in rows] == [1, 2]
     for row in rows:
         assert METRIC_KEYS <= set(row) and row["diverged"] is False
         assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])
     last = rows[-1]
-    if floor is not None:
-        assert last["val_acc"] > floor, f"{case}: val_acc {last['val_acc']:.3f} (chance 0.1)"
+    assert last["val_acc"] > floor, f"{case}: val_acc {last['val_acc']:.3f} (chance 0.1)"
     clamping = overrides.get("ecm") == "ac"
     layer_keys = [k for k in last if k.startswith("clamp_fraction/")]
     assert bool(layer_keys) == clamping and (last["clamp_fraction"] > 0) == clamping
