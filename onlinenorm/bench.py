@@ -1,9 +1,12 @@
 """Side-by-side timing of the layer against ``torch.nn.BatchNorm2d`` and the per-sample loop.
 
 Every candidate runs one forward+backward step per round, the candidates
-interleaved within each round so that machine noise hits them alike; the
-figure reported is the median over rounds, and ratios are taken between
-medians measured in the same process.
+interleaved within each round so that machine noise hits them alike, and the
+round's order rotated by one each round so that no candidate always follows
+the same one (what a step leaves in the caches, or in the allocator, changes
+the next step's time: measured up to 7%). The figure reported is the median
+over rounds, and ratios are taken between medians measured in the same
+process; the ac-vs-ls ratios also give the spread of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ DEFAULT_SHAPES = RESNET20_SHAPES + RESNET50_SHAPES
 LAYER_KERNELS = ("eager", "compiled", "native")  # timed side by side; "auto" is one of them
 KERNEL_MARKS = {"eager": "", "compiled": "*", "native": "+"}
 ORACLE_PATH = Path(__file__).resolve().parents[1] / "tests" / "oracle.py"
+# The "clamping is cheaper than layer scaling" comparisons, per kernel choice and against autograd layer scaling.
+AC_LS_PAIRS = (("ac", "ls"), ("ac*", "ls*"), ("ac+", "ls+"), ("ac", "ls-autograd"))
 
 
 def _sync(device: torch.device) -> None:
@@ -35,13 +40,16 @@ def _sync(device: torch.device) -> None:
 
 def time_interleaved(steps: dict[str, Callable[[], None]], rounds: int, device: torch.device,
                      warmup: int = 2, calls_per_round: int = 1) -> dict[str, list[float]]:
-    """Seconds per call of each step, one sample per round, the steps interleaved round by round."""
+    """Seconds per call of each step, one sample per round, the steps interleaved round by round
+    (round r starts at the r-th step, modulo their number)."""
     for _ in range(warmup):
         for step in steps.values():
             step()
     samples: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
+    names = list(steps)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            step = steps[name]
             _sync(device)
             start = time.perf_counter()
             for _ in range(calls_per_round):
@@ -53,6 +61,15 @@ def time_interleaved(steps: dict[str, Callable[[], None]], rounds: int, device: 
 
 def medians(samples: dict[str, list[float]]) -> dict[str, float]:
     return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
+    """Lower quartile, median and upper quartile of the per-round ratios (same rounds, same length)."""
+    ratios = [a / b for a, b in zip(numerator, denominator, strict=True)]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    low, middle, high = statistics.quantiles(ratios, n=4)
+    return low, middle, high
 
 
 def saved_bytes_per_element(module: nn.Module, x: torch.Tensor) -> float:
@@ -138,7 +155,9 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
     """Time forward+backward per shape.
 
     One result per shape: ``{"shape": ..., "ms": {candidate: median ms},
-    "saved": {candidate: bytes saved for backward per element}}``, candidates
+    "saved": {candidate: bytes saved for backward per element},
+    "ac_ls": {"ac+/ls+": (lower quartile, median, upper quartile) of the
+    per-round ratios, ...}}`` (the pairs of :data:`AC_LS_PAIRS` timed), candidates
     ``batchnorm``, each ECM per kernel choice (``ac``, ``ac*``, ...),
     ``ls-autograd`` and, unless ``oracle_rounds=0``, ``loop`` (the per-sample oracle).
     """
@@ -150,11 +169,15 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
             progress(f"timing {shape} ...")
         modules, x, grad_out = layer_candidates(shape, dev, dtype, kernels)
         steps = {name: _train_step(module, x, grad_out) for name, module in modules.items()}
-        seconds = medians(time_interleaved(steps, rounds, dev))
+        samples = time_interleaved(steps, rounds, dev)
+        seconds = medians(samples)
+        ac_ls = {f"{ac}/{ls}": paired_ratio(samples[ac], samples[ls]) for ac, ls in AC_LS_PAIRS
+                 if ac in samples and ls in samples}
         saved = {name: saved_bytes_per_element(module, x) for name, module in modules.items()}
         if oracle_cls is not None:
             seconds |= medians(time_interleaved({"loop": oracle_step(oracle_cls, shape)}, oracle_rounds, dev, warmup=0))
-        results.append({"shape": shape, "ms": {name: sec * 1e3 for name, sec in seconds.items()}, "saved": saved})
+        ms = {name: sec * 1e3 for name, sec in seconds.items()}
+        results.append({"shape": shape, "ms": ms, "saved": saved, "ac_ls": ac_ls})
     return results
 
 
@@ -168,8 +191,7 @@ def format_layer_table(results: list[dict]) -> str:
             shape = str(result["shape"]) if i == 0 else ""
             saved = f"{result['saved'][name]:.2f}" if name in result["saved"] else "-"
             lines.append(f"{shape:<20}{name:<14}{value:>10.2f}{value / ms['batchnorm']:>8.2f}{saved:>14}")
-        ratios = [f"{ac}/{ls} {ms[ac] / ms[ls]:.2f}" for ac, ls in
-                  (("ac", "ls"), ("ac*", "ls*"), ("ac+", "ls+"), ("ac", "ls-autograd")) if ac in ms and ls in ms]
+        ratios = [f"{pair} {mid:.2f} [{low:.2f}-{high:.2f}]" for pair, (low, mid, high) in result["ac_ls"].items()]
         if "loop" in ms:
             fastest = min(ms[name] for name in ("ac", "ac*", "ac+") if name in ms)
             ratios.append(f"loop/fastest ac {ms['loop'] / fastest:.1f}x")

@@ -294,7 +294,8 @@ class NativeKernels:
     def backward(self, grad, x3, weight, bias, u, v, stats, alpha_bkw, eps, clamp):
         if self._use(x3):
             return native.backward(grad, x3, weight, bias, u, v, stats, alpha_bkw, clamp)
-        return self._fallback.backward(grad, x3, weight, bias, u, v, stats, alpha_bkw, eps, clamp)
+        # the fallback's statistics are the C forward's less its last (the clamp flags per row)
+        return self._fallback.backward(grad, x3, weight, bias, u, v, stats[:7], alpha_bkw, eps, clamp)
 
 
 KERNEL_CHOICES = ("auto", "eager", "compiled", "native")

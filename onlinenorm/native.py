@@ -83,10 +83,10 @@ _PTR, _I64, _F64, _INT, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double,
 _SIGNATURES = {
     "onlinenorm_forward": (
         _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR,
-        _F64, _F64, _F32, _INT, _F64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _INT),
+        _F64, _F64, _F32, _INT, _F64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _INT),
     "onlinenorm_backward": (
         _PTR, _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR,
-        _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _F64, _F32, _PTR, _PTR, _INT),
+        _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _F64, _F32, _PTR, _PTR, _INT),
 }
 
 
@@ -130,7 +130,9 @@ def _state(t: torch.Tensor | None) -> torch.Tensor | None:
 
 def forward(x3, weight, bias, mu, var, alpha_fwd: float, eps: float, clamp: tuple[float, float] | None,
             ls_eps: float | None):
-    """The same contract as ``functional._forward_math`` for covered calls."""
+    """The same contract as ``functional._forward_math`` for covered calls, except that the statistics end
+    with one more: with clamping, a uint8 flag per (sample, channel) row, whether it has anything clamped
+    (the backward recomputes the clamp mask only in those rows); else None."""
     x3 = x3.contiguous()
     n, c, m = x3.shape
     weight, bias, mu, var = map(_state, (weight, bias, mu, var))
@@ -138,27 +140,29 @@ def forward(x3, weight, bias, mu, var, alpha_fwd: float, eps: float, clamp: tupl
     mu_next, var_next = torch.empty_like(mu), torch.empty_like(var)
     mean, s2, mu_prev, invstd, scale, shift = torch.empty((6, n, c), dtype=torch.float32)
     ls_scale = torch.empty((n, 1), dtype=torch.float32) if ls_eps is not None else None
+    clamped = torch.empty((n, c), dtype=torch.uint8) if clamp is not None else None
     count = torch.empty((), dtype=torch.int64)
     library().onlinenorm_forward(
         _ptr(x3), _ptr(out), n, c, m, _ptr(weight), _ptr(bias), _ptr(mu), _ptr(var), _ptr(mu_next), _ptr(var_next),
         alpha_fwd, eps, _clamp_value(clamp), ls_eps is not None, ls_eps or 0.0,
         _ptr(mean), _ptr(s2), _ptr(mu_prev), _ptr(invstd), _ptr(scale), _ptr(shift), _ptr(ls_scale),
-        count.data_ptr(), torch.get_num_threads())
-    stats = (mean, s2, mu_prev, invstd, scale, shift, ls_scale)
+        _ptr(clamped), count.data_ptr(), torch.get_num_threads())
+    stats = (mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped)
     return out, count if clamp is not None else None, mu_next, var_next, stats
 
 
 def backward(grad, x3, weight, bias, u, v, stats, alpha_bkw: float, clamp: tuple[float, float] | None):
-    """The same contract as ``functional._backward_math`` for covered calls."""
+    """The same contract as ``functional._backward_math`` for covered calls (``stats`` from :func:`forward`)."""
     grad, x3 = grad.contiguous(), x3.contiguous()
     n, c, m = x3.shape
-    mean, s2, mu_prev, invstd, scale, shift, ls_scale = (None if t is None else t.contiguous() for t in stats)
+    mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped = (None if t is None else t.contiguous() for t in stats)
     weight, bias, u, v = map(_state, (weight, bias, u, v))
     grad_x = torch.empty_like(x3)
     u_next, v_next = torch.empty_like(u), torch.empty_like(v)
     sum_grad_y, sum_grad = torch.empty((2, n, c), dtype=torch.float32)
     library().onlinenorm_backward(
         _ptr(grad), _ptr(x3), _ptr(grad_x), n, c, m, _ptr(weight), _ptr(bias), _ptr(mean), _ptr(s2), _ptr(mu_prev),
-        _ptr(invstd), _ptr(scale), _ptr(shift), _ptr(ls_scale), _ptr(u), _ptr(v), _ptr(u_next), _ptr(v_next),
+        _ptr(invstd), _ptr(scale), _ptr(shift), _ptr(ls_scale), _ptr(clamped), _ptr(u), _ptr(v), _ptr(u_next),
+        _ptr(v_next),
         alpha_bkw, _clamp_value(clamp), _ptr(sum_grad_y), _ptr(sum_grad), torch.get_num_threads())
     return grad_x, sum_grad_y, sum_grad, u_next, v_next

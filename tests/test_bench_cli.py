@@ -1,10 +1,12 @@
 """``onlinenorm bench layer`` runs end to end and prints its ratio table (no timing asserted)."""
 
+import re
+
 import pytest
 import torch
 
 import onlinenorm
-from onlinenorm.bench import saved_bytes_per_element
+from onlinenorm.bench import paired_ratio, saved_bytes_per_element, time_interleaved
 from onlinenorm.cli import main
 
 
@@ -26,6 +28,22 @@ def test_bench_layer_prints_ratio_table(capsys):
         assert float(block[0].split()[-2]) == 1.0  # batch norm against itself
         summary = lines[start + len(candidates)]
         assert "ac/ls " in summary and "ac/ls-autograd " in summary and "loop/fastest ac " in summary
+        low, middle, high = map(float, re.search(r"ac/ls ([\d.]+) \[([\d.]+)-([\d.]+)\]", summary).group(2, 1, 3))
+        assert 0 < low <= middle <= high
+
+
+def test_rounds_rotate_the_order_of_the_candidates():
+    order = []
+    samples = time_interleaved({name: (lambda name=name: order.append(name)) for name in "abc"},
+                               rounds=4, device=torch.device("cpu"), warmup=0)
+    assert "".join(order) == "abc" "bca" "cab" "abc"
+    assert {name: len(times) for name, times in samples.items()} == {"a": 4, "b": 4, "c": 4}
+
+
+def test_paired_ratio_gives_the_quartiles_of_the_per_round_ratios():
+    low, middle, high = paired_ratio([1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 1.0, 1.0, 1.0, 1.0])
+    assert (low, middle, high) == (1.5, 3.0, 4.5)  # statistics.quantiles' default (exclusive) method
+    assert paired_ratio([2.0], [4.0]) == (0.5, 0.5, 0.5)
 
 
 @pytest.mark.parametrize("kernels", ["eager", "native"])

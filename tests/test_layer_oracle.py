@@ -179,3 +179,24 @@ def test_native_blocks_give_the_eager_numbers(shape, threads, ecm):
         assert abs(native.clamp_count.item() - eager.clamp_count.item()) <= 1e-4 * eager.clamp_count.item()
     finally:
         torch.set_num_threads(previous)
+
+
+def test_native_masks_exactly_the_rows_that_clamped():
+    """The C backward recomputes the clamp mask only in the (sample, channel) rows where the forward clamped
+    something: batches with both kinds of rows give the eager numbers, and the oracle's."""
+    shape, clamp = (16, 8, 6, 6), 4.0
+    native, eager = (onlinenorm.OnlineNorm2d(8, alpha_fwd=0.9, alpha_bkw=0.8, clamp_value=clamp, kernels=kernels)
+                     for kernels in ("native", "eager"))
+    layer, oracle = make_pair("2d", 8, "ac", True, 0.9, 0.8, clamp_value=clamp)
+    layer.kernels = "native"
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(BATCHES):
+        x, grad_out = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+        x[..., 2, 3] += torch.where(torch.rand(shape[:2], generator=gen) < 0.5, 30.0, 0.0)  # far out in half the rows
+        (out_n, dx_n), (out_e, dx_e) = train_step(native, x, grad_out), train_step(eager, x, grad_out)
+        assert rel_err(out_n, out_e) < REL_TOL and rel_err(dx_n, dx_e) < REL_TOL
+        rows_clamped = (out_e.abs() >= clamp).flatten(2).any(dim=2)
+        assert 0 < rows_clamped.sum() < rows_clamped.numel()  # both kinds of rows
+        out, dx = train_step(layer, x, grad_out)
+        want_out, want_dx, *_ = oracle.step(x, grad_out)
+        assert rel_err(out, want_out) < REL_TOL and rel_err(dx, want_dx) < REL_TOL
