@@ -156,6 +156,25 @@ def train_step(layer, x, grad_out):
     return out.detach(), inp.grad
 
 
+def clamp_value_clear_of(batches, state, margin=1e-6):
+    """A clamp value in [1, 1.5] that no pre-clamp output of ``batches`` (run in order from ``state``) comes
+    within a relative ``margin`` of.
+
+    Kernels round y' differently in the last bit or two, so an element that lands on the clamp may be clamped
+    by one and not by another: both are right, but its gradient, and through the carried state every later
+    sample's in its channel, then differ (about once in 30 runs of a 600k-element batch at c = 1).
+    """
+    probe = onlinenorm.OnlineNorm2d(state["mu"].numel(), alpha_fwd=0.9, alpha_bkw=0.8, ecm="none", kernels="eager")
+    probe.load_state_dict(state)
+    with torch.no_grad():
+        values = torch.cat([probe(x).abs().flatten() for x in batches]).sort().values
+    candidates = torch.linspace(1.0, 1.5, 2001)
+    near = (torch.searchsorted(values, candidates * (1 + margin))
+            - torch.searchsorted(values, candidates * (1 - margin)))
+    assert (near == 0).any(), "no clamp value in [1, 1.5] is clear of the batches' outputs"
+    return candidates[(near == 0).nonzero()[0, 0]].item()
+
+
 @pytest.mark.parametrize("ecm", ["ac", "ls"])  # layer scaling keeps each sample's channels in one block
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", BLOCK_SHAPES.values(), ids=BLOCK_SHAPES.keys())
@@ -163,20 +182,21 @@ def test_native_blocks_give_the_eager_numbers(shape, threads, ecm):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        native, eager = (onlinenorm.OnlineNorm2d(shape[1], alpha_fwd=0.9, alpha_bkw=0.8, clamp_value=1.0, ecm=ecm,
-                                                 kernels=kernels) for kernels in ("native", "eager"))
-        torch.nn.init.uniform_(native.weight, 0.5, 1.5)  # a non-trivial affine, so layer scaling's bias terms count
-        torch.nn.init.uniform_(native.bias, -0.5, 0.5)
-        eager.load_state_dict(native.state_dict())
+        native, eager = (onlinenorm.OnlineNorm2d(shape[1], alpha_fwd=0.9, alpha_bkw=0.8, ecm=ecm, kernels=kernels)
+                         for kernels in ("native", "eager"))
         gen = torch.Generator().manual_seed(5)
-        for _ in range(2):
-            x, grad_out = torch.randn(shape, generator=gen) * 2 + 1, torch.randn(shape, generator=gen)
+        with torch.no_grad():  # a non-trivial affine, so layer scaling's bias terms count
+            native.weight.uniform_(0.5, 1.5, generator=gen)
+            native.bias.uniform_(-0.5, 0.5, generator=gen)
+        eager.load_state_dict(native.state_dict())
+        batches = [(torch.randn(shape, generator=gen) * 2 + 1, torch.randn(shape, generator=gen)) for _ in range(2)]
+        native.clamp_value = eager.clamp_value = clamp_value_clear_of([x for x, _ in batches], native.state_dict())
+        for x, grad_out in batches:
             (out_n, dx_n), (out_e, dx_e) = train_step(native, x, grad_out), train_step(eager, x, grad_out)
             assert rel_err(out_n, out_e) < REL_TOL and rel_err(dx_n, dx_e) < REL_TOL
         for name in ("mu", "var", "u", "v"):
             assert rel_err(getattr(native, name), getattr(eager, name)) < REL_TOL, name
-        # An element within an ulp of the clamp may round to either side in the two kernels.
-        assert abs(native.clamp_count.item() - eager.clamp_count.item()) <= 1e-4 * eager.clamp_count.item()
+        assert native.clamp_count.item() == eager.clamp_count.item()
     finally:
         torch.set_num_threads(previous)
 
