@@ -162,7 +162,7 @@ def backward(grad, x3, weight, bias, u, v, stats, alpha_bkw: float, clamp: tuple
     sum_grad_y, sum_grad = torch.empty((2, n, c), dtype=torch.float32)
     library().onlinenorm_backward(
         _ptr(grad), _ptr(x3), _ptr(grad_x), n, c, m, _ptr(weight), _ptr(bias), _ptr(mean), _ptr(s2), _ptr(mu_prev),
-        _ptr(invstd), _ptr(scale), _ptr(shift), _ptr(ls_scale), _ptr(clamped), _ptr(u), _ptr(v), _ptr(u_next),
-        _ptr(v_next),
+        _ptr(invstd), _ptr(scale), _ptr(shift), _ptr(ls_scale), _ptr(clamped),
+        _ptr(u), _ptr(v), _ptr(u_next), _ptr(v_next),
         alpha_bkw, _clamp_value(clamp), _ptr(sum_grad_y), _ptr(sum_grad), torch.get_num_threads())
     return grad_x, sum_grad_y, sum_grad, u_next, v_next

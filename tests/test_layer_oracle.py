@@ -156,16 +156,16 @@ def train_step(layer, x, grad_out):
     return out.detach(), inp.grad
 
 
-def clamp_value_clear_of(batches, state, margin=1e-6):
-    """A clamp value in [1, 1.5] that no pre-clamp output of ``batches`` (run in order from ``state``) comes
-    within a relative ``margin`` of.
+def clamp_value_clear_of(layer, batches, margin=1e-6):
+    """A clamp value in [1, 1.5] that no pre-clamp output of ``layer`` on ``batches`` (run in order from its
+    current state) comes within a relative ``margin`` of.
 
     Kernels round y' differently in the last bit or two, so an element that lands on the clamp may be clamped
     by one and not by another: both are right, but its gradient, and through the carried state every later
     sample's in its channel, then differ (about once in 30 runs of a 600k-element batch at c = 1).
     """
-    probe = onlinenorm.OnlineNorm2d(state["mu"].numel(), alpha_fwd=0.9, alpha_bkw=0.8, ecm="none", kernels="eager")
-    probe.load_state_dict(state)
+    probe = onlinenorm.OnlineNorm2d(layer.num_features, alpha_fwd=layer.alpha_fwd, ecm="none", kernels="eager")
+    probe.load_state_dict(layer.state_dict())
     with torch.no_grad():
         values = torch.cat([probe(x).abs().flatten() for x in batches]).sort().values
     candidates = torch.linspace(1.0, 1.5, 2001)
@@ -190,7 +190,7 @@ def test_native_blocks_give_the_eager_numbers(shape, threads, ecm):
             native.bias.uniform_(-0.5, 0.5, generator=gen)
         eager.load_state_dict(native.state_dict())
         batches = [(torch.randn(shape, generator=gen) * 2 + 1, torch.randn(shape, generator=gen)) for _ in range(2)]
-        native.clamp_value = eager.clamp_value = clamp_value_clear_of([x for x, _ in batches], native.state_dict())
+        native.clamp_value = eager.clamp_value = clamp_value_clear_of(native, [x for x, _ in batches])
         for x, grad_out in batches:
             (out_n, dx_n), (out_e, dx_e) = train_step(native, x, grad_out), train_step(eager, x, grad_out)
             assert rel_err(out_n, out_e) < REL_TOL and rel_err(dx_n, dx_e) < REL_TOL

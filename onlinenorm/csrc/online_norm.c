@@ -223,9 +223,8 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
                          const float *weight, const float *bias, const float *mean_in, const float *s2_in,
                          const float *mu_prev_in, const float *invstd_in, const float *scale_in,
                          const float *shift_in, const float *ls_scale_in, const uint8_t *clamped_in,
-                         const float *u_in, const float *v_in, float *u_out, float *v_out, double alpha,
-                         float clamp_value,
-                         float *sum_grad_y_out, float *sum_grad_out, int threads)
+                         const float *u_in, const float *v_in, float *u_out, float *v_out,
+                         double alpha, float clamp_value, float *sum_grad_y_out, float *sum_grad_out, int threads)
 {
     const double leak = 1.0 - alpha;
     const int layer_scaling = ls_scale_in != NULL;
