@@ -1,17 +1,28 @@
 """Side-by-side timing of the layer against ``torch.nn.BatchNorm2d`` and the per-sample loop.
 
 Every candidate runs one forward+backward step per round, the candidates
-interleaved within each round so that machine noise hits them alike, and the
-round's order rotated by one each round so that no candidate always follows
-the same one (what a step leaves in the caches, or in the allocator, changes
-the next step's time: measured up to 7%). The figure reported is the median
-over rounds, and ratios are taken between medians measured in the same
-process; the ac-vs-ls ratios also give the spread of the per-round ratios.
+interleaved within each round so that machine noise hits them alike, in an
+order shuffled afresh each round so that no candidate always follows the same
+one: what a step leaves in the caches, or in the allocator, changes the next
+step's time (measured up to 7%; rotating the order by one each round, as this
+module first did, still left every candidate the same predecessor, and put
+``ac+`` after batch norm in every round: 5-10% on its median). The figure
+reported is the median over rounds, and ratios are taken between medians
+measured in the same process; the ac-vs-ls ratios are the median of the
+per-round ratios with its 95% confidence interval.
+
+The online layers start at the stream's fixed point for the input (their
+``mu`` and ``var`` are its per-channel mean and variance, where training keeps
+them), so the clamp fires as often as it does in training at that clamp
+value, and that fraction is reported: the C kernels' clamping costs more in
+rows where something was clamped.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -21,7 +32,8 @@ import torch
 from torch import nn
 
 from onlinenorm.functional import layer_scale
-from onlinenorm.layers import ECMS, OnlineNorm2d
+from onlinenorm.layers import DEFAULT_CLAMP_VALUE, ECMS, OnlineNorm2d, _OnlineNorm
+from onlinenorm.telemetry import clamp_fractions
 
 RESNET20_SHAPES = ((128, 16, 32, 32), (128, 32, 16, 16), (128, 64, 8, 8))
 RESNET50_SHAPES = ((32, 256, 56, 56),)
@@ -39,16 +51,18 @@ def _sync(device: torch.device) -> None:
 
 
 def time_interleaved(steps: dict[str, Callable[[], None]], rounds: int, device: torch.device,
-                     warmup: int = 2, calls_per_round: int = 1) -> dict[str, list[float]]:
+                     warmup: int = 2, calls_per_round: int = 1, seed: int = 0) -> dict[str, list[float]]:
     """Seconds per call of each step, one sample per round, the steps interleaved round by round
-    (round r starts at the r-th step, modulo their number)."""
+    in an order shuffled each round (by a generator seeded with ``seed``)."""
     for _ in range(warmup):
         for step in steps.values():
             step()
     samples: dict[str, list[float]] = {name: [] for name in steps}
-    names = list(steps)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+    order = list(steps)
+    shuffle = random.Random(seed).shuffle
+    for _ in range(rounds):
+        shuffle(order)
+        for name in order:
             step = steps[name]
             _sync(device)
             start = time.perf_counter()
@@ -63,13 +77,22 @@ def medians(samples: dict[str, list[float]]) -> dict[str, float]:
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
-def paired_ratio(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
-    """Lower quartile, median and upper quartile of the per-round ratios (same rounds, same length)."""
-    ratios = [a / b for a, b in zip(numerator, denominator, strict=True)]
-    if len(ratios) < 2:
-        return ratios[0], ratios[0], ratios[0]
-    low, middle, high = statistics.quantiles(ratios, n=4)
-    return low, middle, high
+def paired_ratio(numerator: list[float], denominator: list[float],
+                 confidence: float = 0.95) -> tuple[float, float, float]:
+    """The median of the per-round ratios (same rounds, same length) and a ``confidence`` interval for it.
+
+    The interval is distribution-free: with the ``n`` ratios sorted, the order statistics of ranks
+    ``n/2 - z sqrt(n)/2`` (rounded down) and ``1 + n/2 + z sqrt(n)/2`` (rounded up), ``z`` the normal
+    quantile: the binomial argument for a median (Conover, Practical Nonparametric Statistics, 3.6),
+    with its normal approximation. Written out because neither the standard library nor the project's
+    dependencies offer it, and a bootstrap would cost more for the same answer.
+    """
+    ratios = sorted(a / b for a, b in zip(numerator, denominator, strict=True))
+    n = len(ratios)
+    half_width = statistics.NormalDist().inv_cdf((1 + confidence) / 2) * math.sqrt(n) / 2
+    low_rank = max(math.floor(n / 2 - half_width), 1)
+    high_rank = min(math.ceil(1 + n / 2 + half_width), n)
+    return ratios[low_rank - 1], statistics.median(ratios), ratios[high_rank - 1]
 
 
 def saved_bytes_per_element(module: nn.Module, x: torch.Tensor) -> float:
@@ -127,9 +150,24 @@ class _AutogradLayerScaling(nn.Module):
         return layer_scale(self.norm(x))
 
 
-def layer_candidates(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
-                     kernels: tuple[str, ...]) -> tuple[dict[str, nn.Module], torch.Tensor, torch.Tensor]:
-    """Batch norm and ``OnlineNorm2d`` with each ECM and kernel choice, plus an input and its gradient."""
+def settle(module: nn.Module, x: torch.Tensor) -> None:
+    """Put every online norm layer of ``module`` at the stream's fixed point for ``x``: ``mu`` and ``var``
+    its per-channel mean and variance. Fresh layers (``mu = 0``, ``var = 1``) would see a shifted, scaled
+    input as training does only in its first steps, clamping far more often."""
+    stats_x = x.detach().to(torch.float32)
+    dims = (0, *range(2, x.dim()))
+    for layer in module.modules():
+        if isinstance(layer, _OnlineNorm):
+            layer.mu.copy_(stats_x.mean(dims))
+            layer.var.copy_(stats_x.var(dims, correction=0))
+
+
+def layer_candidates(
+    shape: tuple[int, ...], device: torch.device, dtype: torch.dtype, kernels: tuple[str, ...],
+    clamp_value: float = DEFAULT_CLAMP_VALUE,
+) -> tuple[dict[str, nn.Module], torch.Tensor, torch.Tensor]:
+    """Batch norm and ``OnlineNorm2d`` with each ECM and kernel choice (settled on the input), plus an
+    input and its gradient."""
     gen = torch.Generator().manual_seed(0)
     x = (torch.randn(shape, generator=gen) * 2 + 1).to(device, dtype).requires_grad_(True)
     grad_out = torch.randn(shape, generator=gen).to(device, dtype)
@@ -137,29 +175,35 @@ def layer_candidates(shape: tuple[int, ...], device: torch.device, dtype: torch.
     modules = {"batchnorm": nn.BatchNorm2d(channels).to(device, dtype)}
     for kind in kernels:
         for ecm in ECMS:
-            modules[candidate_name(ecm, kind)] = OnlineNorm2d(channels, ecm=ecm, clamp_value=2.0, kernels=kind)
+            modules[candidate_name(ecm, kind)] = OnlineNorm2d(channels, ecm=ecm, clamp_value=clamp_value, kernels=kind)
     modules["ls-autograd"] = _AutogradLayerScaling(channels)
-    return {name: module.to(device) for name, module in modules.items()}, x, grad_out
+    modules = {name: module.to(device) for name, module in modules.items()}
+    for module in modules.values():
+        settle(module, x)
+    return modules, x, grad_out
 
 
-def oracle_step(oracle_cls, shape: tuple[int, ...]) -> Callable[[], None]:
+def oracle_step(oracle_cls, shape: tuple[int, ...], clamp_value: float) -> Callable[[], None]:
     x, grad_out = torch.randn(shape), torch.randn(shape)
-    oracle = oracle_cls(shape[1], 0.999, 0.99, ecm="ac", clamp_value=2.0,
+    oracle = oracle_cls(shape[1], 0.999, 0.99, ecm="ac", clamp_value=clamp_value,
                         weight=torch.ones(shape[1]), bias=torch.zeros(shape[1]))
     return lambda: oracle.step(x, grad_out)
 
 
 def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dtype: torch.dtype = torch.float32,
                 oracle_rounds: int = 3, kernels: tuple[str, ...] = LAYER_KERNELS,
+                clamp_value: float = DEFAULT_CLAMP_VALUE,
                 progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Time forward+backward per shape.
+    """Time forward+backward per shape (``clamp_value``: the ac layers' and the oracle's).
 
     One result per shape: ``{"shape": ..., "ms": {candidate: median ms},
     "saved": {candidate: bytes saved for backward per element},
-    "ac_ls": {"ac+/ls+": (lower quartile, median, upper quartile) of the
-    per-round ratios, ...}}`` (the pairs of :data:`AC_LS_PAIRS` timed), candidates
-    ``batchnorm``, each ECM per kernel choice (``ac``, ``ac*``, ...),
-    ``ls-autograd`` and, unless ``oracle_rounds=0``, ``loop`` (the per-sample oracle).
+    "ac_ls": {"ac+/ls+": (CI low, median, CI high) of the per-round ratios
+    (:func:`paired_ratio`), ...}, "clamp_value": ..., "clamped": {"ac+": fraction
+    of its outputs clamped over the rounds, ...}}`` (the pairs of
+    :data:`AC_LS_PAIRS` timed), candidates ``batchnorm``, each ECM per kernel
+    choice (``ac``, ``ac*``, ...), ``ls-autograd`` and, unless
+    ``oracle_rounds=0``, ``loop`` (the per-sample oracle).
     """
     dev = torch.device(device)
     oracle_cls = load_oracle() if oracle_rounds > 0 else None
@@ -167,17 +211,21 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
     for shape in shapes:
         if progress:
             progress(f"timing {shape} ...")
-        modules, x, grad_out = layer_candidates(shape, dev, dtype, kernels)
+        modules, x, grad_out = layer_candidates(shape, dev, dtype, kernels, clamp_value)
         steps = {name: _train_step(module, x, grad_out) for name, module in modules.items()}
         samples = time_interleaved(steps, rounds, dev)
         seconds = medians(samples)
         ac_ls = {f"{ac}/{ls}": paired_ratio(samples[ac], samples[ls]) for ac, ls in AC_LS_PAIRS
                  if ac in samples and ls in samples}
+        clamped = {name: clamp_fractions(module)["all"] for name, module in modules.items()
+                   if getattr(module, "ecm", None) == "ac"}
         saved = {name: saved_bytes_per_element(module, x) for name, module in modules.items()}
         if oracle_cls is not None:
-            seconds |= medians(time_interleaved({"loop": oracle_step(oracle_cls, shape)}, oracle_rounds, dev, warmup=0))
+            loop = oracle_step(oracle_cls, shape, clamp_value)
+            seconds |= medians(time_interleaved({"loop": loop}, oracle_rounds, dev, warmup=0))
         ms = {name: sec * 1e3 for name, sec in seconds.items()}
-        results.append({"shape": shape, "ms": ms, "saved": saved, "ac_ls": ac_ls})
+        results.append({"shape": shape, "ms": ms, "saved": saved, "ac_ls": ac_ls, "clamp_value": clamp_value,
+                        "clamped": clamped})
     return results
 
 
@@ -196,6 +244,11 @@ def format_layer_table(results: list[dict]) -> str:
             fastest = min(ms[name] for name in ("ac", "ac*", "ac+") if name in ms)
             ratios.append(f"loop/fastest ac {ms['loop'] / fastest:.1f}x")
         lines.append(f"{'':<20}{', '.join(ratios)}")
+        if result["clamped"]:
+            fractions = ", ".join(f"{name} {fraction:.2g}" for name, fraction in result["clamped"].items())
+            lines.append(f"{'':<20}clamped at c={result['clamp_value']:g}: {fractions}")
     lines.append("* = kernels='compiled' (torch.compile-fused); + = kernels='native' (the C kernels); "
                  "ls-autograd = ecm='none' then layer scaling as plain autograd ops; loop = per-sample float64 oracle")
+    lines.append("a/b m [lo-hi] = median of the per-round time ratios, with its 95% confidence interval; "
+                 "clamped = fraction of the ac layers' outputs the clamp changed")
     return "\n".join(lines)

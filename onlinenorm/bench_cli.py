@@ -35,6 +35,8 @@ def register(subparsers) -> None:
                        help="comma-separated kernel choices to time: eager, compiled, native (default: all three)")
     layer.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: torch's choice, one per core)")
+    layer.add_argument("--clamp-value", type=float, default=None,
+                       help="clamp value c of the ac layers (default: the layer's, the paper's 5)")
     layer.set_defaults(func=run_layer)
 
     train = kinds.add_parser("train", help="training-step time of a model per normalizer, relative to batch norm")
@@ -115,21 +117,27 @@ def run_sweep(args) -> int:
 
 
 def run_layer(args) -> int:
+    import math
+
     import torch
 
     from onlinenorm.bench import DEFAULT_SHAPES, LAYER_KERNELS, bench_layer, format_layer_table
     from onlinenorm.cli import UsageError
+    from onlinenorm.layers import DEFAULT_CLAMP_VALUE
 
     if args.rounds < 1 or args.oracle_rounds < 0:
         raise UsageError("--rounds must be >= 1 and --oracle-rounds >= 0")
+    clamp_value = DEFAULT_CLAMP_VALUE if args.clamp_value is None else args.clamp_value
+    if not 0 < clamp_value < math.inf:  # also refuses nan
+        raise UsageError(f"--clamp-value must be a positive, finite number; got {args.clamp_value}")
     _set_up_machine(args)
     kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
     if not kernels or any(k not in LAYER_KERNELS for k in kernels):
         raise UsageError(f"--kernels must list some of {', '.join(LAYER_KERNELS)}; got {args.kernels!r}")
     print(f"torch {torch.__version__}, device {args.device}, dtype {args.dtype}, "
-          f"{torch.get_num_threads()} threads; median of {args.rounds} interleaved rounds", flush=True)
+          f"{torch.get_num_threads()} threads; median of {args.rounds} rounds, each in a shuffled order", flush=True)
     rows = bench_layer(args.shape or DEFAULT_SHAPES, rounds=args.rounds, device=args.device,
                        dtype=getattr(torch, args.dtype), oracle_rounds=args.oracle_rounds, kernels=kernels,
-                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                       clamp_value=clamp_value, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_layer_table(rows))
     return 0

@@ -11,6 +11,7 @@ sweep specs before launching anything.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -73,15 +74,18 @@ def integer(low: int) -> Rule:
 
 
 def real(low: float, high: float | None = None, *, low_open: bool = True, high_open: bool = True) -> Rule:
+    if high is None:  # unbounded above: finite numbers only (YAML's .inf is a float)
+        high, high_open = math.inf, True
+
     def parse(value: Any) -> float | None:
         if not (_is_int(value) or isinstance(value, float)):
             return None
         value = float(value)
         above = value > low if low_open else value >= low
-        below = high is None or (value < high if high_open else value <= high)
+        below = value < high if high_open else value <= high
         return value if above and below else None
 
-    upper = "inf)" if high is None else f"{high}{')' if high_open else ']'}"
+    upper = f"{high}{')' if high_open else ']'}"
     return Rule(parse, f"a number in {'(' if low_open else '['}{low}, {upper}")
 
 

@@ -236,9 +236,18 @@ class Kernels:
         self._backward = wrap(_backward_math)
         self._fallback = fallback
 
-    def forward(self, x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps):
+    def forward(self, x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps, counters):
+        """``_forward_math``'s results less the count, which goes into ``counters``: ``(clamp_count,
+        seen_count)``, 0-d int64 tensors (either may be None) incremented by the clamped and all elements."""
         operators = decay_operators(x3.shape[0], alpha_fwd, x3.device, x3.dtype)
-        return self._run("_forward", x3, weight, bias, mu, var, operators, alpha_fwd, eps, clamp, ls_eps)
+        out, count, mu_next, var_next, stats = self._run(
+            "_forward", x3, weight, bias, mu, var, operators, alpha_fwd, eps, clamp, ls_eps)
+        clamp_count, seen_count = counters
+        if clamp_count is not None and count is not None:
+            clamp_count += count
+        if seen_count is not None:
+            seen_count += x3.numel()
+        return out, mu_next, var_next, stats
 
     def backward(self, grad, x3, weight, bias, u, v, stats, alpha_bkw, eps, clamp):
         operators = decay_operators(x3.shape[0], alpha_bkw, x3.device, x3.dtype)
@@ -286,10 +295,10 @@ class NativeKernels:
                 self._available = False
         return self._available
 
-    def forward(self, x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps):
+    def forward(self, x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps, counters):
         if self._use(x3):
-            return native.forward(x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps)
-        return self._fallback.forward(x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps)
+            return native.forward(x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps, counters)
+        return self._fallback.forward(x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps, counters)
 
     def backward(self, grad, x3, weight, bias, u, v, stats, alpha_bkw, eps, clamp):
         if self._use(x3):
@@ -346,15 +355,14 @@ class _OnlineNormTrain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, mu, var, u, v, alpha_fwd, alpha_bkw, eps, clamp_value, ls_eps,
-                clamp_count, kernels):
+                clamp_count, seen_count, kernels):
         n, c = x.shape[:2]
         dtype = _compute_dtype(x.dtype)
         x3 = x.reshape(n, c, -1).to(dtype)
         clamp = None if clamp_value is None else (clamp_value, _pass_bound(clamp_value, dtype))
-        out, count, mu_next, var_next, stats = kernels.forward(
-            x3, _cast(weight, dtype), _cast(bias, dtype), mu.to(dtype), var.to(dtype), alpha_fwd, eps, clamp, ls_eps)
-        if clamp_count is not None and count is not None:
-            clamp_count += count
+        out, mu_next, var_next, stats = kernels.forward(x3, _cast(weight, dtype), _cast(bias, dtype), mu.to(dtype),
+                                                        var.to(dtype), alpha_fwd, eps, clamp, ls_eps,
+                                                        (clamp_count, seen_count))
         mu.copy_(mu_next)
         var.copy_(var_next)
 
@@ -382,7 +390,7 @@ class _OnlineNormTrain(torch.autograd.Function):
         v.copy_(v_next)
         grad_weight = sum_grad_y.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
         grad_bias = sum_grad.sum(0).to(bias.dtype) if ctx.needs_input_grad[2] else None
-        return (grad_x.to(x.dtype).view(x.shape), grad_weight, grad_bias) + (None,) * 11
+        return (grad_x.to(x.dtype).view(x.shape), grad_weight, grad_bias) + (None,) * 12
 
 
 def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -404,6 +412,7 @@ def online_norm(
     clamp_value: float | None = None,
     ls_eps: float | None = None,
     clamp_count: torch.Tensor | None = None,
+    seen_count: torch.Tensor | None = None,
     kernels: str = "auto",
 ) -> torch.Tensor:
     """Online-normalize ``x`` of shape ``(N, C, *spatial)``, then the affine and an ECM.
@@ -414,9 +423,10 @@ def online_norm(
     and updates nothing (its gradient is plain autograd).
 
     ECM: ``clamp_value`` for activation clamping, ``ls_eps`` for layer
-    scaling, neither for none. ``clamp_count``, a 0-d integer tensor, is
-    incremented on the device by the number of elements with
-    ``|y'| > clamp_value`` in training mode (no host synchronisation).
+    scaling, neither for none. ``clamp_count`` and ``seen_count``, 0-d
+    ``torch.int64`` tensors on ``x``'s device, are incremented in training
+    mode by the number of elements with ``|y'| > clamp_value`` and by
+    ``x.numel()`` (on the device: no host synchronisation).
 
     ``kernels`` picks how training mode runs the math: ``"eager"`` (no
     compiler needed), ``"compiled"`` (``torch.compile``, fused passes),
@@ -427,8 +437,12 @@ def online_norm(
     if clamp_value is not None and ls_eps is not None:
         raise ValueError("give clamp_value (activation clamping) or ls_eps (layer scaling), not both")
     if training:
+        for name, counter in (("clamp_count", clamp_count), ("seen_count", seen_count)):
+            if counter is not None and (counter.dtype != torch.int64 or counter.device != x.device):
+                raise ValueError(f"{name} must be a torch.int64 tensor on the input's device ({x.device}); "
+                                 f"got {counter.dtype} on {counter.device}")
         return _OnlineNormTrain.apply(x, weight, bias, mu, var, u, v, alpha_fwd, alpha_bkw, eps,
-                                      clamp_value, ls_eps, clamp_count, _kernels(kernels))
+                                      clamp_value, ls_eps, clamp_count, seen_count, _kernels(kernels))
     dtype = _compute_dtype(x.dtype)
     out = F.batch_norm(x.to(dtype), mu.to(dtype), var.to(dtype), weight, bias, False, 0.0, eps)
     if clamp_value is not None:

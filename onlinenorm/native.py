@@ -83,7 +83,7 @@ _PTR, _I64, _F64, _INT, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double,
 _SIGNATURES = {
     "onlinenorm_forward": (
         _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR,
-        _F64, _F64, _F32, _INT, _F64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _INT),
+        _F64, _F64, _F32, _INT, _F64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _INT),
     "onlinenorm_backward": (
         _PTR, _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR,
         _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _F64, _F32, _PTR, _PTR, _INT),
@@ -129,10 +129,11 @@ def _state(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def forward(x3, weight, bias, mu, var, alpha_fwd: float, eps: float, clamp: tuple[float, float] | None,
-            ls_eps: float | None):
-    """The same contract as ``functional._forward_math`` for covered calls, except that the statistics end
+            ls_eps: float | None, counters: tuple[torch.Tensor | None, torch.Tensor | None]):
+    """The same contract as ``functional.Kernels.forward`` for covered calls, except that the statistics end
     with one more: with clamping, a uint8 flag per (sample, channel) row, whether it has anything clamped
-    (the backward recomputes the clamp mask only in those rows); else None."""
+    (the backward recomputes the clamp mask only in those rows); else None. The kernel adds to ``counters``
+    (the clamped-element and element counts, 0-d int64 on the CPU, as ``online_norm`` checks) itself."""
     x3 = x3.contiguous()
     n, c, m = x3.shape
     weight, bias, mu, var = map(_state, (weight, bias, mu, var))
@@ -141,14 +142,14 @@ def forward(x3, weight, bias, mu, var, alpha_fwd: float, eps: float, clamp: tupl
     mean, s2, mu_prev, invstd, scale, shift = torch.empty((6, n, c), dtype=torch.float32)
     ls_scale = torch.empty((n, 1), dtype=torch.float32) if ls_eps is not None else None
     clamped = torch.empty((n, c), dtype=torch.uint8) if clamp is not None else None
-    count = torch.empty((), dtype=torch.int64)
+    clamp_count, seen_count = counters
     library().onlinenorm_forward(
         _ptr(x3), _ptr(out), n, c, m, _ptr(weight), _ptr(bias), _ptr(mu), _ptr(var), _ptr(mu_next), _ptr(var_next),
         alpha_fwd, eps, _clamp_value(clamp), ls_eps is not None, ls_eps or 0.0,
         _ptr(mean), _ptr(s2), _ptr(mu_prev), _ptr(invstd), _ptr(scale), _ptr(shift), _ptr(ls_scale),
-        _ptr(clamped), count.data_ptr(), torch.get_num_threads())
+        _ptr(clamped), _ptr(clamp_count if clamp is not None else None), _ptr(seen_count), torch.get_num_threads())
     stats = (mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped)
-    return out, count if clamp is not None else None, mu_next, var_next, stats
+    return out, mu_next, var_next, stats
 
 
 def backward(grad, x3, weight, bias, u, v, stats, alpha_bkw: float, clamp: tuple[float, float] | None):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import onlinenorm
-from onlinenorm.bench import paired_ratio, saved_bytes_per_element, time_interleaved
+from onlinenorm.bench import bench_layer, paired_ratio, saved_bytes_per_element, settle, time_interleaved
 from onlinenorm.cli import main
 
 
@@ -20,7 +20,7 @@ def test_bench_layer_prints_ratio_table(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["shape", "candidate", "ms", "x", "BN", "saved", "B/elem"]
     candidates = ["batchnorm", "ac", "ls", "none", "ls-autograd", "loop"]
-    for start, shape in ((3, "(3, 2, 5, 5)"), (3 + len(candidates) + 1, "(2, 4, 3, 3)")):
+    for start, shape in ((3, "(3, 2, 5, 5)"), (3 + len(candidates) + 2, "(2, 4, 3, 3)")):
         block = lines[start:start + len(candidates)]
         assert block[0].startswith(shape)
         assert [row.split()[-4] for row in block] == candidates
@@ -30,20 +30,59 @@ def test_bench_layer_prints_ratio_table(capsys):
         assert "ac/ls " in summary and "ac/ls-autograd " in summary and "loop/fastest ac " in summary
         low, middle, high = map(float, re.search(r"ac/ls ([\d.]+) \[([\d.]+)-([\d.]+)\]", summary).group(2, 1, 3))
         assert 0 < low <= middle <= high
+        assert re.fullmatch(r"clamped at c=5: ac [\d.e+-]+", lines[start + len(candidates) + 1].strip())
+    assert lines[-1].startswith("a/b m [lo-hi] = median of the per-round time ratios, with its 95% confidence")
 
 
-def test_rounds_rotate_the_order_of_the_candidates():
+def test_rounds_shuffle_the_order_so_each_candidate_follows_each_other():
     order = []
     samples = time_interleaved({name: (lambda name=name: order.append(name)) for name in "abc"},
-                               rounds=4, device=torch.device("cpu"), warmup=0)
-    assert "".join(order) == "abc" "bca" "cab" "abc"
-    assert {name: len(times) for name, times in samples.items()} == {"a": 4, "b": 4, "c": 4}
+                               rounds=60, device=torch.device("cpu"), warmup=0)
+    rounds = ["".join(order[i:i + 3]) for i in range(0, len(order), 3)]
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds)
+    # within rounds, every ordered pair occurs: no candidate always comes after the same one
+    followers = {(r[i], r[i + 1]) for r in rounds for i in range(2)}
+    assert followers == {(p, q) for p in "abc" for q in "abc" if p != q}
+    assert {name: len(times) for name, times in samples.items()} == {"a": 60, "b": 60, "c": 60}
+    again = []
+    time_interleaved({name: (lambda name=name: again.append(name)) for name in "abc"},
+                     rounds=60, device=torch.device("cpu"), warmup=0)
+    assert again == order  # seeded: a rerun times in the same order
 
 
-def test_paired_ratio_gives_the_quartiles_of_the_per_round_ratios():
-    low, middle, high = paired_ratio([1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 1.0, 1.0, 1.0, 1.0])
-    assert (low, middle, high) == (1.5, 3.0, 4.5)  # statistics.quantiles' default (exclusive) method
+def test_paired_ratio_gives_the_median_and_its_confidence_interval():
+    # n = 100: ranks floor(50 - 9.8) = 40 and ceil(1 + 50 + 9.8) = 61 (1-based)
+    ratios = [float(i) for i in range(1, 101)]
+    assert paired_ratio(ratios, [1.0] * 100) == (40.0, 50.5, 61.0)
+    assert paired_ratio([2.0, 6.0, 3.0], [1.0, 2.0, 3.0]) == (1.0, 2.0, 3.0)  # few rounds: the whole range
     assert paired_ratio([2.0], [4.0]) == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError):
+        paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_settle_puts_the_state_at_the_inputs_channel_statistics():
+    x = torch.randn(16, 3, 5, 5) * torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1) + 4
+    module = torch.nn.Sequential(torch.nn.Identity(), onlinenorm.OnlineNorm2d(3))
+    settle(module, x)
+    torch.testing.assert_close(module[1].mu, x.mean((0, 2, 3)))
+    torch.testing.assert_close(module[1].var, x.var((0, 2, 3), correction=0))
+
+
+def test_bench_layer_reports_how_often_its_layers_clamped():
+    """Settled on the input, y is about N(0, 1): c = 5 clamps next to nothing, c = 0.5 about 60%."""
+    fractions = {}
+    for c in (0.5, 5.0):
+        (result,) = bench_layer([(8, 3, 6, 6)], rounds=2, oracle_rounds=0, kernels=("eager", "native"), clamp_value=c)
+        assert result["clamp_value"] == c and set(result["clamped"]) == {"ac", "ac+"}
+        fractions[c] = result["clamped"]
+    assert all(0.5 < f < 0.75 for f in fractions[0.5].values())
+    assert all(f < 1e-3 for f in fractions[5.0].values())
+
+
+def test_bench_layer_rejects_a_bad_clamp_value(capsys):
+    assert main(["bench", "layer", "--clamp-value", "0"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "onlinenorm bench: error: --clamp-value must be a positive, finite number; got 0.0")
 
 
 @pytest.mark.parametrize("kernels", ["eager", "native"])
@@ -65,7 +104,8 @@ def test_bench_layer_times_compiled_and_native_kernels_beside_eager(capsys):
     assert [line.split()[-4] for line in lines[3:14]] == [
         "batchnorm", "ac", "ls", "none", "ac*", "ls*", "none*", "ac+", "ls+", "none+", "ls-autograd"]
     assert "ac*/ls* " in lines[14] and "ac+/ls+ " in lines[14]
-    assert lines[-1].startswith("* = kernels='compiled'")
+    assert re.fullmatch(r"clamped at c=5: ac \S+, ac\* \S+, ac\+ \S+", lines[15].strip())
+    assert lines[-2].startswith("* = kernels='compiled'")
 
 
 def test_bench_layer_rejects_unknown_kernels(capsys):

@@ -134,11 +134,12 @@ def test_half_precision_inputs(dtype, ecm, kernels):
     (dict(alpha_fwd=1.0), r"alpha_fwd must be a number in the open interval \(0, 1\); got 1.0"),
     (dict(alpha_fwd=0), r"alpha_fwd must be a number in the open interval \(0, 1\); got 0"),
     (dict(alpha_bkw=-0.5), r"alpha_bkw must be a number in the open interval \(0, 1\)"),
-    (dict(clamp_value=0.0), r"clamp_value must be a positive number; got 0.0"),
-    (dict(clamp_value=-1), r"clamp_value must be a positive number"),
+    (dict(clamp_value=0.0), r"clamp_value must be a positive, finite number; got 0.0"),
+    (dict(clamp_value=-1), r"clamp_value must be a positive, finite number"),
+    (dict(clamp_value=float("inf")), r"clamp_value must be a positive, finite number; got inf"),
     (dict(ecm="clamp"), r"ecm must be one of 'ac', 'ls', 'none'; got 'clamp'"),
-    (dict(eps=0.0), r"eps must be a positive number"),
-    (dict(ls_eps=-1e-5), r"ls_eps must be a positive number"),
+    (dict(eps=0.0), r"eps must be a positive, finite number"),
+    (dict(ls_eps=-1e-5), r"ls_eps must be a positive, finite number"),
     (dict(num_features=0), r"num_features must be a positive integer"),
     (dict(kernels="fast"), r"kernels must be one of 'auto', 'eager', 'compiled', 'native'; got 'fast'"),
 ])
@@ -146,6 +147,17 @@ def test_bad_arguments_raise_value_error_naming_the_argument(kwargs, message):
     args = dict(num_features=4) | kwargs
     with pytest.raises(ValueError, match=message):
         onlinenorm.OnlineNorm2d(**args)
+
+
+@pytest.mark.parametrize("counter", ["clamp_count", "seen_count"])
+def test_functional_counters_must_be_int64_and_nothing_moves_otherwise(counter):
+    """The C kernels add into the counters' memory as int64: another dtype is refused before any state moves."""
+    state = [torch.zeros(4), torch.ones(4), torch.zeros(4), torch.zeros(4)]
+    kwargs = {counter: torch.zeros((), dtype=torch.int32)}
+    with pytest.raises(ValueError, match=rf"{counter} must be a torch.int64 tensor on the input's device \(cpu\); "
+                                         r"got torch.int32 on cpu"):
+        onlinenorm.functional.online_norm(torch.randn(2, 4, 3, 3), *state, clamp_value=1.0, **kwargs)
+    assert torch.equal(state[0], torch.zeros(4)) and torch.equal(state[1], torch.ones(4))
 
 
 @pytest.mark.parametrize("cls,shape,message", [

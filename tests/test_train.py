@@ -94,6 +94,7 @@ def test_defaults_are_the_paper_recipe():
         ({"alpha_fwd": 1.0}, "'alpha_fwd' must be null or a number in (0.0, 1.0)"),
         ({"clamp_value": 0}, "'clamp_value' must be a number in (0.0, inf)"),
         ({"clamp_value": None}, "'clamp_value' must be a number in (0.0, inf), got None"),
+        ({"clamp_value": float("inf")}, "'clamp_value' must be a number in (0.0, inf), got inf"),
         ({"norm": None}, "'norm' must be one of online, batch, group, layer, instance, none, got None"),
         ({"batch_size": 1.5}, "'batch_size' must be an integer >= 2"),
         ({"epochs": True}, "'epochs' must be null or an integer >= 1"),

@@ -27,6 +27,8 @@
  * without clamping (deleting the mask outright took 3-11% off forward +
  * backward at ResNet-20 shapes).
  * Without clamping the caller passes no flags, and no loop looks at the clamp.
+ * The clamp telemetry goes straight into the layer's int64 counters (the number clamped, and seen), so a
+ * step spends no tensor operation on it (two in-place adds cost about 9 us a step, 1-2% at ResNet-20 shapes).
  *
  * Built at run time by onlinenorm/native.py (cc -O3 -march=native -fopenmp).
  */
@@ -124,12 +126,13 @@ void onlinenorm_forward(const float *x, float *out, int64_t n, int64_t channels,
                         float *mu_out, float *var_out, double alpha, double eps, float clamp_value,
                         int layer_scaling, double ls_eps, float *mean_out, float *s2_out, float *mu_prev_out,
                         float *invstd_out, float *scale_out, float *shift_out, float *ls_scale_out,
-                        uint8_t *clamped_out, int64_t *count_out, int threads)
+                        uint8_t *clamped_out, int64_t *clamped_total, int64_t *seen_total, int threads)
 {
     int64_t block, group;
     block_shape(channels, m, 1, threads, layer_scaling, &block, &group);
     double *state = malloc(2 * channels * sizeof(double)); /* mu, var */
-    *count_out = 0;
+    if (seen_total)
+        *seen_total += n * channels * m;
 #pragma omp parallel num_threads(threads)
     {
         int64_t c_first, c_last, count = 0;
@@ -213,8 +216,10 @@ void onlinenorm_forward(const float *x, float *out, int64_t n, int64_t channels,
             }
         }
         store_state(mu, var, mu_out, var_out, channels);
+        if (clamped_total) {
 #pragma omp atomic
-        *count_out += count;
+            *clamped_total += count;
+        }
     }
     free(state);
 }
