@@ -52,7 +52,8 @@ static inline __attribute__((always_inline)) void row_grad_sums(const float *g, 
     float sum_g = 0.0f, sum_gx = 0.0f;
 #pragma omp simd reduction(+ : sum_g, sum_gx)
     for (int64_t i = 0; i < m; ++i) {
-        const float gi = (masked & outside(fmaf(xr[i], scale, shift), clamp_value)) ? 0.0f : g[i];
+        const float gv = g[i];
+        const float gi = (masked & outside(fmaf(xr[i], scale, shift), clamp_value)) ? 0.0f : gv;
         sum_g += gi;
         sum_gx += gi * (xr[i] - mu_prev);
     }
@@ -66,7 +67,8 @@ static inline __attribute__((always_inline)) void row_grad_x(const float *g, con
 {
 #pragma omp simd
     for (int64_t i = 0; i < m; ++i) {
-        const float gi = (masked & outside(fmaf(xr[i], scale, shift), clamp_value)) ? 0.0f : g[i];
+        const float gv = g[i];
+        const float gi = (masked & outside(fmaf(xr[i], scale, shift), clamp_value)) ? 0.0f : gv;
         dst[i] = fmaf(gi, a, fmaf(xr[i], b, k));
     }
 }
