@@ -13,9 +13,8 @@ per-round ratios with its 95% confidence interval.
 
 The online layers start at the stream's fixed point for the input (their
 ``mu`` and ``var`` are its per-channel mean and variance, where training keeps
-them), so the clamp fires as often as it does in training at that clamp
-value, and that fraction is reported: the C kernels' clamping costs more in
-rows where something was clamped.
+them), not as fresh layers meet a shifted input in training's first steps,
+and the fraction of outputs the clamp changed is reported beside the times.
 """
 
 from __future__ import annotations
