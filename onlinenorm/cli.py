@@ -17,6 +17,7 @@ import sys
 # Modules that contribute subcommands, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES = (
     "onlinenorm.bench_cli",
+    "onlinenorm.kernels_cli",
     "onlinenorm.data_cli",
     "onlinenorm.train_cli",
     "sweeps.cli",

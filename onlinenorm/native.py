@@ -14,6 +14,12 @@ The shared library is cached per source, flags and CPU (it is built with
 so a machine builds it once (about a second) and a process finds it without
 needing the compiler. It is written under a temporary name and then renamed,
 so trials starting together on one node never load a half-written file.
+
+Where no compiler is at hand (the Docker image), a *portable* build made
+beforehand in the same folder stands in: ``onlinenorm kernels build
+--portable`` builds it for the machine's architecture at a level most of its CPUs have
+(x86-64-v3: AVX2 and FMA), and it is used only on a CPU that has those
+features. A per-CPU build, where one can be made, is preferred.
 """
 
 from __future__ import annotations
@@ -29,11 +35,30 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 SOURCE = Path(__file__).with_name("csrc") / "online_norm.c"
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11")
+FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11")
+NATIVE_FLAGS = ("-march=native",)
+
+
+class PortableBuild(NamedTuple):
+    """A build for any CPU of an architecture that has ``features`` (names as in /proc/cpuinfo's flags)."""
+
+    level: str
+    flags: tuple[str, ...]
+    features: frozenset[str]
+
+
+# Per architecture (platform.machine()). x86-64-v3 is AVX2 with FMA (Haswell, Zen and later); below it,
+# fmaf is a library call per element and the C kernels lose their point. aarch64 always has FMA and NEON.
+PORTABLE_BUILDS = {
+    "x86_64": PortableBuild("x86-64-v3", ("-march=x86-64-v3",), frozenset(
+        {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"})),
+    "aarch64": PortableBuild("armv8-a", ("-march=armv8-a",), frozenset()),
+}
 
 
 class NativeUnavailable(RuntimeError):
@@ -47,35 +72,85 @@ def _compiler() -> str:
     raise NativeUnavailable("no C compiler found (set CC, or install gcc or clang)")
 
 
+def _cpu_flags_line() -> str:
+    """The ``flags`` line of /proc/cpuinfo (Linux); empty elsewhere."""
+    with contextlib.suppress(OSError):
+        return next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    return ""
+
+
 def _cpu_signature() -> str:
     """What -march=native depends on: the machine and, on Linux, the CPU's feature flags."""
-    flags = ""
-    with contextlib.suppress(OSError):
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    return f"{platform.machine()} {flags}"
+    return f"{platform.machine()} {_cpu_flags_line()}"
 
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("ONLINENORM_CACHE_DIR") or Path.home() / ".cache" / "onlinenorm")
 
 
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\0".join((SOURCE.read_text(), *FLAGS, *parts)).encode()).hexdigest()[:16]
+
+
 def _library_path() -> Path:
     """Where the library built from this source, with these flags, for this CPU lives (any compiler will do)."""
-    key = hashlib.sha256("\0".join((SOURCE.read_text(), *FLAGS, _cpu_signature())).encode())
-    return _cache_dir() / f"online_norm-{key.hexdigest()[:16]}.so"
+    return _cache_dir() / f"online_norm-{_key(*NATIVE_FLAGS, _cpu_signature())}.so"
 
 
-def _build(target: Path) -> None:
+def _portable_path(build: PortableBuild) -> Path:
+    """Where the portable build of this source for this architecture lives."""
+    return _cache_dir() / f"online_norm-{build.level}-{_key(*build.flags, platform.machine())}.so"
+
+
+def _build(target: Path, flags: tuple[str, ...]) -> None:
     compiler = _compiler()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        partial = Path(scratch) / target.name
-        built = subprocess.run([compiler, *FLAGS, "-o", str(partial), str(SOURCE), "-lm"],
-                               capture_output=True, text=True)
-        if built.returncode != 0:
-            detail = built.stderr.strip()[-500:] or f"exit status {built.returncode}, no output"
-            raise NativeUnavailable(f"{compiler} could not build {SOURCE.name}: {detail}")
-        os.replace(partial, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+            partial = Path(scratch) / target.name
+            built = subprocess.run([compiler, *FLAGS, *flags, "-o", str(partial), str(SOURCE), "-lm"],
+                                   capture_output=True, text=True)
+            if built.returncode != 0:
+                detail = built.stderr.strip()[-500:] or f"exit status {built.returncode}, no output"
+                raise NativeUnavailable(f"{compiler} could not build {SOURCE.name}: {detail}")
+            os.replace(partial, target)
+    except OSError as err:
+        raise NativeUnavailable(f"could not write the built kernels to {target.parent} ({err.strerror or err}); "
+                                "set ONLINENORM_CACHE_DIR to a writable folder") from err
+
+
+def build_native() -> Path:
+    """Build the library for this CPU into the cache folder (once); returns its path."""
+    path = _library_path()
+    if not path.exists():
+        _build(path, NATIVE_FLAGS)
+    return path
+
+
+def build_portable() -> Path:
+    """Build this architecture's portable library into the cache folder (once), for machines without a
+    compiler that share the folder; returns its path."""
+    build = PORTABLE_BUILDS.get(platform.machine())
+    if build is None:
+        raise NativeUnavailable(f"no portable build of the C kernels is defined for {platform.machine()}")
+    path = _portable_path(build)
+    if not path.exists():
+        _build(path, build.flags)
+    return path
+
+
+def portable_runs_here() -> bool:
+    """Whether this architecture has a portable build and this CPU the features it needs."""
+    build = PORTABLE_BUILDS.get(platform.machine())
+    return build is not None and build.features <= set(_cpu_flags_line().split())
+
+
+def _usable_portable() -> Path | None:
+    """The portable build in the cache folder, if there is one and it runs on this CPU."""
+    if not portable_runs_here():
+        return None
+    path = _portable_path(PORTABLE_BUILDS[platform.machine()])
+    return path if path.exists() else None
 
 
 # Tensors go in as their data_ptr() addresses: no ctypes pointer objects to build per call.
@@ -92,10 +167,14 @@ _SIGNATURES = {
 
 @functools.cache
 def library() -> ctypes.CDLL:
-    """The built kernels (built once per process at most; raises ``NativeUnavailable``)."""
-    path = _library_path()
-    if not path.exists():
-        _build(path)
+    """The built kernels (built once per process at most; raises ``NativeUnavailable``): the build for this
+    CPU, made now if need be, else, where it cannot be made, a usable portable build (see the top)."""
+    try:
+        path = build_native()
+    except NativeUnavailable:
+        path = _usable_portable()
+        if path is None:
+            raise
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as err:
@@ -167,3 +246,4 @@ def backward(grad, x3, weight, bias, u, v, stats, alpha_bkw: float, clamp: tuple
         _ptr(u), _ptr(v), _ptr(u_next), _ptr(v_next),
         alpha_bkw, _clamp_value(clamp), _ptr(sum_grad_y), _ptr(sum_grad), torch.get_num_threads())
     return grad_x, sum_grad_y, sum_grad, u_next, v_next
+

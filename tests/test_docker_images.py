@@ -155,3 +155,18 @@ def test_cpu_image_takes_torch_cpu_wheels_and_gpu_image_the_cuda_ones():
 
 def test_dockerignore_keeps_local_environments_and_results_out_of_the_context():
     assert {".git", ".venv", "data", "results"} <= dockerignored()
+
+
+def test_cpu_image_runs_the_c_kernels_built_in_its_build_stage():
+    """The final stage has no compiler: the build stage builds the portable C kernels into the cache folder
+    both stages name, and the final stage carries OpenMP's runtime and leaves the kernels at auto."""
+    build, final = stages("docker/Dockerfile")[0], stages("docker/Dockerfile")[-1]
+    assert "onlinenorm kernels build --portable" in " ".join(run_commands(build))
+
+    def cache_dir(stage) -> str:
+        (value,) = re.findall(r"ONLINENORM_CACHE_DIR=(\S+)", " ".join(rest for keyword, rest in stage if keyword == "ENV"))
+        return value
+
+    assert cache_dir(build) == cache_dir(final) and cache_dir(final).startswith(f"{APP_DIR}/")
+    assert "libgomp1" in " ".join(run_commands(final))
+    assert "ONLINENORM_KERNELS" not in " ".join(rest for keyword, rest in final if keyword == "ENV")

@@ -74,6 +74,45 @@ def test_the_built_library_is_reused_from_its_cache(tmp_path):
     assert reused.stdout.strip() == path
 
 
+def onlinenorm_command(*args: str, tmp_path, **env: str) -> subprocess.CompletedProcess:
+    code = f"import sys; from onlinenorm.cli import main; sys.exit(main({list(args)!r}))"
+    return run_python(code, tmp_path, **env)
+
+
+def test_a_portable_build_serves_a_machine_without_a_compiler(tmp_path):
+    """What the Docker image does: build the portable library where a compiler is, use it where none is."""
+    from onlinenorm import native
+
+    built = onlinenorm_command("kernels", "build", "--portable", tmp_path=tmp_path)
+    assert built.returncode == 0, built.stderr[-3000:]
+    path = built.stdout.strip()
+    assert path.startswith(str(tmp_path / "onlinenorm")) and os.path.exists(path)
+    used = run_python(NATIVE, tmp_path, CC="/bin/false")
+    if not native.portable_runs_here():
+        assert used.returncode != 0 and "/bin/false could not build" in used.stderr  # the build's error, as before
+        pytest.skip("this CPU lacks the portable build's features")
+    assert used.returncode == 0, used.stderr[-3000:]
+    assert used.stdout.strip() == path
+
+
+def test_building_the_kernels_for_this_cpu_prints_the_cached_path(tmp_path):
+    built = onlinenorm_command("kernels", "build", tmp_path=tmp_path)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert run_python(NATIVE, tmp_path, CC="/bin/false").stdout.strip() == built.stdout.strip()
+
+
+def test_kernels_build_failures_are_one_line(tmp_path):
+    no_compiler = onlinenorm_command("kernels", "build", tmp_path=tmp_path, CC="/bin/false")
+    assert no_compiler.returncode == 2
+    assert no_compiler.stderr == ("onlinenorm kernels: error: /bin/false could not build online_norm.c: "
+                                  "exit status 1, no output\n")
+    (tmp_path / "a-file").write_text("")
+    unwritable = onlinenorm_command("kernels", "build", tmp_path=tmp_path, ONLINENORM_CACHE_DIR=str(tmp_path / "a-file"))
+    assert unwritable.returncode == 2 and unwritable.stderr.count("\n") == 1, unwritable.stderr
+    assert unwritable.stderr.startswith(f"onlinenorm kernels: error: could not write the built kernels to {tmp_path}")
+    assert unwritable.stderr.endswith("set ONLINENORM_CACHE_DIR to a writable folder\n")
+
+
 def test_the_default_is_auto_unless_the_environment_says_otherwise(monkeypatch):
     from onlinenorm.functional import default_kernels
 

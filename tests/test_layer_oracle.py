@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import platform
 
 import pytest
 import torch
@@ -141,6 +142,31 @@ def test_compiled_kernels_match_oracle(kind, n, ecm, affine, kernels):
     layer, oracle = make_pair(kind, 3, ecm, affine, 0.9, 0.75)
     layer.kernels = kernels
     check_against_oracle(layer, oracle, kind, n, affine)
+
+
+@pytest.fixture
+def portable_kernels(tmp_path, monkeypatch):
+    """The C kernels' portable build (the Docker image's), loaded as a machine without a compiler loads it."""
+    from onlinenorm import native
+
+    if not native.portable_runs_here():
+        pytest.skip(f"this CPU lacks the features of the portable build ({native.PORTABLE_BUILDS.get(platform.machine())})")
+    monkeypatch.setenv("ONLINENORM_CACHE_DIR", str(tmp_path))
+    path = native.build_portable()
+    monkeypatch.setenv("CC", "/bin/false")  # no build for this CPU can be made: the portable one must serve
+    native.library.cache_clear()
+    try:
+        assert native.library()._name == str(path)
+        yield
+    finally:
+        native.library.cache_clear()  # later tests load this CPU's build again
+
+
+@pytest.mark.parametrize("ecm", onlinenorm.ECMS)
+def test_portable_c_kernels_match_oracle(portable_kernels, ecm):
+    layer, oracle = make_pair("2d", 3, ecm, True, 0.9, 0.75)
+    layer.kernels = "native"
+    check_against_oracle(layer, oracle, "2d", 7, True)
 
 
 # The C kernels work in blocks of about 2^17 floats per thread: many samples per block, or one sample's

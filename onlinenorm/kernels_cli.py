@@ -1,0 +1,25 @@
+"""``onlinenorm kernels build``: build the layer's C kernels into their cache folder ahead of use."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    kernels = subparsers.add_parser("kernels", help="the layer's C kernels: build them ahead of use")
+    actions = kernels.add_subparsers(dest="kernels_action", metavar="ACTION", required=True)
+    build = actions.add_parser(
+        "build", help="build the C kernels into ONLINENORM_CACHE_DIR (else ~/.cache/onlinenorm); print the path")
+    build.add_argument("--portable", action="store_true",
+                       help="build for any CPU of this architecture with AVX2 and FMA (x86-64-v3), not just this one: "
+                            "machines without a compiler that share the folder use it (the Docker image does)")
+    build.set_defaults(func=run_build)
+
+
+def run_build(args) -> int:
+    from onlinenorm import native
+    from onlinenorm.cli import UsageError
+
+    try:
+        print(native.build_portable() if args.portable else native.build_native())
+    except native.NativeUnavailable as err:
+        raise UsageError(str(err)) from None
+    return 0
