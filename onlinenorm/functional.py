@@ -159,9 +159,9 @@ def _backward_math(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw
                    clamp: tuple[float, float] | None):
     """Training backward: the control process over ``grad`` ``(N, C, M)``; no side effects.
 
-    Returns the input gradient, the per-(sample, channel) sums of
-    ``g' * y`` and ``g'`` with ``g'`` the gradient at ``y'`` (summed over
-    samples they are the weight and bias gradients), and the next ``u``, ``v``.
+    Returns the input gradient, the weight and bias gradients (the sums over
+    samples and positions of ``g' * y`` and ``g'``, ``g'`` the gradient at
+    ``y'``; ``(C,)``), and the next ``u``, ``v``.
     """
     mean, s2, mu_prev, invstd, scale, shift, ls_scale = stats
     n, c, positions = x3.shape
@@ -207,7 +207,7 @@ def _backward_math(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw
         grad_x = _channel_affine(grad, grad_coef, const, out=grad).addcmul_(x3, x_coef[..., None])
     else:
         grad_x = _channel_affine(x3, x_coef, const).addcmul_(grad, grad_coef[..., None])
-    return grad_x, sum_grad_y, sum_grad, u_history[-1], v_history[-1]
+    return grad_x, sum_grad_y.sum(0), sum_grad.sum(0), u_history[-1], v_history[-1]
 
 
 class Kernels:
@@ -363,8 +363,8 @@ class _OnlineNormTrain(torch.autograd.Function):
         out, mu_next, var_next, stats = kernels.forward(x3, _cast(weight, dtype), _cast(bias, dtype), mu.to(dtype),
                                                         var.to(dtype), alpha_fwd, eps, clamp, ls_eps,
                                                         (clamp_count, seen_count))
-        mu.copy_(mu_next)
-        var.copy_(var_next)
+        _advance(mu, mu_next)
+        _advance(var, var_next)
 
         ctx.save_for_backward(x, weight, bias, *stats)
         # u, v are the live control state, read and advanced by whichever
@@ -383,14 +383,24 @@ class _OnlineNormTrain(torch.autograd.Function):
         alpha_bkw, eps, clamp, kernels = ctx.hyper
         n, c = x.shape[:2]
         dtype = stats[0].dtype
-        grad_x, sum_grad_y, sum_grad, u_next, v_next = kernels.backward(
+        grad_x, grad_weight, grad_bias, u_next, v_next = kernels.backward(
             grad_out.reshape(n, c, -1).to(dtype), x.reshape(n, c, -1).to(dtype), _cast(weight, dtype),
             _cast(bias, dtype), u.to(dtype), v.to(dtype), stats, alpha_bkw, eps, clamp)
-        u.copy_(u_next)
-        v.copy_(v_next)
-        grad_weight = sum_grad_y.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
-        grad_bias = sum_grad.sum(0).to(bias.dtype) if ctx.needs_input_grad[2] else None
+        _advance(u, u_next)
+        _advance(v, v_next)
+        grad_weight = grad_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None
+        grad_bias = grad_bias.to(bias.dtype) if ctx.needs_input_grad[2] else None
         return (grad_x.to(x.dtype).view(x.shape), grad_weight, grad_bias) + (None,) * 12
+
+
+def _advance(state: torch.Tensor, new: torch.Tensor) -> None:
+    """Make ``new`` the contents of the state buffer ``state``. The C kernels advance a float32 buffer in
+    place and return it: then only its version counter moves, as an in-place op would move it, so autograd
+    still refuses a backward through values saved before the update."""
+    if new is state:
+        torch.autograd.graph.increment_version(state)
+    else:
+        state.copy_(new)
 
 
 def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:

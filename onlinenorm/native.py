@@ -157,10 +157,10 @@ def _usable_portable() -> Path | None:
 _PTR, _I64, _F64, _INT, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
     "onlinenorm_forward": (
-        _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR,
+        _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR,
         _F64, _F64, _F32, _INT, _F64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _INT),
     "onlinenorm_backward": (
-        _PTR, _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR,
+        _PTR, _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR,
         _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _F64, _F32, _PTR, _PTR, _INT),
 }
 
@@ -209,41 +209,43 @@ def _state(t: torch.Tensor | None) -> torch.Tensor | None:
 
 def forward(x3, weight, bias, mu, var, alpha_fwd: float, eps: float, clamp: tuple[float, float] | None,
             ls_eps: float | None, counters: tuple[torch.Tensor | None, torch.Tensor | None]):
-    """The same contract as ``functional.Kernels.forward`` for covered calls, except that the statistics end
-    with one more: with clamping, a uint8 flag per (sample, channel) row, whether it has anything clamped
-    (the backward recomputes the clamp mask only in those rows); else None. The kernel adds to ``counters``
-    (the clamped-element and element counts, 0-d int64 on the CPU, as ``online_norm`` checks) itself."""
+    """The same contract as ``functional.Kernels.forward`` for covered calls, except that
+
+    - the kernel advances ``mu`` and ``var`` in place when they are contiguous float32 (else a float32
+      copy), and returns the tensors it advanced: no new state tensors, no copies back;
+    - the kernel adds to ``counters`` (the clamped-element and element counts, 0-d int64 on the CPU, as
+      ``online_norm`` checks) itself;
+    - the statistics end with one more: with clamping, a uint8 flag per (sample, channel) row, whether it
+      has anything clamped (the backward recomputes the clamp mask only in those rows); else None.
+    """
     x3 = x3.contiguous()
     n, c, m = x3.shape
     weight, bias, mu, var = map(_state, (weight, bias, mu, var))
     out = torch.empty_like(x3)
-    mu_next, var_next = torch.empty_like(mu), torch.empty_like(var)
     mean, s2, mu_prev, invstd, scale, shift = torch.empty((6, n, c), dtype=torch.float32)
     ls_scale = torch.empty((n, 1), dtype=torch.float32) if ls_eps is not None else None
     clamped = torch.empty((n, c), dtype=torch.uint8) if clamp is not None else None
     clamp_count, seen_count = counters
     library().onlinenorm_forward(
-        _ptr(x3), _ptr(out), n, c, m, _ptr(weight), _ptr(bias), _ptr(mu), _ptr(var), _ptr(mu_next), _ptr(var_next),
+        _ptr(x3), _ptr(out), n, c, m, _ptr(weight), _ptr(bias), _ptr(mu), _ptr(var),
         alpha_fwd, eps, _clamp_value(clamp), ls_eps is not None, ls_eps or 0.0,
         _ptr(mean), _ptr(s2), _ptr(mu_prev), _ptr(invstd), _ptr(scale), _ptr(shift), _ptr(ls_scale),
         _ptr(clamped), _ptr(clamp_count if clamp is not None else None), _ptr(seen_count), torch.get_num_threads())
     stats = (mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped)
-    return out, mu_next, var_next, stats
+    return out, mu, var, stats
 
 
 def backward(grad, x3, weight, bias, u, v, stats, alpha_bkw: float, clamp: tuple[float, float] | None):
-    """The same contract as ``functional._backward_math`` for covered calls (``stats`` from :func:`forward`)."""
+    """The same contract as ``functional._backward_math`` for covered calls (``stats`` from :func:`forward`),
+    except that the kernel advances ``u`` and ``v`` in place as :func:`forward` does ``mu`` and ``var``."""
     grad, x3 = grad.contiguous(), x3.contiguous()
     n, c, m = x3.shape
     mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped = (None if t is None else t.contiguous() for t in stats)
     weight, bias, u, v = map(_state, (weight, bias, u, v))
     grad_x = torch.empty_like(x3)
-    u_next, v_next = torch.empty_like(u), torch.empty_like(v)
-    sum_grad_y, sum_grad = torch.empty((2, n, c), dtype=torch.float32)
+    grad_weight, grad_bias = torch.empty((2, c), dtype=torch.float32)
     library().onlinenorm_backward(
         _ptr(grad), _ptr(x3), _ptr(grad_x), n, c, m, _ptr(weight), _ptr(bias), _ptr(mean), _ptr(s2), _ptr(mu_prev),
-        _ptr(invstd), _ptr(scale), _ptr(shift), _ptr(ls_scale), _ptr(clamped),
-        _ptr(u), _ptr(v), _ptr(u_next), _ptr(v_next),
-        alpha_bkw, _clamp_value(clamp), _ptr(sum_grad_y), _ptr(sum_grad), torch.get_num_threads())
-    return grad_x, sum_grad_y, sum_grad, u_next, v_next
-
+        _ptr(invstd), _ptr(scale), _ptr(shift), _ptr(ls_scale), _ptr(clamped), _ptr(u), _ptr(v),
+        alpha_bkw, _clamp_value(clamp), _ptr(grad_weight), _ptr(grad_bias), torch.get_num_threads())
+    return grad_x, grad_weight, grad_bias, u, v

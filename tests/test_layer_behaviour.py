@@ -181,3 +181,16 @@ def test_inplace_op_after_the_layer(cls, shape, ecm, kernels):
         results.append(train_step(model, *inputs(shape, 4)))
     (out_a, dx_a), (out_b, dx_b) = results
     assert torch.equal(out_a, out_b) and torch.equal(dx_a, dx_b)
+
+
+def test_a_training_step_invalidates_eval_outputs_saved_for_backward(kernels):
+    """The C kernels advance the state buffers in place through a raw pointer; autograd must still see it,
+    as it sees an in-place op: a backward through an eval output computed before the update is refused."""
+    layer = onlinenorm.OnlineNorm2d(3)
+    x, _ = inputs((4, 3, 5, 5), seed=0)
+    layer.eval()
+    stale = layer(x.clone().requires_grad_(True))
+    layer.train()
+    layer(x).sum().backward()  # advances mu, var (forward) and u, v (backward)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        stale.sum().backward()

@@ -31,6 +31,10 @@
  * Without clamping the caller passes no flags, and no loop looks at the clamp.
  * The clamp telemetry goes straight into the layer's int64 counters (the number clamped, and seen), so a
  * step spends no tensor operation on it (the two in-place adds it replaces cost about 5 us a step).
+ * Likewise the state (mu, var; u, v) is advanced in place, and the backward returns the weight and bias
+ * gradients summed over the batch (from its scan), not per-(sample, channel) sums for torch to add up:
+ * each tensor operation around the kernels costs a few microseconds, more just after a kernel has
+ * filled the caches with activations (BENCHMARKS.md, "Around the kernels").
  *
  * Built at run time by onlinenorm/native.py (cc -O3 -march=native -fopenmp).
  */
@@ -127,8 +131,8 @@ static void block_shape(int64_t channels, int64_t m, int tensors, int threads, i
 }
 
 void onlinenorm_forward(const float *x, float *out, int64_t n, int64_t channels, int64_t m,
-                        const float *weight, const float *bias, const float *mu_in, const float *var_in,
-                        float *mu_out, float *var_out, double alpha, double eps, float clamp_value,
+                        const float *weight, const float *bias, float *mu_state, float *var_state,
+                        double alpha, double eps, float clamp_value,
                         int layer_scaling, double ls_eps, float *mean_out, float *s2_out, float *mu_prev_out,
                         float *invstd_out, float *scale_out, float *shift_out, float *ls_scale_out,
                         uint8_t *clamped_out, int64_t *clamped_total, int64_t *seen_total, int threads)
@@ -142,7 +146,7 @@ void onlinenorm_forward(const float *x, float *out, int64_t n, int64_t channels,
     {
         int64_t c_first, c_last, count = 0;
         double *mu = state, *var = state + channels;
-        load_state(mu_in, var_in, mu, var, channels);
+        load_state(mu_state, var_state, mu, var, channels);
         for (int64_t t0 = 0; t0 < n; t0 += block)
         for (int64_t c0 = 0; c0 < channels; c0 += group) {
             int64_t t1, c1, first, last;
@@ -220,7 +224,7 @@ void onlinenorm_forward(const float *x, float *out, int64_t n, int64_t channels,
                 count += row_count;
             }
         }
-        store_state(mu, var, mu_out, var_out, channels);
+        store_state(mu, var, mu_state, var_state, channels);
         if (clamped_total) {
 #pragma omp atomic
             *clamped_total += count;
@@ -233,8 +237,8 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
                          const float *weight, const float *bias, const float *mean_in, const float *s2_in,
                          const float *mu_prev_in, const float *invstd_in, const float *scale_in,
                          const float *shift_in, const float *ls_scale_in, const uint8_t *clamped_in,
-                         const float *u_in, const float *v_in, float *u_out, float *v_out,
-                         double alpha, float clamp_value, float *sum_grad_y_out, float *sum_grad_out, int threads)
+                         float *u_state, float *v_state, double alpha, float clamp_value,
+                         float *grad_weight_out, float *grad_bias_out, int threads)
 {
     const double leak = 1.0 - alpha;
     const int layer_scaling = ls_scale_in != NULL;
@@ -242,15 +246,18 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
     block_shape(channels, m, 2, threads, layer_scaling, &block, &group); /* two tensors read: grad and x */
     /* per sample, with layer scaling: r^3 K, K = mean over (C, M) of g y' (g the gradient at z = r y') */
     double *r3k = layer_scaling ? malloc(n * sizeof(double)) : NULL;
-    /* per row: the output pass's coefficients, dx = grad_coef g' + x_coef x + constant */
-    float *grad_coef = malloc(3 * n * channels * sizeof(float));
+    /* per row: sum(g' y) and sum(g'), g' the gradient at y'; the output pass's coefficients,
+     * dx = grad_coef g' + x_coef x + constant */
+    float *sum_grad_y_out = malloc(5 * n * channels * sizeof(float));
+    float *sum_grad_out = sum_grad_y_out + n * channels, *grad_coef = sum_grad_out + n * channels;
     float *x_coef = grad_coef + n * channels, *constant = x_coef + n * channels;
-    double *state = malloc(2 * channels * sizeof(double)); /* u, v */
+    /* per channel: u, v, and the weight and bias gradients, the sums over samples of sum(g' y) and sum(g') */
+    double *state = calloc(4 * channels, sizeof(double));
 #pragma omp parallel num_threads(threads)
     {
         int64_t c_first, c_last;
-        double *u = state, *v = state + channels;
-        load_state(u_in, v_in, u, v, channels);
+        double *u = state, *v = state + channels, *grad_weight = v + channels, *grad_bias = grad_weight + channels;
+        load_state(u_state, v_state, u, v, channels);
         for (int64_t t0 = 0; t0 < n; t0 += block)
         for (int64_t c0 = 0; c0 < channels; c0 += group) {
             int64_t t1, c1, first, last;
@@ -316,6 +323,8 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
                     constant[at] = (float)(-slope * mu_prev - gamma * k * beta * invstd - leak * u[c]);
                     u[c] = alpha * u[c] + (gamma * sum_grad_out[at] / m - leak * v[c] * dev * invstd) * invstd;
                     v[c] = (1.0 - leak * mean_y_sq) * v[c] + gamma * sum_grad_y_out[at] / m;
+                    grad_weight[c] += sum_grad_y_out[at];
+                    grad_bias[c] += sum_grad_out[at];
                 }
             }
 #pragma omp barrier
@@ -331,9 +340,10 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
                     row_grad_x(g, xr, dst, m, scale, shift, clamp_value, 0, a, b, k);
             }
         }
-        store_state(u, v, u_out, v_out, channels);
+        store_state(u, v, u_state, v_state, channels);
+        store_state(grad_weight, grad_bias, grad_weight_out, grad_bias_out, channels);
     }
-    free(grad_coef);
+    free(sum_grad_y_out);
     free(state);
     free(r3k);
 }
