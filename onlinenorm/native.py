@@ -17,9 +17,9 @@ so trials starting together on one node never load a half-written file.
 
 Where no compiler is at hand (the Docker image), a *portable* build made
 beforehand in the same folder stands in: ``onlinenorm kernels build
---portable`` builds it for the machine's architecture at a level most of its CPUs have
-(x86-64-v3: AVX2 and FMA), and it is used only on a CPU that has those
-features. A per-CPU build, where one can be made, is preferred.
+--portable`` builds it for the machine's architecture at a level most of
+its CPUs have (x86-64-v3: AVX2 and FMA), and it is used only on a CPU that
+has those features. A per-CPU build, where one can be made, is preferred.
 """
 
 from __future__ import annotations
@@ -106,17 +106,20 @@ def _build(target: Path, flags: tuple[str, ...]) -> None:
     compiler = _compiler()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-            partial = Path(scratch) / target.name
-            built = subprocess.run([compiler, *FLAGS, *flags, "-o", str(partial), str(SOURCE), "-lm"],
-                                   capture_output=True, text=True)
-            if built.returncode != 0:
-                detail = built.stderr.strip()[-500:] or f"exit status {built.returncode}, no output"
-                raise NativeUnavailable(f"{compiler} could not build {SOURCE.name}: {detail}")
-            os.replace(partial, target)
+        scratch = Path(tempfile.mkdtemp(dir=target.parent))
     except OSError as err:
         raise NativeUnavailable(f"could not write the built kernels to {target.parent} ({err.strerror or err}); "
                                 "set ONLINENORM_CACHE_DIR to a writable folder") from err
+    try:
+        partial = scratch / target.name
+        built = subprocess.run([compiler, *FLAGS, *flags, "-o", str(partial), str(SOURCE), "-lm"],
+                               capture_output=True, text=True)
+        if built.returncode != 0:
+            detail = built.stderr.strip()[-500:] or f"exit status {built.returncode}, no output"
+            raise NativeUnavailable(f"{compiler} could not build {SOURCE.name}: {detail}")
+        os.replace(partial, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def build_native() -> Path:

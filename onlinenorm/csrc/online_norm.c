@@ -36,7 +36,8 @@
  * each tensor operation around the kernels costs a few microseconds, more just after a kernel has
  * filled the caches with activations (BENCHMARKS.md, "Around the kernels").
  *
- * Built at run time by onlinenorm/native.py (cc -O3 -march=native -fopenmp).
+ * Built at run time by onlinenorm/native.py (cc -O3 -march=native -fopenmp), or ahead of time for any
+ * CPU of the architecture (-march=x86-64-v3: `onlinenorm kernels build --portable`, the Docker image).
  */
 
 #include <math.h>
