@@ -9,7 +9,9 @@ module first did, still left every candidate the same predecessor, and put
 ``ac+`` after batch norm in every round: 5-10% on its median). The figure
 reported is the median over rounds, and ratios are taken between medians
 measured in the same process; the ac-vs-ls ratios are the median of the
-per-round ratios with its 95% confidence interval.
+per-round ratios with its 95% confidence interval. What each ECM itself costs
+(tens of microseconds, next to a layer step's fixed cost of hundreds) is
+timed apart, in the C kernels without autograd (:func:`ecm_kernel_costs`).
 
 The online layers start at the stream's fixed point for the input (their
 ``mu`` and ``var`` are its per-channel mean and variance, where training keeps
@@ -30,7 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from onlinenorm.functional import layer_scale
+from onlinenorm import native
+from onlinenorm.functional import _pass_bound, layer_scale
 from onlinenorm.layers import DEFAULT_CLAMP_VALUE, ECMS, OnlineNorm2d, _OnlineNorm
 from onlinenorm.telemetry import clamp_fractions
 
@@ -76,22 +79,33 @@ def medians(samples: dict[str, list[float]]) -> dict[str, float]:
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
-def paired_ratio(numerator: list[float], denominator: list[float],
-                 confidence: float = 0.95) -> tuple[float, float, float]:
-    """The median of the per-round ratios (same rounds, same length) and a ``confidence`` interval for it.
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """The median of ``values`` and a ``confidence`` interval for it: ``(low, median, high)``.
 
-    The interval is distribution-free: with the ``n`` ratios sorted, the order statistics of ranks
+    The interval is distribution-free: with the ``n`` values sorted, the order statistics of ranks
     ``n/2 - z sqrt(n)/2`` (rounded down) and ``1 + n/2 + z sqrt(n)/2`` (rounded up), ``z`` the normal
     quantile: the binomial argument for a median (Conover, Practical Nonparametric Statistics, 3.6),
     with its normal approximation. Written out because neither the standard library nor the project's
     dependencies offer it, and a bootstrap would cost more for the same answer.
     """
-    ratios = sorted(a / b for a, b in zip(numerator, denominator, strict=True))
-    n = len(ratios)
+    ordered = sorted(values)
+    n = len(ordered)
     half_width = statistics.NormalDist().inv_cdf((1 + confidence) / 2) * math.sqrt(n) / 2
     low_rank = max(math.floor(n / 2 - half_width), 1)
     high_rank = min(math.ceil(1 + n / 2 + half_width), n)
-    return ratios[low_rank - 1], statistics.median(ratios), ratios[high_rank - 1]
+    return ordered[low_rank - 1], statistics.median(ordered), ordered[high_rank - 1]
+
+
+def paired_ratio(numerator: list[float], denominator: list[float],
+                 confidence: float = 0.95) -> tuple[float, float, float]:
+    """The median of the per-round ratios (same rounds, same length) with its interval (:func:`median_interval`)."""
+    return median_interval([a / b for a, b in zip(numerator, denominator, strict=True)], confidence)
+
+
+def paired_difference(minuend: list[float], subtrahend: list[float],
+                      confidence: float = 0.95) -> tuple[float, float, float]:
+    """The median of the per-round differences (same rounds, same length) with its interval."""
+    return median_interval([a - b for a, b in zip(minuend, subtrahend, strict=True)], confidence)
 
 
 def saved_bytes_per_element(module: nn.Module, x: torch.Tensor) -> float:
@@ -189,9 +203,49 @@ def oracle_step(oracle_cls, shape: tuple[int, ...], clamp_value: float) -> Calla
     return lambda: oracle.step(x, grad_out)
 
 
+def _kernel_step(layer: _OnlineNorm, x3: torch.Tensor, grad3: torch.Tensor) -> Callable[[], None]:
+    """One forward and one backward of the C kernels with ``layer``'s settings and state, as the layer calls
+    them in training (the same arguments and telemetry counters), without autograd or the module around them."""
+    clamp = (layer.clamp_value, _pass_bound(layer.clamp_value, torch.float32)) if layer.clamps else None
+    ls_eps = layer.ls_eps if layer.ecm == "ls" else None
+    counters = (layer.clamp_count, layer.seen_count) if layer.clamps else (None, None)
+    weight, bias = layer.weight.detach(), layer.bias.detach()
+
+    def step() -> None:
+        _, _, _, stats = native.forward(x3, weight, bias, layer.mu, layer.var, layer.alpha_fwd, layer.eps, clamp,
+                                        ls_eps, counters)
+        native.backward(grad3, x3, weight, bias, layer.u, layer.v, stats, layer.alpha_bkw, clamp)
+    return step
+
+
+def ecm_kernel_costs(x: torch.Tensor, grad_out: torch.Tensor, rounds: int,
+                     clamp_value: float = DEFAULT_CLAMP_VALUE) -> dict[str, tuple[float, float, float]]:
+    """Seconds each ECM adds to the C kernels' forward + backward over ``ecm="none"``, for float32 CPU
+    ``x`` and ``grad_out`` ``(N, C, *spatial)``: ``{"ac": ..., "ls": ..., "ls-ac": ...}``, each the median of
+    the per-round differences with its 95% interval (:func:`paired_difference`); ``"ls-ac"`` is what layer
+    scaling costs beyond clamping.
+
+    The three run interleaved like the layers, settled on ``x``, through :func:`onlinenorm.native.forward`
+    and :func:`~onlinenorm.native.backward` as the layer calls them. A whole layer step adds autograd and the
+    module's Python, a fixed cost of a few hundred microseconds whose noise blurs differences of tens: this is
+    where the ECMs' own work is, measured without it.
+    """
+    n, c = x.shape[:2]
+    x3, grad3 = x.detach().reshape(n, c, -1).contiguous(), grad_out.reshape(n, c, -1).contiguous()
+    steps = {}
+    for ecm in ECMS:
+        layer = OnlineNorm2d(c, ecm=ecm, clamp_value=clamp_value, kernels="native")
+        settle(layer, x)
+        steps[ecm] = _kernel_step(layer, x3, grad3)
+    samples = time_interleaved(steps, rounds, x.device)
+    return {"ac": paired_difference(samples["ac"], samples["none"]),
+            "ls": paired_difference(samples["ls"], samples["none"]),
+            "ls-ac": paired_difference(samples["ls"], samples["ac"])}
+
+
 def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dtype: torch.dtype = torch.float32,
                 oracle_rounds: int = 3, kernels: tuple[str, ...] = LAYER_KERNELS,
-                clamp_value: float = DEFAULT_CLAMP_VALUE,
+                clamp_value: float = DEFAULT_CLAMP_VALUE, ecm_rounds: int = 200,
                 progress: Callable[[str], None] | None = None) -> list[dict]:
     """Time forward+backward per shape (``clamp_value``: the ac layers' and the oracle's).
 
@@ -199,10 +253,12 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
     "saved": {candidate: bytes saved for backward per element},
     "ac_ls": {"ac+/ls+": (CI low, median, CI high) of the per-round ratios
     (:func:`paired_ratio`), ...}, "clamp_value": ..., "clamped": {"ac+": fraction
-    of its outputs clamped over the rounds, ...}}`` (the pairs of
+    of its outputs clamped over the rounds, ...}, "ecm_costs": ...}`` (the pairs of
     :data:`AC_LS_PAIRS` timed), candidates ``batchnorm``, each ECM per kernel
     choice (``ac``, ``ac*``, ...), ``ls-autograd`` and, unless
-    ``oracle_rounds=0``, ``loop`` (the per-sample oracle).
+    ``oracle_rounds=0``, ``loop`` (the per-sample oracle). ``ecm_costs`` is
+    :func:`ecm_kernel_costs` over ``ecm_rounds`` rounds where the native kernels
+    are timed and cover the call (float32 on the CPU), else None.
     """
     dev = torch.device(device)
     oracle_cls = load_oracle() if oracle_rounds > 0 else None
@@ -222,9 +278,12 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
         if oracle_cls is not None:
             loop = oracle_step(oracle_cls, shape, clamp_value)
             seconds |= medians(time_interleaved({"loop": loop}, oracle_rounds, dev, warmup=0))
+        ecm_costs = None
+        if "native" in kernels and native.covers(x) and ecm_rounds > 0:
+            ecm_costs = ecm_kernel_costs(x, grad_out, ecm_rounds, clamp_value)
         ms = {name: sec * 1e3 for name, sec in seconds.items()}
         results.append({"shape": shape, "ms": ms, "saved": saved, "ac_ls": ac_ls, "clamp_value": clamp_value,
-                        "clamped": clamped})
+                        "clamped": clamped, "ecm_costs": ecm_costs})
     return results
 
 
@@ -246,8 +305,20 @@ def format_layer_table(results: list[dict]) -> str:
         if result["clamped"]:
             fractions = ", ".join(f"{name} {fraction:.2g}" for name, fraction in result["clamped"].items())
             lines.append(f"{'':<20}clamped at c={result['clamp_value']:g}: {fractions}")
+        if result["ecm_costs"]:
+            costs = result["ecm_costs"]
+            lines.append(f"{'':<20}C kernels over none: ac {_us(costs['ac'])}, ls {_us(costs['ls'])}; "
+                         f"ls beyond ac {_us(costs['ls-ac'])}")
     lines.append("* = kernels='compiled' (torch.compile-fused); + = kernels='native' (the C kernels); "
                  "ls-autograd = ecm='none' then layer scaling as plain autograd ops; loop = per-sample float64 oracle")
     lines.append("a/b m [lo-hi] = median of the per-round time ratios, with its 95% confidence interval; "
                  "clamped = fraction of the ac layers' outputs the clamp changed")
+    lines.append("C kernels over none = what each ECM adds to the C kernels' forward+backward, no autograd "
+                 "(median per-round difference, with its 95% confidence interval)")
     return "\n".join(lines)
+
+
+def _us(interval: tuple[float, float, float]) -> str:
+    """``(low, median, high)`` seconds as ``+12 us [+3, +20]``."""
+    low, middle, high = (round(seconds * 1e6) for seconds in interval)
+    return f"{middle:+d} us [{low:+d}, {high:+d}]"

@@ -35,6 +35,8 @@ def register(subparsers) -> None:
                        help="comma-separated kernel choices to time: eager, compiled, native (default: all three)")
     layer.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: torch's choice, one per core)")
+    layer.add_argument("--ecm-rounds", type=int, default=200,
+                       help="rounds timing what each ECM adds to the C kernels (0 skips it; needs native in --kernels)")
     layer.add_argument("--clamp-value", type=float, default=None,
                        help="clamp value c of the ac layers (default: the layer's, the paper's 5)")
     layer.set_defaults(func=run_layer)
@@ -125,8 +127,8 @@ def run_layer(args) -> int:
     from onlinenorm.cli import UsageError
     from onlinenorm.layers import DEFAULT_CLAMP_VALUE
 
-    if args.rounds < 1 or args.oracle_rounds < 0:
-        raise UsageError("--rounds must be >= 1 and --oracle-rounds >= 0")
+    if args.rounds < 1 or args.oracle_rounds < 0 or args.ecm_rounds < 0:
+        raise UsageError("--rounds must be >= 1, --oracle-rounds and --ecm-rounds >= 0")
     clamp_value = DEFAULT_CLAMP_VALUE if args.clamp_value is None else args.clamp_value
     if not 0 < clamp_value < math.inf:  # also refuses nan
         raise UsageError(f"--clamp-value must be a positive, finite number; got {args.clamp_value}")
@@ -138,6 +140,6 @@ def run_layer(args) -> int:
           f"{torch.get_num_threads()} threads; median of {args.rounds} rounds, each in a shuffled order", flush=True)
     rows = bench_layer(args.shape or DEFAULT_SHAPES, rounds=args.rounds, device=args.device,
                        dtype=getattr(torch, args.dtype), oracle_rounds=args.oracle_rounds, kernels=kernels,
-                       clamp_value=clamp_value, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                       clamp_value=clamp_value, ecm_rounds=args.ecm_rounds, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_layer_table(rows))
     return 0

@@ -1,12 +1,14 @@
 """``onlinenorm bench layer`` runs end to end and prints its ratio table (no timing asserted)."""
 
+import math
 import re
 
 import pytest
 import torch
 
 import onlinenorm
-from onlinenorm.bench import bench_layer, paired_ratio, saved_bytes_per_element, settle, time_interleaved
+from onlinenorm.bench import (bench_layer, ecm_kernel_costs, median_interval, paired_difference, paired_ratio,
+                               saved_bytes_per_element, settle, time_interleaved)
 from onlinenorm.cli import main
 
 
@@ -31,7 +33,9 @@ def test_bench_layer_prints_ratio_table(capsys):
         low, middle, high = map(float, re.search(r"ac/ls ([\d.]+) \[([\d.]+)-([\d.]+)\]", summary).group(2, 1, 3))
         assert 0 < low <= middle <= high
         assert re.fullmatch(r"clamped at c=5: ac [\d.e+-]+", lines[start + len(candidates) + 1].strip())
-    assert lines[-1].startswith("a/b m [lo-hi] = median of the per-round time ratios, with its 95% confidence")
+    assert lines[-2].startswith("a/b m [lo-hi] = median of the per-round time ratios, with its 95% confidence")
+    assert lines[-1].startswith("C kernels over none = what each ECM adds")
+    assert not any(line.strip().startswith("C kernels over none:") for line in lines)  # native not timed
 
 
 def test_rounds_shuffle_the_order_so_each_candidate_follows_each_other():
@@ -58,6 +62,44 @@ def test_paired_ratio_gives_the_median_and_its_confidence_interval():
     assert paired_ratio([2.0], [4.0]) == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError):
         paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_median_interval_and_paired_difference_use_the_same_order_statistics():
+    values = [float(i) for i in range(100, 0, -1)]  # unsorted on purpose
+    assert median_interval(values) == (40.0, 50.5, 61.0)
+    assert paired_difference([v + 3.0 for v in values], [3.0] * 100) == (40.0, 50.5, 61.0)
+    assert paired_difference([1.0, 5.0, 2.0], [2.0, 1.0, 2.0]) == (-1.0, 0.0, 4.0)
+    with pytest.raises(ValueError):
+        paired_difference([1.0], [1.0, 2.0])
+
+
+def test_ecm_kernel_costs_time_each_ecm_against_none_in_the_c_kernels():
+    x, grad_out = torch.randn(4, 3, 5, 5) * 2 + 1, torch.randn(4, 3, 5, 5)
+    costs = ecm_kernel_costs(x, grad_out, rounds=5, clamp_value=0.5)
+    assert set(costs) == {"ac", "ls", "ls-ac"}
+    for low, middle, high in costs.values():
+        assert low <= middle <= high and all(math.isfinite(v) for v in (low, middle, high))
+    assert x.grad is None  # plain kernel calls: no autograd
+
+
+def test_bench_layer_prints_the_ecm_costs_where_it_times_the_c_kernels(capsys):
+    assert main(["bench", "layer", "--shape", "3x2x5x5", "--kernels", "native", "--rounds", "2",
+                 "--oracle-rounds", "0", "--ecm-rounds", "3", "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (line,) = [line.strip() for line in lines if line.strip().startswith("C kernels over none:")]
+    number = r"[+-]\d+ us \[[+-]\d+, [+-]\d+\]"
+    assert re.fullmatch(rf"C kernels over none: ac {number}, ls {number}; ls beyond ac {number}", line)
+    (result,) = bench_layer([(3, 2, 5, 5)], rounds=1, oracle_rounds=0, kernels=("native",), ecm_rounds=0)
+    assert result["ecm_costs"] is None  # --ecm-rounds 0 skips it
+    (result,) = bench_layer([(3, 2, 5, 5)], rounds=1, oracle_rounds=0, kernels=("native",), ecm_rounds=2,
+                            dtype=torch.float64)
+    assert result["ecm_costs"] is None  # the C kernels do not run float64
+
+
+def test_bench_layer_rejects_negative_ecm_rounds(capsys):
+    assert main(["bench", "layer", "--ecm-rounds", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "onlinenorm bench: error: --rounds must be >= 1, --oracle-rounds and --ecm-rounds >= 0")
 
 
 def test_settle_puts_the_state_at_the_inputs_channel_statistics():
@@ -99,13 +141,14 @@ def test_layer_saves_no_more_for_backward_than_batch_norm(ecm, kernels):
 @pytest.mark.slow
 def test_bench_layer_times_compiled_and_native_kernels_beside_eager(capsys):
     assert main(["bench", "layer", "--shape", "4x3x5x5", "--rounds", "1", "--oracle-rounds", "0",
-                 "--threads", "1"]) == 0
+                 "--ecm-rounds", "2", "--threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[-4] for line in lines[3:14]] == [
         "batchnorm", "ac", "ls", "none", "ac*", "ls*", "none*", "ac+", "ls+", "none+", "ls-autograd"]
     assert "ac*/ls* " in lines[14] and "ac+/ls+ " in lines[14]
     assert re.fullmatch(r"clamped at c=5: ac \S+, ac\* \S+, ac\+ \S+", lines[15].strip())
-    assert lines[-2].startswith("* = kernels='compiled'")
+    assert lines[16].strip().startswith("C kernels over none: ac ")
+    assert lines[-3].startswith("* = kernels='compiled'")
 
 
 def test_bench_layer_rejects_unknown_kernels(capsys):

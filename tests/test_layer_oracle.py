@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import platform
 
 import pytest
@@ -246,3 +247,18 @@ def test_native_masks_exactly_the_rows_that_clamped():
         out, dx = train_step(layer, x, grad_out)
         want_out, want_dx, *_ = oracle.step(x, grad_out)
         assert rel_err(out, want_out) < REL_TOL and rel_err(dx, want_dx) < REL_TOL
+
+
+def test_native_clamps_and_counts_an_infinite_output_but_not_a_nan():
+    """The C kernels' clamp test is ``|y'| > c``: an infinite output is clamped and counted, a NaN neither
+    (the eager kernels' rule; their scans spread a NaN over the whole channel, so they are not compared here)."""
+    layer = onlinenorm.OnlineNorm2d(3, clamp_value=1.0, kernels="native")
+    unclamped = onlinenorm.OnlineNorm2d(3, ecm="none", kernels="native")  # the same state: y' before the clamp
+    gen = torch.Generator().manual_seed(4)
+    x, grad_out = torch.randn(4, 3, 5, 5, generator=gen), torch.randn(4, 3, 5, 5, generator=gen)
+    x[3, 1, 2, 2], x[3, 2, 0, 1] = math.nan, math.inf  # in the last sample: the others stay finite
+    (out, _), (pre_clamp, _) = train_step(layer, x, grad_out), train_step(unclamped, x, grad_out)
+    assert out[3, 1, 2, 2].isnan() and out[3, 2, 0, 1] == 1.0 and out.isnan().sum() == 1
+    finite = pre_clamp.isfinite()
+    assert torch.equal(out[finite], pre_clamp[finite].clamp(-1.0, 1.0))
+    assert layer.clamp_count.item() == (pre_clamp.abs() > 1.0).sum().item() > 1

@@ -48,8 +48,9 @@
 #define BLOCK_FLOATS (1 << 17) /* 512 KiB of float32 per thread and tensor */
 
 /* Clamped iff |y'| > c; NaN is not counted and passes its gradient, as in the eager kernels.
- * A bitwise |, not ||: the short-circuit branch stops gcc vectorising the loops (measured 3.7x slower). */
-static inline int outside(float y, float c) { return (y > c) | (y < -c); }
+ * One compare of the absolute value: `(y > c) | (y < -c)` took two, and gcc 12 combined them in AVX-512 mask
+ * registers with two more moves per vector (a short-circuit `||` stopped it vectorising at all, 3.7x slower). */
+static inline int outside(float y, float c) { return fabsf(y) > c; }
 
 /* For one row of the backward: sum(g') and sum(g' (x - mu_prev)), g' = g where the forward did not clamp,
  * else 0. With masked a constant 0 or 1 each call site compiles to its own loop, branch-free; g[i] is read
@@ -219,7 +220,9 @@ void onlinenorm_forward(const float *x, float *out, int64_t n, int64_t channels,
                 for (int64_t i = 0; i < m; ++i) {
                     const float y = fmaf(xr[i], scale, shift);
                     row_count += outside(y, clamp_value);
-                    dst[i] = y > clamp_value ? clamp_value : (y < -clamp_value ? -clamp_value : y);
+                    /* two ternaries, each a single max or min (NaN kept); nested, one became a masked move */
+                    const float floor = y < -clamp_value ? -clamp_value : y;
+                    dst[i] = floor > clamp_value ? clamp_value : floor;
                 }
                 clamped_out[row] = row_count > 0;
                 count += row_count;
