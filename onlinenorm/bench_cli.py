@@ -140,6 +140,7 @@ def run_layer(args) -> int:
           f"{torch.get_num_threads()} threads; median of {args.rounds} rounds, each in a shuffled order", flush=True)
     rows = bench_layer(args.shape or DEFAULT_SHAPES, rounds=args.rounds, device=args.device,
                        dtype=getattr(torch, args.dtype), oracle_rounds=args.oracle_rounds, kernels=kernels,
-                       clamp_value=clamp_value, ecm_rounds=args.ecm_rounds, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                       clamp_value=clamp_value, ecm_rounds=args.ecm_rounds,
+                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_layer_table(rows))
     return 0

@@ -74,7 +74,7 @@ def test_median_interval_and_paired_difference_use_the_same_order_statistics():
 
 
 def test_ecm_kernel_costs_time_each_ecm_against_none_in_the_c_kernels():
-    x, grad_out = torch.randn(4, 3, 5, 5) * 2 + 1, torch.randn(4, 3, 5, 5)
+    x, grad_out = (torch.randn(4, 3, 5, 5) * 2 + 1).requires_grad_(True), torch.randn(4, 3, 5, 5)
     costs = ecm_kernel_costs(x, grad_out, rounds=5, clamp_value=0.5)
     assert set(costs) == {"ac", "ls", "ls-ac"}
     for low, middle, high in costs.values():
