@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from onlinenorm import native
-from onlinenorm.functional import _pass_bound, layer_scale
+from onlinenorm.functional import _clamp_spec, layer_scale
 from onlinenorm.layers import DEFAULT_CLAMP_VALUE, ECMS, OnlineNorm2d, _OnlineNorm
 from onlinenorm.telemetry import clamp_fractions
 
@@ -206,9 +206,8 @@ def oracle_step(oracle_cls, shape: tuple[int, ...], clamp_value: float) -> Calla
 def _kernel_step(layer: _OnlineNorm, x3: torch.Tensor, grad3: torch.Tensor) -> Callable[[], None]:
     """One forward and one backward of the C kernels with ``layer``'s settings and state, as the layer calls
     them in training (the same arguments and telemetry counters), without autograd or the module around them."""
-    clamp = (layer.clamp_value, _pass_bound(layer.clamp_value, torch.float32)) if layer.clamps else None
-    ls_eps = layer.ls_eps if layer.ecm == "ls" else None
-    counters = (layer.clamp_count, layer.seen_count) if layer.clamps else (None, None)
+    clamp_value, ls_eps, clamp_count, seen_count = layer._ecm_arguments()  # a layer in training mode, as built
+    clamp, counters = _clamp_spec(clamp_value, torch.float32), (clamp_count, seen_count)
     weight, bias = layer.weight.detach(), layer.bias.detach()
 
     def step() -> None:

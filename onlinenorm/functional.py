@@ -112,6 +112,12 @@ def _pass_bound(clamp_value: float, dtype: torch.dtype) -> float:
     return c32 + 2.0 ** (math.frexp(c32)[1] - 24)
 
 
+def _clamp_spec(clamp_value: float | None, dtype: torch.dtype) -> tuple[float, float] | None:
+    """The kernels' ``clamp`` argument: ``(clamp_value, _pass_bound(clamp_value, dtype))``, or None
+    without clamping."""
+    return None if clamp_value is None else (clamp_value, _pass_bound(clamp_value, dtype))
+
+
 def _forward_math(x3, weight, bias, mu, var, fwd_operators, alpha_fwd: float, eps: float,
                   clamp: tuple[float, float] | None, ls_eps: float | None):
     """Training forward over ``x3`` ``(N, C, M)`` in the compute dtype; no side effects.
@@ -359,7 +365,7 @@ class _OnlineNormTrain(torch.autograd.Function):
         n, c = x.shape[:2]
         dtype = _compute_dtype(x.dtype)
         x3 = x.reshape(n, c, -1).to(dtype)
-        clamp = None if clamp_value is None else (clamp_value, _pass_bound(clamp_value, dtype))
+        clamp = _clamp_spec(clamp_value, dtype)
         out, mu_next, var_next, stats = kernels.forward(x3, _cast(weight, dtype), _cast(bias, dtype), mu.to(dtype),
                                                         var.to(dtype), alpha_fwd, eps, clamp, ls_eps,
                                                         (clamp_count, seen_count))

@@ -122,15 +122,22 @@ class _OnlineNorm(nn.Module):
                 f"{name}({self.num_features}) expects {self.num_features} channels in dim 1; "
                 f"got shape {tuple(x.shape)}")
 
+    def _ecm_arguments(self) -> tuple[float | None, float | None, torch.Tensor | None, torch.Tensor | None]:
+        """What this layer passes ``online_norm`` for its ECM in its current mode: ``clamp_value`` (None
+        unless it clamps), ``ls_eps`` (None unless it scales), and ``clamp_count``, ``seen_count`` (the
+        telemetry counters while it trains and clamps, else None)."""
+        clamps = self.clamps
+        counting = self.training and clamps
+        return (self.clamp_value if clamps else None, self.ls_eps if self.ecm == "ls" else None,
+                self.clamp_count if counting else None, self.seen_count if counting else None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        counting = self.training and self.clamps
+        clamp_value, ls_eps, clamp_count, seen_count = self._ecm_arguments()
         return online_norm(
             x, self.mu, self.var, self.u, self.v, self.weight, self.bias,
-            training=self.training, alpha_fwd=self.alpha_fwd, alpha_bkw=self.alpha_bkw,
-            eps=self.eps, clamp_value=self.clamp_value if self.clamps else None,
-            ls_eps=self.ls_eps if self.ecm == "ls" else None,
-            clamp_count=self.clamp_count if counting else None, seen_count=self.seen_count if counting else None,
+            training=self.training, alpha_fwd=self.alpha_fwd, alpha_bkw=self.alpha_bkw, eps=self.eps,
+            clamp_value=clamp_value, ls_eps=ls_eps, clamp_count=clamp_count, seen_count=seen_count,
             kernels=self.kernels)
 
     def extra_repr(self) -> str:
