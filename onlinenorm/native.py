@@ -130,10 +130,15 @@ def build_native() -> Path:
     return path
 
 
+def portable_build() -> PortableBuild | None:
+    """This architecture's portable build (:data:`PORTABLE_BUILDS`), or None where none is defined."""
+    return PORTABLE_BUILDS.get(platform.machine())
+
+
 def build_portable() -> Path:
     """Build this architecture's portable library into the cache folder (once), for machines without a
     compiler that share the folder; returns its path."""
-    build = PORTABLE_BUILDS.get(platform.machine())
+    build = portable_build()
     if build is None:
         raise NativeUnavailable(f"no portable build of the C kernels is defined for {platform.machine()}")
     path = _portable_path(build)
@@ -144,7 +149,7 @@ def build_portable() -> Path:
 
 def portable_runs_here() -> bool:
     """Whether this architecture has a portable build and this CPU the features it needs."""
-    build = PORTABLE_BUILDS.get(platform.machine())
+    build = portable_build()
     return build is not None and build.features <= set(_cpu_flags_line().split())
 
 
@@ -152,7 +157,7 @@ def _usable_portable() -> Path | None:
     """The portable build in the cache folder, if there is one and it runs on this CPU."""
     if not portable_runs_here():
         return None
-    path = _portable_path(PORTABLE_BUILDS[platform.machine()])
+    path = _portable_path(portable_build())
     return path if path.exists() else None
 
 

@@ -115,8 +115,9 @@ def test_every_copied_path_exists_and_is_in_the_build_context(dockerfile):
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_final_stage_is_small_non_root_labelled_and_health_checked(dockerfile):
-    build, final = stages(dockerfile)[0], stages(dockerfile)[-1]
-    assert len(stages(dockerfile)) >= 2, f"{dockerfile}: build in one stage, run from another"
+    image_stages = stages(dockerfile)
+    assert len(image_stages) >= 2, f"{dockerfile}: build in one stage, run from another"
+    build, final = image_stages[0], image_stages[-1]
     base = build[0][1].split(" AS ")[0]
     assert final[0] == ("FROM", base), f"{dockerfile}: the venv needs the build stage's python; both FROM {base}"
     assert ("COPY", f"--from=build {APP_DIR} {APP_DIR}") in final
@@ -160,7 +161,8 @@ def test_dockerignore_keeps_local_environments_and_results_out_of_the_context():
 def test_cpu_image_runs_the_c_kernels_built_in_its_build_stage():
     """The final stage has no compiler: the build stage builds the portable C kernels into the cache folder
     both stages name, and the final stage carries OpenMP's runtime and leaves the kernels at auto."""
-    build, final = stages("docker/Dockerfile")[0], stages("docker/Dockerfile")[-1]
+    image_stages = stages("docker/Dockerfile")
+    build, final = image_stages[0], image_stages[-1]
     assert "onlinenorm kernels build --portable" in " ".join(run_commands(build))
 
     def cache_dir(stage) -> str:

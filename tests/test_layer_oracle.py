@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import platform
 
 import pytest
 import torch
@@ -151,7 +150,7 @@ def portable_kernels(tmp_path, monkeypatch):
     from onlinenorm import native
 
     if not native.portable_runs_here():
-        pytest.skip(f"this CPU lacks the features of the portable build ({native.PORTABLE_BUILDS.get(platform.machine())})")
+        pytest.skip(f"this CPU lacks the features of the portable build ({native.portable_build()})")
     monkeypatch.setenv("ONLINENORM_CACHE_DIR", str(tmp_path))
     path = native.build_portable()
     monkeypatch.setenv("CC", "/bin/false")  # no build for this CPU can be made: the portable one must serve

@@ -252,8 +252,8 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
     double *r3k = layer_scaling ? malloc(n * sizeof(double)) : NULL;
     /* per row: sum(g' y) and sum(g'), g' the gradient at y'; the output pass's coefficients,
      * dx = grad_coef g' + x_coef x + constant */
-    float *sum_grad_y_out = malloc(5 * n * channels * sizeof(float));
-    float *sum_grad_out = sum_grad_y_out + n * channels, *grad_coef = sum_grad_out + n * channels;
+    float *row_sum_grad_y = malloc(5 * n * channels * sizeof(float));
+    float *row_sum_grad = row_sum_grad_y + n * channels, *grad_coef = row_sum_grad + n * channels;
     float *x_coef = grad_coef + n * channels, *constant = x_coef + n * channels;
     /* per channel: u, v, and the weight and bias gradients, the sums over samples of sum(g' y) and sum(g') */
     double *state = calloc(4 * channels, sizeof(double));
@@ -276,8 +276,8 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
                     row_grad_sums(g, xr, m, scale, shift, mu_prev, clamp_value, 1, &sum_g, &sum_gx);
                 else
                     row_grad_sums(g, xr, m, scale, shift, mu_prev, clamp_value, 0, &sum_g, &sum_gx);
-                sum_grad_out[row] = sum_g;
-                sum_grad_y_out[row] = (float)(sum_gx * (double)invstd_in[row]);
+                row_sum_grad[row] = sum_g;
+                row_sum_grad_y[row] = (float)(sum_gx * (double)invstd_in[row]);
             }
 #pragma omp barrier
             if (layer_scaling) {
@@ -290,7 +290,7 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
                     for (int64_t c = 0; c < channels; ++c) {
                         const int64_t at = t * channels + c;
                         const double gamma = weight ? weight[c] : 1.0, beta = bias ? bias[c] : 0.0;
-                        sum += gamma * sum_grad_y_out[at] + beta * sum_grad_out[at];
+                        sum += gamma * row_sum_grad_y[at] + beta * row_sum_grad[at];
                     }
                     const double r = ls_scale_in[t];
                     r3k[t] = r * r * r * sum / (channels * m);
@@ -300,9 +300,9 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
                         const double y_coef = -r3k[t] * gamma, const_coef = -r3k[t] * beta;
                         const double invstd = invstd_in[at], dev = (double)mean_in[at] - mu_prev_in[at];
                         const double sum_y = m * dev * invstd, sum_y_sq = m * (s2_in[at] + dev * dev) * invstd * invstd;
-                        const double sum_gy = sum_grad_y_out[at], sum_g = sum_grad_out[at];
-                        sum_grad_y_out[at] = (float)(r * sum_gy + y_coef * sum_y_sq + const_coef * sum_y);
-                        sum_grad_out[at] = (float)(r * sum_g + y_coef * sum_y + const_coef * m);
+                        const double sum_gy = row_sum_grad_y[at], sum_g = row_sum_grad[at];
+                        row_sum_grad_y[at] = (float)(r * sum_gy + y_coef * sum_y_sq + const_coef * sum_y);
+                        row_sum_grad[at] = (float)(r * sum_g + y_coef * sum_y + const_coef * m);
                     }
                 }
 #pragma omp barrier
@@ -325,10 +325,10 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
                     grad_coef[at] = (float)(gamma * r * invstd);
                     x_coef[at] = (float)slope;
                     constant[at] = (float)(-slope * mu_prev - gamma * k * beta * invstd - leak * u[c]);
-                    u[c] = alpha * u[c] + (gamma * sum_grad_out[at] / m - leak * v[c] * dev * invstd) * invstd;
-                    v[c] = (1.0 - leak * mean_y_sq) * v[c] + gamma * sum_grad_y_out[at] / m;
-                    grad_weight[c] += sum_grad_y_out[at];
-                    grad_bias[c] += sum_grad_out[at];
+                    u[c] = alpha * u[c] + (gamma * row_sum_grad[at] / m - leak * v[c] * dev * invstd) * invstd;
+                    v[c] = (1.0 - leak * mean_y_sq) * v[c] + gamma * row_sum_grad_y[at] / m;
+                    grad_weight[c] += row_sum_grad_y[at];
+                    grad_bias[c] += row_sum_grad[at];
                 }
             }
 #pragma omp barrier
@@ -347,7 +347,7 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
         store_state(u, v, u_state, v_state, channels);
         store_state(grad_weight, grad_bias, grad_weight_out, grad_bias_out, channels);
     }
-    free(sum_grad_y_out);
+    free(row_sum_grad_y);
     free(state);
     free(r3k);
 }
