@@ -17,23 +17,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "self-contained HTML report with charts, tables and trial states, plus Parquet frames.",
     )
     parser.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR",
-                        help="an experiment directory, or a Ray storage path holding several")
+                        help="an experiment directory or storage URI (s3://...), or a Ray storage path "
+                             "holding several")
     parser.add_argument("--out", metavar="DIR",
-                        help="output directory (default: <first EXPERIMENT_DIR>_report beside it)")
+                        help="output directory (default: <first EXPERIMENT_DIR>_report beside it; "
+                             "for a URI, in the current directory)")
     parser.set_defaults(func=report)
 
 
 def report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    experiments = [Path(p).expanduser().resolve() for p in args.experiments]
-    missing = [str(p) for p in experiments if not p.is_dir()]
+    from analysis.storage import is_uri, uri_name
+
+    experiments = [p if is_uri(p) else Path(p).expanduser().resolve() for p in args.experiments]
+    missing = [str(p) for p in experiments if not is_uri(p) and not p.is_dir()]
     if missing:
         return _usage_error(f"{', '.join(missing)}: no such directory; pass the experiment directory "
                             "(the one holding experiment_state-*.json and the trial directories)")
-    out = Path(args.out).expanduser().resolve() if args.out else experiments[0].with_name(
-        experiments[0].name + "_report")
-    inside = [str(p) for p in experiments if out == p or p in out.parents]
+    first = experiments[0]
+    out = Path(args.out).expanduser().resolve() if args.out else (
+        Path(uri_name(first) + "_report").resolve() if is_uri(first) else first.with_name(first.name + "_report"))
+    inside = [str(p) for p in experiments if not is_uri(p) and (out == p or p in out.parents)]
     if inside:
         return _usage_error(f"--out {out} is inside the experiment directory {inside[0]}; "
                             "reports are never written into an experiment, choose another --out")
@@ -44,7 +49,10 @@ def report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
     from analysis.results import load
 
-    results = load(experiments)
+    try:
+        results = load(experiments)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        return _usage_error(f"{err}; pass the experiment's URI as `onlinenorm sweep run` printed it")
     if results.trials.empty:
         return _usage_error(f"no trials found in {', '.join(map(str, experiments))}; "
                             "pass a directory written by `onlinenorm sweep run` (a Ray Tune experiment)")

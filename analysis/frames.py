@@ -154,7 +154,8 @@ def _summaries(epochs: pd.DataFrame) -> pd.DataFrame:
 def _state(trials: pd.DataFrame) -> np.ndarray:
     reached_last_epoch = trials["epochs_done"] >= pd.to_numeric(trials["epochs"], errors="coerce")
     conditions = [
-        trials["error"].notna() | trials["ray_status"].eq("ERROR"),
+        # error.txt stays behind a trial that a retry then finished (a lost node): Ray's status decides.
+        trials["ray_status"].eq("ERROR") | (trials["error"].notna() & trials["ray_status"].ne("TERMINATED")),
         trials["diverged"],
         trials["ray_status"].eq("TERMINATED") | reached_last_epoch.fillna(False),
         trials["epochs_done"].notna(),

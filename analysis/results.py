@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ import pandas as pd
 
 from analysis import frames
 from analysis.layout import find_experiments, read_experiment
+from analysis.storage import is_uri, local_copy
 
 
 @dataclass
@@ -18,7 +20,7 @@ class Results:
 
     ``warnings`` lists the files that could not be read, one line each;
     ``specs`` maps an experiment name to its spec.yaml text; ``paths`` maps
-    it to its directory.
+    it to its directory (its URI, for an experiment on object storage).
     """
 
     trials: pd.DataFrame
@@ -26,7 +28,7 @@ class Results:
     layers: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
     specs: dict[str, str] = field(default_factory=dict)
-    paths: dict[str, Path] = field(default_factory=dict)
+    paths: dict[str, Path | str] = field(default_factory=dict)
 
     def where(self, mask: pd.Series) -> "Results":
         """The same results restricted to the trials where ``mask`` (over ``trials``) holds."""
@@ -43,9 +45,16 @@ def load(paths: str | os.PathLike | list[str | os.PathLike]) -> Results:
     """Read one or more experiment directories (or a Ray storage path holding
     several) into one ``Results``; the ``experiment`` column tells them apart.
 
-    Never writes; a file that cannot be read becomes a line in ``warnings``.
-    Raises ``FileNotFoundError`` for a path that does not exist.
+    A path may be a storage URI (``s3://bucket/sweeps/quick``, ``gs://...``),
+    read through pyarrow's filesystems (``analysis.storage`` says how to reach
+    an S3-compatible server). Never writes; a file that cannot be read becomes
+    a line in ``warnings``. Raises ``FileNotFoundError`` for a path that does
+    not exist.
     """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if any(is_uri(p) for p in paths):
+        return _load_from_storage(paths)
     roots = [Path(p).expanduser() for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     for root in roots:
         if not root.is_dir():
@@ -62,6 +71,31 @@ def load(paths: str | os.PathLike | list[str | os.PathLike]) -> Results:
         specs={e.name: e.spec for e in experiments if e.spec is not None},
         paths={e.name: e.path for e in experiments},
     )
+
+
+def _load_from_storage(paths: list[str | os.PathLike]) -> Results:
+    """``load`` with each URI read from a local copy of its files; paths and warnings name the URIs."""
+    with contextlib.ExitStack() as copies:
+        origins = {}  # local copy -> the URI it holds, query left out
+        local = []
+        for path in paths:
+            if is_uri(path):
+                folder = copies.enter_context(local_copy(str(path)))
+                origins[str(folder.resolve())] = str(path).split("?", 1)[0].rstrip("/")
+                local.append(folder)
+            else:
+                local.append(path)
+        results = load(local)
+
+    def named(text: str) -> str:
+        for folder, uri in origins.items():
+            text = text.replace(folder, uri)
+        return text
+
+    results.warnings = [named(w) for w in results.warnings]
+    results.paths = {name: named(str(path)) if named(str(path)) != str(path) else path
+                     for name, path in results.paths.items()}
+    return results
 
 
 def _names(directories: list[Path]) -> dict[Path, str]:

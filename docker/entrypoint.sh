@@ -17,6 +17,10 @@
 #   RAY_OBJECT_STORE_MEMORY  object store size in bytes                   [Ray's default]
 #   RAY_START_ARGS           more `ray start` options, split on spaces
 #   RAY_TMPDIR               (Ray's own) parent of Ray's session files    [/tmp]
+#   RAY_AUTH_MODE            (Ray's own) token: every node and client must hold the cluster's token;
+#                            disabled: no authentication (an explicit opt-out)  [the images: token]
+#   RAY_AUTH_TOKEN           (Ray's own) the cluster's token, the same on every node and client
+#   RAY_AUTH_TOKEN_PATH      (Ray's own) a file holding it instead            [~/.ray/auth_token]
 #
 # On SIGTERM or SIGINT, `ray start --block` drains the node and stops every Ray
 # process it started; this script exits 0 once it has.
@@ -41,7 +45,21 @@ node_options() {
     fi
 }
 
+# A node must hold the cluster's token unless authentication is explicitly off: said here in one line,
+# before `ray start` fails on it (or, with RAY_AUTH_MODE unset, starts a node anyone can use).
+check_token() {
+    [[ ${RAY_AUTH_MODE:-token} == disabled ]] && return 0
+    [[ -n ${RAY_AUTH_TOKEN:-} ]] && return 0
+    local file=${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}
+    [[ -r $file && -s $file ]] && return 0
+    echo "entrypoint: token authentication is on but this node has no token: set RAY_AUTH_TOKEN (or" \
+         "RAY_AUTH_TOKEN_PATH, a file holding it) to the cluster's token on every node and client," \
+         "or opt out with RAY_AUTH_MODE=disabled on all of them" >&2
+    exit 2
+}
+
 run_node() {
+    check_token
     echo "$1" >"$role_file"
     rm -f "$address_file"  # left by an earlier run of this container: not this node's cluster yet
     ray start "${options[@]}" --block &

@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     resume.set_defaults(func=resume_command)
 
     status = actions.add_parser("status", help="trial counts by state, read from the files (starts no Ray)")
-    status.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the sweep's experiment directory")
+    status.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the sweep's experiment directory (or URI)")
     status.set_defaults(func=status_command)
 
 

@@ -58,8 +58,21 @@ def experiment_path(storage: str | None, name: str) -> str:
     """``STORAGE/NAME``, with a local storage made absolute (Ray wants absolute paths)."""
     storage = storage or DEFAULT_STORAGE
     if "://" in storage:
-        return f"{storage.rstrip('/')}/{name}"
+        return child(storage, name)
     return str(Path(storage).expanduser().absolute() / name)
+
+
+def child(path: str, name: str) -> str:
+    """``PATH/NAME``; for a URI with a query (``s3://bucket/x?endpoint_override=...``) the query stays last."""
+    location, mark, query = path.partition("?")
+    return f"{location.rstrip('/')}/{name}{mark}{query}"
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """(parent, name) of a folder or URI, a URI's query kept on the parent: the inverse of :func:`child`."""
+    location, mark, query = path.partition("?")
+    parent, _, name = location.rstrip("/").rpartition("/")
+    return f"{parent}{mark}{query}", name
 
 
 def _filesystem(path: str):
@@ -188,23 +201,23 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | Non
     if _exists(path):
         raise ExperimentError(f"{path} already exists; continue it with `onlinenorm sweep resume {path}` "
                               "or pass another --name")
-    storage_path = path.rsplit("/", 1)[0]
+    storage_path = split_path(path)[0]
     with connected(address):
         _prepare(spec)
-        _write_text(f"{path}/{SPEC_FILE}", spec.to_yaml())
+        _write_text(child(path, SPEC_FILE), spec.to_yaml())
         results = _tuner(spec, storage_path, name, verbose, callbacks or []).fit()
     return _outcome(name, path, results)
 
 
 def read_experiment_spec(path: str) -> SweepSpec:
     """The spec saved in an experiment directory, checked again."""
-    text = _read_text(f"{path}/{SPEC_FILE}")
+    text = _read_text(child(path, SPEC_FILE))
     if text is None:
         raise ExperimentError(f"{path} holds no {SPEC_FILE}; pass an experiment directory written by "
                               "`onlinenorm sweep run`")
     import yaml
 
-    return parse_spec(yaml.safe_load(text), f"{path}/{SPEC_FILE}")
+    return parse_spec(yaml.safe_load(text), child(path, SPEC_FILE))
 
 
 def resume_sweep(path: str, *, address: str | None = None, retry_errored: bool = False) -> SweepOutcome:
@@ -223,5 +236,5 @@ def resume_sweep(path: str, *, address: str | None = None, retry_errored: bool =
             resume_unfinished=True, resume_errored=retry_errored,
         )
         results = tuner.fit()
-    return _outcome(path.rstrip("/").rsplit("/", 1)[-1], path, results)
+    return _outcome(split_path(path)[1], path, results)
 

@@ -1,6 +1,7 @@
 """Trial counts by state, read from an experiment directory's files (no Ray runtime).
 
-The files are read by :mod:`analysis.layout` (Ray Tune's newest
+The files are read by :mod:`analysis.layout` (from a local copy made by
+:mod:`analysis.storage` for a storage URI such as ``s3://bucket/sweeps/quick``; Ray Tune's newest
 ``experiment_state-*.json`` gives each trial's status); a trial whose last
 ``result.json`` row says ``diverged: true`` is counted as DIVERGED rather
 than TERMINATED.
@@ -29,9 +30,18 @@ def format_counts(counts: dict[str, int]) -> str:
 
 
 def read_states(path: str | Path) -> list[tuple[str, bool]]:
-    """(status, diverged) of every trial of the experiment at ``path``; ValueError when there is none."""
+    """(status, diverged) of every trial of the experiment at ``path`` (a folder or a storage URI);
+    ValueError when there is none, FileNotFoundError when nothing is stored at a URI."""
     from analysis.layout import EXPERIMENT_STATE_GLOB, read_experiment
+    from analysis.storage import is_uri, local_copy
 
+    if is_uri(path):
+        with local_copy(str(path)) as folder:
+            try:
+                return read_states(folder)
+            except ValueError:
+                raise ValueError(f"{path}: no {EXPERIMENT_STATE_GLOB} here; pass an experiment URI written by "
+                                 "`onlinenorm sweep run`") from None
     path = Path(path)
     if not any(path.glob(EXPERIMENT_STATE_GLOB)):
         raise ValueError(
