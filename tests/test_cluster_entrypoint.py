@@ -2,8 +2,9 @@
 
 Each node is ``docker/entrypoint.sh head|worker`` in its own session and
 working directory (the image's WORKDIR), with the image's environment (the
-Dockerfile's ``RAY_*`` settings, PATH to this venv) plus the settings compose
-passes, on loopback and free ports. Every process a node starts inherits
+Dockerfile's ``RAY_*`` settings, PATH to this venv, token authentication on)
+plus the settings compose passes (the cluster's token among them, as its env
+file does), on loopback and free ports. Every process a node starts inherits
 ``RAY_TMPDIR``, a private folder, so reading ``/proc/*/environ`` finds exactly
 this test's Ray processes and never another Ray instance on the machine;
 worker-node processes also carry ``RAY_HEAD_ADDRESS``, which tells the two
@@ -17,6 +18,7 @@ import importlib.util
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -25,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -100,13 +104,17 @@ class Cluster:
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
         self.env.update(image_ray_settings())
         self.env.update(PATH=f"{VENV_BIN}{os.pathsep}{self.env['PATH']}", RAY_TMPDIR=tmpdir)
+        self.env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)  # one token for every node and client
         self.nodes: list[subprocess.Popen] = []
+        self.client_port: int | None = None
 
     def start(self) -> None:
         port, self.dashboard_port = free_port(), free_port()
+        self.head_address = f"127.0.0.1:{port}"
         head = {"RAY_PORT": str(port), "RAY_DASHBOARD_PORT": str(self.dashboard_port), "RAY_DASHBOARD_HOST": "127.0.0.1"}
         if importlib.util.find_spec("grpc"):  # with ray[client], the head also serves Ray Client, by default on 10001
-            head["RAY_CLIENT_PORT"] = str(free_port())
+            self.client_port = free_port()
+            head["RAY_CLIENT_PORT"] = str(self.client_port)
         self.head = self._start("head", **head)
         self.worker = self._start("worker", RAY_HEAD_ADDRESS=f"127.0.0.1:{port}")
 
@@ -178,10 +186,10 @@ def running_cluster(tmp_path_factory) -> Iterator[Cluster]:
         yield ray_cluster
 
 
-def sweep_command(storage: Path, name: str, clamp_values: str) -> list[str]:
+def sweep_command(storage: Path, name: str, clamp_values: str, address: str = "auto") -> list[str]:
     """The README's sweep command, shrunk, with its own storage and name."""
     sets = (f"grid.clamp_value={clamp_values}", *TINY_SWEEP)
-    return ["onlinenorm", "sweep", "run", "sweeps/specs/quick.yaml", "--address", "auto",
+    return ["onlinenorm", "sweep", "run", "sweeps/specs/quick.yaml", "--address", address,
             "--storage", str(storage), "--name", name, *(arg for item in sets for arg in ("--set", item))]
 
 
@@ -267,3 +275,45 @@ def test_ray_job_submit_runs_the_readme_sweep_command_on_the_head(running_cluste
     # The driver ran on the head, in its working directory (the image's WORKDIR), where the spec path resolved.
     spec = yaml.safe_load((storage / "job/spec.yaml").read_text())
     assert spec["dataset"]["data_dir"] == str(running_cluster.folder / "head/data/synthetic-cifar10")
+
+
+def test_a_node_without_the_token_explains_what_to_set(tmp_path):
+    """The images require a token: a node started without one says so in one line, before starting Ray."""
+    no_token = run_entrypoint("head", RAY_AUTH_MODE="token", RAY_TMPDIR=str(tmp_path), HOME=str(tmp_path))
+    assert no_token.returncode == 2, no_token.stderr
+    assert no_token.stderr.strip().startswith("entrypoint: token authentication is on but this node has no token")
+    assert "RAY_AUTH_MODE=disabled" in no_token.stderr and not (tmp_path / "onlinenorm-ray-node").exists()
+
+
+@pytest.mark.slow
+def test_the_head_refuses_clients_without_the_cluster_token(running_cluster, tmp_path):
+    jobs = f"http://127.0.0.1:{running_cluster.dashboard_port}/api/jobs/"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(jobs, timeout=30)
+    assert refused.value.code in (401, 403)
+    bearer = {"Authorization": f"Bearer {running_cluster.env['RAY_AUTH_TOKEN']}"}
+    with urllib.request.urlopen(urllib.request.Request(jobs, headers=bearer), timeout=30) as answer:
+        assert answer.status == 200
+
+    driver = "import ray; ray.init(address=%r); print(ray.get(ray.remote(lambda: 'ran').remote()))" % (
+        running_cluster.head_address)
+    without = {key: value for key, value in running_cluster.env.items() if key != "RAY_AUTH_TOKEN"}
+    for name, settings in {"a wrong token": {"RAY_AUTH_TOKEN": secrets.token_hex(32)},
+                           "no token, authentication off": {"RAY_AUTH_MODE": "disabled"}}.items():
+        client = subprocess.run([sys.executable, "-c", driver], env=without | settings | {"HOME": str(tmp_path)},
+                                capture_output=True, text=True, timeout=120)
+        assert client.returncode != 0 and "ran" not in client.stdout, f"{name}: the head accepted the client"
+        assert re.search(r"authenticat|token", client.stderr, flags=re.I), f"{name}: {client.stderr[-3000:]}"
+
+
+@pytest.mark.slow
+def test_sweep_through_ray_client(running_cluster, tmp_path):
+    if running_cluster.client_port is None:
+        pytest.fail("Ray Client needs ray[client] (grpcio), a dependency of the project")
+    storage = tmp_path / "results"  # a folder every node and the client share, as on one machine
+    output, _ = running_cluster.run(
+        sweep_command(storage, "client", "[1,5]", address=f"ray://127.0.0.1:{running_cluster.client_port}"),
+        "client", cwd=project_dir(tmp_path / "project"))
+    assert f"results in {storage / 'client'}" in output, output[-3000:]
+    trials = trial_rows(storage / "client")
+    assert len(trials) == 2 and all(row.get("epoch") == 1 and "val_acc" in row for row in trials.values()), output

@@ -27,6 +27,7 @@ COMPOSE = "docker/compose.yaml"
 LAUNCHER = "docker/ray-cluster.yaml"
 KUBERAY = ("docker/kuberay/storage.yaml", "docker/kuberay/raycluster.yaml", "docker/kuberay/rayjob.yaml")
 README_SECTION = "Running on a cluster"
+TOKEN_FOLDER = "docker/ray-auth"  # git-ignored; the README's commands put the cluster's token there
 # `ray start` options whose value is one of the entrypoint's ports.
 PORT_OPTIONS = {"port": "RAY_PORT", "dashboard-port": "RAY_DASHBOARD_PORT"}
 
@@ -88,8 +89,8 @@ def texts_naming_commands() -> dict[str, str]:
 
 
 def onlinenorm_commands(text: str) -> list[list[str]]:
-    """The arguments of every `onlinenorm ...` command in ``text``, up to a shell separator or quote."""
-    found = re.findall(r"(?<![\w/.:-])onlinenorm[ \t]+([^\n#;&|'\"`]*)", text)
+    """The arguments of every `onlinenorm ...` command in ``text``, up to a shell separator or unpaired quote."""
+    found = re.findall(r"(?<![\w/.:-])onlinenorm[ \t]+((?:[^\n#;&|'\"`]|\"[^\"\n]*\")*)", text)
     return [shlex.split(arguments) for arguments in found]
 
 
@@ -255,7 +256,8 @@ def test_every_onlinenorm_command_parses_and_every_sweep_spec_loads():
                 spec = ROOT / Path(args.spec).relative_to(APP_DIR) if args.spec.startswith("/") else ROOT / args.spec
                 assert spec.is_file(), f"{where}: no sweep spec {args.spec} in the project"
                 load_spec(spec, args.set)
-                assert args.storage == STORAGE, f"{where}: cluster sweeps write to the shared {STORAGE}"
+                assert args.storage == STORAGE or args.storage.startswith("s3://"), \
+                    f"{where}: cluster sweeps write to the shared {STORAGE} or to a bucket"
     assert {("sweep", "run"), ("report", None)} <= seen
 
 
@@ -265,10 +267,12 @@ def test_every_project_path_named_exists():
         for path in re.findall(rf"{APP_DIR}(?:/[\w.-]+)*", text):
             path = path.rstrip(".")
             inside = path.removeprefix(APP_DIR).lstrip("/")
-            assert (ROOT / inside).exists() or path in created, f"{where}: {path} is not in the image"
+            under_created = any(path.startswith(f"{folder}/") for folder in created)  # e.g. data made on first use
+            assert (ROOT / inside).exists() or path in created or under_created, f"{where}: {path} is not in the image"
         for path in re.findall(r"(?<![\w/.-])((?:docker|sweeps/specs)/[\w./-]+)", text):
             path = path.rstrip(".")
-            assert (ROOT / path).exists(), f"{where}: {path} is not in the project"
+            made_by_the_readme = path.startswith(f"{TOKEN_FOLDER}/")  # the token files, never committed
+            assert (ROOT / path).exists() or made_by_the_readme, f"{where}: {path} is not in the project"
     assert {STORAGE, f"{APP_DIR}/data"} <= created
 
 
@@ -280,5 +284,42 @@ def test_readme_section_covers_the_ways_to_run():
                    "kubectl apply -f docker/kuberay/", "ray job submit", "--address"):
         assert needed in commands, f"README section: no `{needed}` command"
     assert "analysis.load(" in section
-    ports = {int(port) for port in re.findall(r"https?://[\w.-]+:(\d+)", commands)}
+    ports = {int(port) for port in re.findall(r"https?://(?:127\.0\.0\.1|localhost):(\d+)", commands)}
     assert ports <= set(entrypoint_ports().values())
+
+
+def kubernetes_token_sources(pod_spec: dict) -> list[dict]:
+    """Each container's secretKeyRef for RAY_AUTH_TOKEN (None where a container has none)."""
+    return [next((item["valueFrom"]["secretKeyRef"] for item in container.get("env", [])
+                  if item["name"] == "RAY_AUTH_TOKEN" and "valueFrom" in item), None)
+            for container in pod_spec["containers"]]
+
+
+def test_every_node_and_client_gets_the_one_cluster_token():
+    """Token authentication stays on: each way to run passes one token to every node and client."""
+    ignored = (ROOT / TOKEN_FOLDER / ".gitignore").read_text().split()
+    assert "*" in ignored and "!.gitignore" in ignored, f"{TOKEN_FOLDER}: the token would be committed"
+    assert not any("RAY_AUTH_MODE" in yaml.safe_dump(doc) for path in (COMPOSE, *KUBERAY) for doc in load(path)), \
+        "a manifest sets RAY_AUTH_MODE: authentication stays as the images have it (on)"
+
+    (compose,) = load(COMPOSE)
+    for name, service in compose["services"].items():
+        assert service["env_file"] == "ray-auth/token.env", f"{name}: no token env file"
+    assert (ROOT / "docker" / compose["services"]["head"]["env_file"]).parent == ROOT / TOKEN_FOLDER
+
+    (launcher,) = load(LAUNCHER)
+    (mount,) = [remote for remote, local in launcher["file_mounts"].items() if local == TOKEN_FOLDER]
+    assert f"--env=RAY_AUTH_TOKEN_PATH={mount}/token" in launcher["docker"]["run_options"]  # head and workers
+    assert "RAY_AUTH_MODE=disabled" not in " ".join(launcher["docker"]["run_options"])
+
+    (cluster,) = load(KUBERAY[1])
+    (job,) = load(KUBERAY[2])
+    pods = [group["template"]["spec"] for group in [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]]
+    pods.append(job["spec"]["submitterPodTemplate"]["spec"])  # the client that submits the RayJob
+    sources = [source for pod in pods for source in kubernetes_token_sources(pod)]
+    assert len(sources) >= 3 and all(source == sources[0] for source in sources), sources
+    commands = shell_blocks(readme_section())
+    create = f"kubectl create secret generic {sources[0]['name']} --from-file={sources[0]['key']}={TOKEN_FOLDER}/token"
+    assert create in commands, f"README section: no `{create}`"
+    assert f"> {TOKEN_FOLDER}/token" in commands and f"> {TOKEN_FOLDER}/token.env" in commands
+    assert "RAY_AUTH_MODE=disabled" in readme_section(), "README section: the opt-out is not documented"

@@ -138,6 +138,7 @@ def test_final_stage_is_small_non_root_labelled_and_health_checked(dockerfile):
 
     env = " ".join(rest for keyword, rest in final if keyword == "ENV")
     assert f"PATH={APP_DIR}/.venv/bin:" in env
+    assert re.search(r"\bRAY_AUTH_MODE=token\b", env), f"{dockerfile}: Ray's token authentication must stay on"
 
     entrypoint = f"{APP_DIR}/docker/entrypoint.sh"
     assert ("COPY", f"docker/entrypoint.sh {entrypoint}") in final
