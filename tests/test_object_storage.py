@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 BUCKET = "sweeps"
 NAME = "bucket"
-EPOCHS = 8
+EPOCHS = 6
 WAIT_S = 240
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                "AWS_EC2_METADATA_DISABLED": "true"}
@@ -133,7 +133,7 @@ def bucket(tmp_path_factory) -> Iterator[dict]:
 def write_spec(folder: Path) -> Path:
     raw = {
         "name": NAME,
-        "dataset": {"name": "cifar10", "data_dir": str(folder / "data"), "synthetic": {"train": 400, "test": 100}},
+        "dataset": {"name": "cifar10", "data_dir": str(folder / "data"), "synthetic": {"train": 300, "test": 100}},
         "model": "mlp",
         "train": {"epochs": EPOCHS, "batch_size": 20, "lr": 0.02, "milestones": [], "alpha_fwd": 0.99,
                   "alpha_bkw": 0.9, "augment": False},
@@ -244,7 +244,8 @@ def test_status_analysis_and_report_read_the_experiment_from_the_bucket(bucket_s
     report = run_cli(["report", plain], endpoint, tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     page = tmp_path / f"{NAME}_report" / "report.html"
-    assert report.stdout.strip() == str(page) and plain in page.read_text()
+    assert report.stdout.strip() == str(page)
+    assert f"Sweep report: {NAME}" in page.read_text() and "Every file was read." in page.read_text()
 
     missing = run_cli(["sweep", "status", f"s3://{BUCKET}/runs/nothing"], endpoint, tmp_path)
     assert missing.returncode == 2 and "s3://sweeps/runs/nothing: no such experiment directory" in missing.stderr
