@@ -133,7 +133,7 @@ def bucket(tmp_path_factory) -> Iterator[dict]:
 def write_spec(folder: Path) -> Path:
     raw = {
         "name": NAME,
-        "dataset": {"name": "cifar10", "data_dir": str(folder / "data"), "synthetic": {"train": 300, "test": 100}},
+        "dataset": {"name": "cifar10", "data_dir": str(folder / "data"), "synthetic": {"train": 200, "test": 100}},
         "model": "mlp",
         "train": {"epochs": EPOCHS, "batch_size": 20, "lr": 0.02, "milestones": [], "alpha_fwd": 0.99,
                   "alpha_bkw": 0.9, "augment": False},
@@ -211,8 +211,8 @@ def test_a_trial_on_a_lost_node_goes_on_from_its_checkpoint_in_the_bucket(bucket
 
 def run_cli(args: list[str], env_extra: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, **env_extra}
-    return subprocess.run([sys.executable, "-m", "onlinenorm.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([str(Path(sys.executable).with_name("onlinenorm")), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
 
 
 LOAD_WITHOUT_RAY = """
