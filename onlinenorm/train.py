@@ -3,7 +3,7 @@
     run(config, report, checkpoint_dir="ckpt")
 
 ``report(metrics, checkpoint_dir_or_None)`` receives, after every epoch, the
-metric row named in DESIGN.md (``epoch``, ``train_loss``, ``train_acc``,
+metric row (``epoch``, ``train_loss``, ``train_acc``,
 ``val_loss``, ``val_acc``, ``val_acc_unclamped``, ``clamp_fraction``,
 ``clamp_fraction/<layer>``, ``samples_per_s``, ``lr``, ``diverged``) and the
 folder of that epoch's checkpoint. The run knows nothing about Ray: a sweep

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-# Flags the issue names: config key -> (type, help). --set KEY=VALUE reaches every other key.
+# The config keys most runs set, as flags: config key -> (type, help). --set KEY=VALUE reaches every other key.
 FLAGS = {
     "dataset": (str, "cifar10, cifar100, imagefolder or imagenet-npz"),
     "data_dir": (str, "dataset folder (default data/<dataset>)"),
