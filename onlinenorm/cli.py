@@ -30,7 +30,8 @@ SUBCOMMAND_MODULES = (
 )
 
 
-# Top-level modules of the optional dependencies -> the extra that installs them.
+# Top-level modules of the optional dependencies -> the extra that installs them
+# (pyarrow is in both; `onlinenorm report` names the analysis extra, see EXTRA_OF_COMMAND).
 EXTRA_OF_MODULE = {
     "ray": "sweep",
     "pyarrow": "sweep",
@@ -38,6 +39,7 @@ EXTRA_OF_MODULE = {
     "seaborn": "analysis",
     "matplotlib": "analysis",
 }
+EXTRA_OF_COMMAND = {"report": "analysis", "sweep": "sweep"}
 
 
 class UsageError(Exception):
@@ -72,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"onlinenorm {args.command}: error: {err}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as err:
-        extra = EXTRA_OF_MODULE.get((err.name or "").partition(".")[0])
-        if extra is None:
+        module = (err.name or "").partition(".")[0]
+        if module not in EXTRA_OF_MODULE:
             raise
+        extra = EXTRA_OF_COMMAND.get(args.command, EXTRA_OF_MODULE[module])
         print(f"onlinenorm {args.command}: error: this command needs {err.name}, which is not installed; "
               f"install it with: pip install 'onlinenorm[{extra}]'", file=sys.stderr)
         return 2
