@@ -1,19 +1,20 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 # Both create .venv at the repo root if it is missing and install the
-# project into it with constraints.txt (which pins torch).
+# project into it with every extra (sweep, analysis, test) and constraints.txt
+# (which pins torch).
 
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --upgrade pip
-	$(PYTHON) -m pip install -c constraints.txt -e '.[test]'
+	$(PYTHON) -m pip install -c constraints.txt -e '.[all,test]'
 	touch $(STAMP)
 
 # The main job: the quick sweep on an embedded Ray (synthetic CIFAR-10 made on
@@ -30,7 +31,12 @@ bench: install
 	$(VENV)/bin/onlinenorm bench train
 	$(VENV)/bin/onlinenorm bench sweep
 
-test: install
+# Lint and format are checked before the tests run: a lint error fails `make test`.
+lint: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+test: install lint
 	$(PYTHON) -m pytest
 
 clean:

@@ -19,44 +19,57 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def register(subparsers) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks: the layer and a training step against batch norm, "
-                                                "sweep parallel efficiency")
+    bench = subparsers.add_parser(
+        "bench", help="benchmarks: the layer and a training step against batch norm, sweep parallel efficiency",
+        description="Speed figures measured side by side in one process: candidates interleaved round by round "
+                    "in a shuffled order, reported as the median over rounds and as ratios to a baseline.")
     kinds = bench.add_subparsers(dest="bench_kind", metavar="KIND", required=True)
     layer = kinds.add_parser(
-        "layer", help="forward+backward of OnlineNorm2d (each ECM) vs BatchNorm2d and the per-sample loop")
+        "layer", help="forward+backward of OnlineNorm2d (each ECM) vs BatchNorm2d and the per-sample loop",
+        description="Time forward + backward of one OnlineNorm2d layer per ECM and kernel choice against "
+                    "BatchNorm2d and the per-sample float64 loop, on settled layers; print each candidate's time, "
+                    "its ratio to batch norm, the bytes it saves for backward, and what each ECM adds to the C "
+                    "kernels.")
     layer.add_argument("--shape", type=_shape, action="append", metavar="NxCxHxW",
                        help="input shape (repeatable); default: ResNet-20 shapes and one ResNet-50 shape")
-    layer.add_argument("--rounds", type=int, default=25, help="timed rounds per candidate (median reported)")
-    layer.add_argument("--oracle-rounds", type=int, default=3,
+    layer.add_argument("--rounds", type=int, default=25, metavar="N", help="timed rounds per candidate (median reported)")
+    layer.add_argument("--oracle-rounds", type=int, default=3, metavar="N",
                        help="rounds of the slow per-sample loop oracle (0 skips it)")
-    layer.add_argument("--device", default="cpu", help="cpu or cuda")
+    layer.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu or cuda")
     layer.add_argument("--dtype", choices=DTYPES, default="float32")
-    layer.add_argument("--kernels", default="eager,compiled,native",
+    layer.add_argument("--kernels", default="eager,compiled,native", metavar="LIST",
                        help="comma-separated kernel choices to time: eager, compiled, native (default: all three)")
-    layer.add_argument("--threads", type=int, default=None,
+    layer.add_argument("--threads", type=int, default=None, metavar="N",
                        help="torch CPU threads (default: torch's choice, one per core)")
-    layer.add_argument("--ecm-rounds", type=int, default=200,
+    layer.add_argument("--ecm-rounds", type=int, default=200, metavar="N",
                        help="rounds timing what each ECM adds to the C kernels (0 skips it; needs native in --kernels)")
-    layer.add_argument("--clamp-value", type=float, default=None,
+    layer.add_argument("--clamp-value", type=float, default=None, metavar="X",
                        help="clamp value c of the ac layers (default: the layer's, the paper's 5)")
     layer.set_defaults(func=run_layer)
 
-    train = kinds.add_parser("train", help="training-step time of a model per normalizer, relative to batch norm")
-    train.add_argument("--model", default="resnet20")
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--norms", default="batch,online-ac,online-ls",
+    train = kinds.add_parser(
+        "train", help="training-step time of a model per normalizer, relative to batch norm",
+        description="Time whole training steps (forward, cross-entropy, backward, SGD step) of one model built "
+                    "with each normalizer, interleaved in a shuffled order, and print each one's median and best "
+                    "step time and its ratio to batch norm.")
+    train.add_argument("--model", default="resnet20", metavar="NAME", help="model (default: %(default)s)")
+    train.add_argument("--batch-size", type=int, default=128, metavar="N", help="batch size (default: %(default)s)")
+    train.add_argument("--norms", default="batch,online-ac,online-ls", metavar="LIST",
                        help="comma-separated variants: a norm name, or online-<ecm> (default: %(default)s)")
-    train.add_argument("--steps", type=int, default=5, help="steps per timed round")
-    train.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
+    train.add_argument("--steps", type=int, default=5, metavar="N", help="steps per timed round")
+    train.add_argument("--rounds", type=int, default=5, metavar="N", help="interleaved rounds (median reported)")
     train.add_argument("--kernels", choices=("auto", "eager", "compiled", "native"), default=None,
                        help="kernels of the online layers (default: ONLINENORM_KERNELS, else auto)")
-    train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    train.add_argument("--device", default="cpu")
+    train.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    train.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda or cuda:N (default: %(default)s)")
     train.set_defaults(func=run_train)
 
     sweep = kinds.add_parser(
-        "sweep", help="the same tiny trials sequentially and as a Ray Tune sweep: parallel efficiency, start-up")
-    sweep.add_argument("--cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
+        "sweep", help="the same tiny trials sequentially and as a Ray Tune sweep: parallel efficiency, start-up",
+        description="Run the same tiny trials once sequentially in this process and once as a Ray Tune sweep on "
+                    "an embedded Ray, and print the sweep's start-up time, parallel efficiency and speed-up. "
+                    "Needs the sweep extra: pip install 'onlinenorm[sweep]'.")
+    sweep.add_argument("--cpus", type=int, default=None, metavar="N", help="CPUs of the embedded Ray (default: all)")
     sweep.set_defaults(func=run_sweep)
 
 

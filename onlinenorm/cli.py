@@ -6,6 +6,10 @@ and load torch, Ray or pandas inside their handlers, so ``onlinenorm --help``
 and the light subcommands start fast. ``sweeps`` and ``analysis`` are reached
 only through these lazy handlers: this dispatcher is the one place the three
 packages meet.
+
+Ray and the analysis stack are optional extras (``onlinenorm[sweep]``,
+``onlinenorm[analysis]``): a subcommand that needs one that is not installed
+stops with one line naming the extra to install (exit code 2).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 # Modules that contribute subcommands, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES = (
@@ -25,15 +30,36 @@ SUBCOMMAND_MODULES = (
 )
 
 
+# Top-level modules of the optional dependencies -> the extra that installs them
+# (pyarrow is in both; `onlinenorm report` names the analysis extra, see EXTRA_OF_COMMAND).
+EXTRA_OF_MODULE = {
+    "ray": "sweep",
+    "pyarrow": "sweep",
+    "pandas": "analysis",
+    "seaborn": "analysis",
+    "matplotlib": "analysis",
+}
+EXTRA_OF_COMMAND = {"report": "analysis", "sweep": "sweep"}
+
+
 class UsageError(Exception):
     """Bad user input: printed as one line, exit code 2."""
+
+
+def _version() -> str:
+    try:
+        return version("onlinenorm")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onlinenorm",
         description="Online Normalization: the layer, training runs, sweeps and reports.",
+        epilog="`onlinenorm COMMAND --help` describes a command and its options.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -46,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UsageError as err:
         print(f"onlinenorm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        module = (err.name or "").partition(".")[0]
+        if module not in EXTRA_OF_MODULE:
+            raise
+        extra = EXTRA_OF_COMMAND.get(args.command, EXTRA_OF_MODULE[module])
+        print(f"onlinenorm {args.command}: error: this command needs {err.name}, which is not installed; "
+              f"install it with: pip install 'onlinenorm[{extra}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"onlinenorm {args.command}: interrupted", file=sys.stderr)

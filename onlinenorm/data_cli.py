@@ -8,32 +8,42 @@ FORMATS = ("cifar10", "cifar100", "imagefolder", "imagenet-npz")  # = onlinenorm
 
 
 def register(subparsers) -> None:
-    data = subparsers.add_parser("data", help="datasets: synthetic data, downloads, caches")
+    data = subparsers.add_parser(
+        "data", help="datasets: synthetic data, downloads, caches",
+        description="Write synthetic datasets in the real file formats, fetch the official CIFAR archives, "
+                    "and load a dataset once to build its cache and check it before a run or a sweep.")
     actions = data.add_subparsers(dest="data_action", metavar="ACTION", required=True)
 
-    synth = actions.add_parser("synth", help="write a synthetic dataset in a real file format")
+    synth = actions.add_parser(
+        "synth", help="write a synthetic dataset in a real file format",
+        description="Write a synthetic dataset with learnable class structure in one of the file layouts the "
+                    "training runs read (CIFAR pickles, an ImageFolder tree or ImageNet .npz files).")
     synth.add_argument("--format", required=True, choices=FORMATS, help="file layout to write")
-    synth.add_argument("--out", required=True, help="folder to write into (the dataset's data_dir)")
+    synth.add_argument("--out", required=True, metavar="DIR", help="folder to write into (the dataset's data_dir)")
     synth.add_argument("--train", type=int, default=5000, metavar="N", help="training images (default 5000)")
     synth.add_argument("--test", type=int, default=1000, metavar="N", help="test/validation images (default 1000)")
-    synth.add_argument("--seed", type=int, default=0, help="seed of the class structure and the samples")
-    synth.add_argument("--classes", type=int, help="number of classes (imagefolder, imagenet-npz; default 10)")
-    synth.add_argument("--image-size", type=int, help="image side in pixels (imagefolder, imagenet-npz)")
+    synth.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the class structure and the samples")
+    synth.add_argument("--classes", type=int, metavar="N", help="number of classes (imagefolder, imagenet-npz; default 10)")
+    synth.add_argument("--image-size", type=int, metavar="N", help="image side in pixels (imagefolder, imagenet-npz)")
     synth.set_defaults(func=run_synth)
 
-    download = actions.add_parser("download", help="fetch and checksum-verify an official CIFAR archive")
+    download = actions.add_parser(
+        "download", help="fetch and checksum-verify an official CIFAR archive",
+        description="Download an official CIFAR archive, verify its checksum and extract it into --out.")
     download.add_argument("--dataset", required=True, choices=("cifar10", "cifar100"))
-    download.add_argument("--out", required=True, help="folder to extract into (the dataset's data_dir)")
+    download.add_argument("--out", required=True, metavar="DIR", help="folder to extract into (the dataset's data_dir)")
     download.set_defaults(func=run_download)
 
     prepare = actions.add_parser(
         "prepare",
         help="load a dataset once (builds the ImageFolder cache) and print a summary; "
         "accepts the same data keys as a training config",
+        description="Load a dataset once, as a training run would (building the ImageFolder cache), and print "
+                    "a summary. `onlinenorm config show` lists the data keys and their defaults.",
     )
-    prepare.add_argument("--config", help="YAML/JSON training config whose data keys to use")
-    prepare.add_argument("--dataset", help="dataset name (overrides the config)")
-    prepare.add_argument("--data-dir", help="dataset folder (overrides the config)")
+    prepare.add_argument("--config", metavar="FILE", help="YAML/JSON training config whose data keys to use")
+    prepare.add_argument("--dataset", metavar="NAME", help="dataset name (overrides the config)")
+    prepare.add_argument("--data-dir", metavar="DIR", help="dataset folder (overrides the config)")
     prepare.set_defaults(func=run_prepare)
 
 

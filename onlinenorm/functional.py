@@ -431,24 +431,45 @@ def online_norm(
     seen_count: torch.Tensor | None = None,
     kernels: str = "auto",
 ) -> torch.Tensor:
-    """Online-normalize ``x`` of shape ``(N, C, *spatial)``, then the affine and an ECM.
+    """Online-normalize ``x`` over its channels, then apply the affine and an ECM.
 
-    Training mode runs the streaming recurrences in batch order and updates
-    ``mu``, ``var`` (forward) and ``u``, ``v`` (backward) in place.
-    Eval mode computes ``(x - mu) / sqrt(var + eps)`` with the current state
-    and updates nothing (its gradient is plain autograd).
+    Training mode runs the streaming recurrences (the module docstring's
+    equations) in batch order and updates ``mu``, ``var`` (forward) and
+    ``u``, ``v`` (backward) in place. Eval mode computes
+    ``(x - mu) / sqrt(var + eps)`` with the current state and updates nothing
+    (its gradient is plain autograd).
 
-    ECM: ``clamp_value`` for activation clamping, ``ls_eps`` for layer
-    scaling, neither for none. ``clamp_count`` and ``seen_count``, 0-d
-    ``torch.int64`` tensors on ``x``'s device, are incremented in training
-    mode by the number of elements with ``|y'| > clamp_value`` and by
-    ``x.numel()`` (on the device: no host synchronisation).
+    Args:
+        x: the input, ``(N, C, *spatial)``.
+        mu, var: the forward state, running mean and variance per channel.
+        u, v: the backward state of the gradient control process, per channel.
+        weight, bias: the affine ``gamma``, ``beta`` per channel, or ``None``.
+        training: run the recurrences and update the state (``True``), or
+            normalize with the current state (``False``).
+        alpha_fwd: forward decay ``a_f`` in (0, 1).
+        alpha_bkw: backward decay ``a_b`` in (0, 1).
+        eps: added to the variance before the square root.
+        clamp_value: ``c`` of activation clamping, ``clamp(y', -c, c)``; or
+            ``None``.
+        ls_eps: ``eps`` of layer scaling; or ``None``. Give at most one of
+            ``clamp_value`` and ``ls_eps``; neither is ``ecm="none"``.
+        clamp_count, seen_count: 0-d ``torch.int64`` tensors on ``x``'s device,
+            incremented in training mode by the number of elements with
+            ``|y'| > clamp_value`` and by ``x.numel()`` (on the device: no host
+            synchronisation); or ``None``.
+        kernels: how training mode runs the math: ``"eager"`` (no compiler
+            needed), ``"compiled"`` (``torch.compile``, fused passes),
+            ``"native"`` (the C kernels of :mod:`onlinenorm.native` where they
+            apply, compiled elsewhere) or ``"auto"`` (native, switching for
+            good to compiled and then eager, with a warning, where a compiler
+            is missing).
 
-    ``kernels`` picks how training mode runs the math: ``"eager"`` (no
-    compiler needed), ``"compiled"`` (``torch.compile``, fused passes),
-    ``"native"`` (the C kernels of :mod:`onlinenorm.native` where they apply,
-    compiled elsewhere) or ``"auto"`` (native, switching for good to compiled
-    and then eager, with a warning, where a compiler is missing).
+    Returns:
+        The normalized, affine-transformed and compensated tensor, in ``x``'s dtype.
+
+    Shape:
+        - x: ``(N, C, *spatial)``; mu, var, u, v, weight, bias: ``(C,)``
+        - Output: ``(N, C, *spatial)``, same shape as the input
     """
     if clamp_value is not None and ls_eps is not None:
         raise ValueError("give clamp_value (activation clamping) or ls_eps (layer scaling), not both")
@@ -469,7 +490,19 @@ def online_norm(
 
 
 def layer_scale(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Layer scaling ECM: ``x / sqrt(mean(x^2 over all non-batch dims) + eps)``, per sample."""
+    """Layer scaling ECM: ``x / sqrt(mean(x^2 over all non-batch dims) + eps)``, per sample.
+
+    Args:
+        x: the input, a batch of samples.
+        eps: added to each sample's mean square before the square root.
+
+    Returns:
+        ``x`` with each sample scaled to unit root mean square, in ``x``'s dtype.
+
+    Shape:
+        - x: ``(N, *)``
+        - Output: ``(N, *)``, same shape as the input
+    """
     dims = tuple(range(1, x.dim()))
     xf = x.to(_compute_dtype(x.dtype))
     return (xf * torch.rsqrt(xf.square().mean(dims, keepdim=True) + eps)).to(x.dtype)

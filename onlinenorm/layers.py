@@ -53,6 +53,10 @@ class _OnlineNorm(nn.Module):
             needed) or ``"auto"`` (native, falling back with a warning to
             compiled and then eager where a compiler is missing); default
             from ``ONLINENORM_KERNELS``, else auto.
+
+    Shape:
+        - Input: ``(N, C)`` (``OnlineNorm1d``) or ``(N, C, H, W)`` (``OnlineNorm2d``)
+        - Output: same shape as the input
     """
 
     input_rank: int  # the rank the subclass accepts

@@ -25,10 +25,17 @@ def _clamping_layers(model: nn.Module) -> Iterator[tuple[str, _OnlineNorm]]:
 def clamp_fractions(model: nn.Module) -> dict[str, float]:
     """Fraction of activations clamped since the last ``reset_clamp_stats``.
 
-    Returns ``{layer_name: clamped / seen, ..., "all": total clamped / total seen}``
-    over the model's ``ecm="ac"`` layers (``"all"`` is weighted by element
-    count; a model with no such layer gives ``{}``). A layer that has seen
-    nothing reports ``nan``. Reads every counter in one device transfer.
+    Reads every counter in one device transfer.
+
+    Args:
+        model: a module holding ``ecm="ac"`` Online Normalization layers
+            (a single layer counts too; its name is ``""``).
+
+    Returns:
+        ``{layer_name: clamped / seen, ..., "all": total clamped / total seen}``
+        over the model's ``ecm="ac"`` layers (``"all"`` is weighted by element
+        count; a model with no such layer gives ``{}``). A layer that has seen
+        nothing reports ``nan``.
     """
     layers = list(_clamping_layers(model))
     if not layers:
@@ -41,7 +48,11 @@ def clamp_fractions(model: nn.Module) -> dict[str, float]:
 
 
 def reset_clamp_stats(model: nn.Module) -> None:
-    """Zero the clamp counters of every ``ac`` layer in ``model``."""
+    """Zero the clamp counters of every ``ac`` layer in ``model``.
+
+    Args:
+        model: a module holding Online Normalization layers (or one layer).
+    """
     for _, module in _clamping_layers(model):
         module.clamp_count.zero_()
         module.seen_count.zero_()
@@ -54,6 +65,12 @@ def clamp_disabled(model: nn.Module) -> Iterator[nn.Module]:
     For the "remove the clamp at inference" evaluation: inside the block
     ``ac`` layers output the unclamped ``y'``. Restores each layer's previous
     setting on exit, including when the block raises.
+
+    Args:
+        model: a module holding Online Normalization layers (or one layer).
+
+    Yields:
+        ``model`` itself, its ``ac`` layers unclamped until the block exits.
     """
     layers = [module for _, module in _clamping_layers(model)]
     saved = [module.clamp_enabled for module in layers]

@@ -3,7 +3,7 @@
     run(config, report, checkpoint_dir="ckpt")
 
 ``report(metrics, checkpoint_dir_or_None)`` receives, after every epoch, the
-metric row named in DESIGN.md (``epoch``, ``train_loss``, ``train_acc``,
+metric row (``epoch``, ``train_loss``, ``train_acc``,
 ``val_loss``, ``val_acc``, ``val_acc_unclamped``, ``clamp_fraction``,
 ``clamp_fraction/<layer>``, ``samples_per_s``, ``lr``, ``diverged``) and the
 folder of that epoch's checkpoint. The run knows nothing about Ray: a sweep
@@ -250,12 +250,19 @@ def run(
 ) -> dict[str, Any]:
     """Train as ``config`` says (validated by :func:`validate_config`); returns the last metric row.
 
-    checkpoint_dir: where each epoch's checkpoint goes (``epoch_NNNN/``); the
-        previous one is removed once ``report`` returns, so the folder holds
-        the latest. ``None``: no checkpoints, ``report`` gets ``None``.
-    resume_from: a checkpoint folder (or file) to continue from; its config
-        must match except for :data:`onlinenorm.config.RESUMABLE_CHANGES`.
-    on_batch: progress hook, called every few steps.
+    Args:
+        config: the training config; unset keys take the dataset's recipe.
+        report: called after every epoch with that epoch's metric row and
+            its checkpoint folder (or ``None``).
+        checkpoint_dir: where each epoch's checkpoint goes (``epoch_NNNN/``); the
+            previous one is removed once ``report`` returns, so the folder holds
+            the latest. ``None``: no checkpoints, ``report`` gets ``None``.
+        resume_from: a checkpoint folder (or file) to continue from; its config
+            must match except for :data:`onlinenorm.config.RESUMABLE_CHANGES`.
+        on_batch: progress hook, called every few steps.
+
+    Returns:
+        The last metric row (the one ``report`` received last).
 
     Also tells glibc to keep freed memory in the process
     (:func:`onlinenorm.allocator.retain_freed_memory`): a few percent per

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-# Flags the issue names: config key -> (type, help). --set KEY=VALUE reaches every other key.
+# The config keys most runs set, as flags: config key -> (type, help). --set KEY=VALUE reaches every other key.
 FLAGS = {
     "dataset": (str, "cifar10, cifar100, imagefolder or imagenet-npz"),
     "data_dir": (str, "dataset folder (default data/<dataset>)"),
@@ -28,6 +28,7 @@ FLAGS = {
     "threads": (int, "torch CPU threads"),
     "kernels": (str, "online norm kernels: auto (the default: the fastest that builds here), native, compiled or eager"),
 }
+FLAG_METAVARS = {"data_dir": "DIR", "device": "DEVICE"}
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
@@ -37,12 +38,13 @@ def register(subparsers) -> None:
     train = subparsers.add_parser(
         "train",
         help="one training run (writes metrics.jsonl and checkpoints)",
-        description="Train one model. Values come from --config, then flags, then --set; "
-        "unset keys take the paper recipe (see onlinenorm/config.py).",
+        description="Train one model and write OUT/config.json, OUT/metrics.jsonl (one row per epoch) and the "
+        "latest epoch's checkpoint. Values come from --config, then flags, then --set; unset keys take the "
+        "dataset's paper recipe. `onlinenorm config show` lists every key, its default and its allowed values.",
     )
     train.add_argument("--config", metavar="FILE", help="YAML or JSON mapping of config keys")
     for key, (kind, text) in FLAGS.items():
-        train.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, metavar=kind.__name__.upper(), help=text)
+        train.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, metavar=FLAG_METAVARS.get(key, {int: "N", float: "X"}.get(kind, "NAME")), help=text)
     train.add_argument("--download", action="store_const", const=True, help="fetch CIFAR if missing")
     train.add_argument(
         "--set",

@@ -1,4 +1,4 @@
-"""Independent per-sample oracle of Online Normalization, straight from DESIGN.md.
+"""Independent per-sample oracle of Online Normalization, straight from the equations in ``onlinenorm.functional``.
 
 A plain loop over samples in float64, sharing no code with ``onlinenorm``.
 It is the reference the layer is tested against and the slow baseline of

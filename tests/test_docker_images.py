@@ -75,7 +75,7 @@ def test_the_readme_commands_install_through_the_makefile_install_step():
     rules = makefile_rules()
     (stamp,) = rules["install"][0]
     recipe = rules[stamp][1]
-    assert any(re.search(r"pip install -c constraints\.txt -e '\.\[test\]'", line) for line in recipe), recipe
+    assert any(re.search(r"pip install -c constraints\.txt -e '\.\[all,test\]'", line) for line in recipe), recipe
     assert set(rules[stamp][0]) == {"pyproject.toml", "constraints.txt"}
     for readme_command in ("demo", "test"):  # `make demo` / `make test`, the README's two commands
         assert "install" in rules[readme_command][0]

@@ -2,8 +2,7 @@
  * with any ECM: onlinenorm/functional.py states the equations and the forms
  * evaluated here (layer scaling folds into per-row coefficients, as there).
  *
- * The structure is the speed insight of the design card, in one call per
- * direction: (1) a reduction over each (sample, channel) row of M values, in
+ * The structure, in one call per direction: (1) a reduction over each (sample, channel) row of M values, in
  * parallel over rows; (2) the recurrences over the batch as scans of those
  * (N, C) numbers, in parallel over channels, carrying the state in double
  * precision (scalar work per sample and channel, nothing next to a pass over
@@ -24,17 +23,15 @@
  * forward, so both directions agree on every element, and only in the rows
  * where the forward clamped something (it leaves a flag per row); the other
  * rows run the loops without clamping. The masked loops read g[i] whatever
- * the mask says: written as `mask ? 0 : g[i]`, the load became a masked one
- * and gcc (12) kept the reductions' accumulators on the stack, which made the
- * mask cost 5-10% of the backward at ResNet-20 shapes; read first, they stay
- * in registers and the mask costs nothing measurable.
+ * the mask says, which keeps the reductions' accumulators in registers
+ * (BENCHMARKS.md, "Implementation notes").
  * Without clamping the caller passes no flags, and no loop looks at the clamp.
  * The clamp telemetry goes straight into the layer's int64 counters (the number clamped, and seen), so a
  * step spends no tensor operation on it (the two in-place adds it replaces cost about 5 us a step).
  * Likewise the state (mu, var; u, v) is advanced in place, and the backward returns the weight and bias
  * gradients summed over the batch (from its scan), not per-(sample, channel) sums for torch to add up:
  * each tensor operation around the kernels costs a few microseconds, more just after a kernel has
- * filled the caches with activations (BENCHMARKS.md, "Around the kernels").
+ * filled the caches with activations (BENCHMARKS.md, "Passes over the activations").
  *
  * Built at run time by onlinenorm/native.py (cc -O3 -march=native -fopenmp), or ahead of time for any
  * CPU of the architecture (-march=x86-64-v3: `onlinenorm kernels build --portable`, the Docker image).
@@ -48,8 +45,8 @@
 #define BLOCK_FLOATS (1 << 17) /* 512 KiB of float32 per thread and tensor */
 
 /* Clamped iff |y'| > c; NaN is not counted and passes its gradient, as in the eager kernels.
- * One compare of the absolute value: `(y > c) | (y < -c)` took two, and gcc 12 combined them in AVX-512 mask
- * registers with two more moves per vector (a short-circuit `||` stopped it vectorising at all, 3.7x slower). */
+ * One compare of the absolute value, which vectorises to the fewest instructions (BENCHMARKS.md,
+ * "Implementation notes"). */
 static inline int outside(float y, float c) { return fabsf(y) > c; }
 
 /* For one row of the backward: sum(g') and sum(g' (x - mu_prev)), g' = g where the forward did not clamp,
@@ -220,7 +217,7 @@ void onlinenorm_forward(const float *x, float *out, int64_t n, int64_t channels,
                 for (int64_t i = 0; i < m; ++i) {
                     const float y = fmaf(xr[i], scale, shift);
                     row_count += outside(y, clamp_value);
-                    /* two ternaries, each a single max or min (NaN kept); nested, one became a masked move */
+                    /* two ternaries, each a single max or min (NaN kept) */
                     const float floor = y < -clamp_value ? -clamp_value : y;
                     dst[i] = floor > clamp_value ? clamp_value : floor;
                 }

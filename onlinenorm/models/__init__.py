@@ -25,7 +25,16 @@ def create_model(
 ) -> nn.Module:
     """Model ``name`` for inputs of ``image_shape`` (C, H, W) and ``num_classes`` outputs.
 
-    ``norm_layer`` must have the dimensionality ``NORM_DIMS[name]``.
+    Args:
+        name: one of :data:`MODELS` (CIFAR ResNets ``resnet20`` ... ``resnet110``,
+            ImageNet-style ``resnet18`` / ``resnet50``, or ``mlp``).
+        num_classes: outputs of the classifier.
+        norm_layer: ``num_features -> nn.Module`` (see :func:`onlinenorm.norms.create_norm`),
+            of the dimensionality ``NORM_DIMS[name]``.
+        image_shape: ``(C, H, W)`` of one input image.
+
+    Returns:
+        The model, mapping ``(N, C, H, W)`` images to ``(N, num_classes)`` logits.
     """
     channels, height, _ = image_shape
     if name == "mlp":
