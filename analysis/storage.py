@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from analysis.layout import ERROR_FILES, EXPERIMENT_STATE_GLOB, SPEC_FILE
 

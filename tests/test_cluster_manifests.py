@@ -314,7 +314,8 @@ def test_every_node_and_client_gets_the_one_cluster_token():
 
     (cluster,) = load(KUBERAY[1])
     (job,) = load(KUBERAY[2])
-    pods = [group["template"]["spec"] for group in [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]]
+    groups = [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]
+    pods = [group["template"]["spec"] for group in groups]
     pods.append(job["spec"]["submitterPodTemplate"]["spec"])  # the client that submits the RayJob
     sources = [source for pod in pods for source in kubernetes_token_sources(pod)]
     assert len(sources) >= 3 and all(source == sources[0] for source in sources), sources
