@@ -41,7 +41,7 @@ def test_expansion_grid_then_extra_trials_with_their_own_axes():
         **MINIMAL,
         "model": "mlp",
         "train": {"epochs": 2, "lr": 0.05},
-        "grid": {"clamp_value": [1, 2], "alpha_fwd": [0.9, 0.99]},
+        "grid": {"ecm": ["ac"], "clamp_value": [1, 2], "alpha_fwd": [0.9, 0.99]},
         "extra_trials": [{"norm": "batch", "seed": [0, 1]}, {"norm": "online", "ecm": "ls"}],
         "resources": {"cpu": 2, "gpu": 0},
     })
