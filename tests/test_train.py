@@ -85,7 +85,7 @@ def train(config, **kwargs):
         ({"clamp_value": None}, "'clamp_value' must be a number in (0.0, inf), got None"),
         ({"clamp_value": float("inf")}, "'clamp_value' must be a number in (0.0, inf), got inf"),
         ({"norm": None}, "'norm' must be one of online, batch, group, layer, instance, none, got None"),
-        ({"batch_size": 1.5}, "'batch_size' must be an integer >= 2"),
+        ({"batch_size": 1.5}, "'batch_size' must be null or an integer >= 2"),
         ({"epochs": True}, "'epochs' must be null or an integer >= 1"),
         ({"subset": 1.5}, "'subset' must be null or a fraction in (0, 1] or a per-class count >= 1"),
         ({"milestones": [5, 3]}, "'milestones' must be null or a strictly ascending list"),
