@@ -192,11 +192,16 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     Checks every key and value, fills schema defaults, then fills the
     dataset's recipe (:data:`RECIPE_KEYS`, ``milestones`` scaled to
     ``epochs``, ``data_dir``) where they are ``None``. Validating a resolved
-    config returns it unchanged.
+    config returns it unchanged. An online-norm config that sets
+    ``clamp_value`` must also set ``ecm`` (the recipes' ECM, layer scaling,
+    does not clamp): a clamp grid never runs silently without clamping.
     """
     resolved = defaults()
     resolved.update({key: check_value(key, value) for key, value in config.items()})
     recipe = RECIPES[resolved["dataset"]]
+    if resolved["norm"] == "online" and resolved["ecm"] is None and "clamp_value" in config and recipe.ecm != "ac":
+        raise ValueError(f"config key 'clamp_value' is set, but 'ecm' is not: the {resolved['dataset']} recipe's ecm "
+                         f"is {recipe.ecm!r}, which does not clamp; set ecm: ac to clamp")
     for key in RECIPE_KEYS:
         if resolved[key] is None:
             resolved[key] = getattr(recipe, key)

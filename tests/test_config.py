@@ -50,11 +50,19 @@ def test_recipe_milestones_scale_with_a_shorter_run_unless_given():
     ({"lr_warmup_epochs": -1}, "config key 'lr_warmup_epochs' must be an integer >= 0, got -1"),
     ({"stats_warmup_batches": 1.5}, "config key 'stats_warmup_batches' must be an integer >= 0, got 1.5"),
     ({"decay_norm_params": "no"}, "config key 'decay_norm_params' must be null or true or false"),
+    ({"clamp_value": 2.0}, "config key 'clamp_value' is set, but 'ecm' is not: the cifar10 recipe's ecm is 'ls', "
+                           "which does not clamp; set ecm: ac to clamp"),
 ])
 def test_new_keys_are_checked(config, message):
     with pytest.raises(ValueError) as err:
         validate_config(config)
     assert message in str(err.value)
+
+
+def test_a_clamp_value_needs_no_ecm_where_it_cannot_mislead():
+    assert validate_config({"clamp_value": 2.0, "ecm": "ac"})["clamp_value"] == 2.0
+    assert validate_config({"clamp_value": 2.0, "norm": "batch"})["ecm"] == "ls"  # a baseline in a clamp grid
+    assert validate_config({"ecm": "ac"})["clamp_value"] == 5.0
 
 
 def test_constants_are_the_ones_the_schema_and_the_layer_use():
