@@ -215,7 +215,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"config key 'shortcut' must be 'projection' for model {resolved['model']!r} "
                          "(pad applies to the CIFAR ResNets)")
     if resolved["norm"] == "group":
-        _check_group_size(resolved["model"], resolved["group_size"])
+        _check_group_size(resolved["model"], resolved["group_size"], resolved["shortcut"])
     if resolved["classes"] is not None and resolved["dataset"] not in ("imagefolder", "imagenet-npz"):
         raise ValueError(
             f"config key 'classes' applies only to imagefolder and imagenet-npz, not {resolved['dataset']}"
@@ -223,7 +223,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def _check_group_size(model: str, group_size: int) -> None:
+def _check_group_size(model: str, group_size: int, shortcut: str) -> None:
     """Build ``model`` with group norm on the meta device (no memory, no compute) to test divisibility."""
     import torch
 
@@ -232,6 +232,7 @@ def _check_group_size(model: str, group_size: int) -> None:
 
     try:
         with torch.device("meta"):
-            create_model(model, 2, create_norm("group", dim=NORM_DIMS[model], group_size=group_size))
+            norm_layer = create_norm("group", dim=NORM_DIMS[model], group_size=group_size)
+            create_model(model, 2, norm_layer, shortcut=shortcut)
     except ValueError as err:
         raise ValueError(f"config key 'group_size' does not fit model {model!r}: {err}") from None
