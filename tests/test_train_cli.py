@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from onlinenorm.cli import main
 from onlinenorm.data import write_synthetic
@@ -74,13 +75,15 @@ def test_train_writes_metrics_and_resumes(data_dir, tmp_path, capsys):
         (["--set", "subset"], "--set expects KEY=VALUE"),
         (["--set", "milestones=[3,"], "--set value of 'milestones=[3,' is not valid YAML"),
         (["--resume"], "holds no checkpoint to resume from"),
+        pytest.param(["--device", "cuda"], "config key 'device' is 'cuda' but torch sees no CUDA device",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")),
     ],
 )
 def test_bad_input_fails_before_any_work(data_dir, tmp_path, capsys, extra, message):
     assert main([*flags(data_dir, tmp_path / "run"), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not (tmp_path / "run").exists()  # bad input writes nothing
 
 
 def test_missing_data_is_a_usage_error_and_writes_nothing(tmp_path, capsys):
