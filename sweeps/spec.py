@@ -32,7 +32,7 @@ import yaml
 
 from onlinenorm.config import SCHEMA, parse_assignment, validate_config
 from onlinenorm.constants import DATASETS
-from onlinenorm.rules import choice, integer, optional, real, text
+from onlinenorm.rules import Rule, choice, integer, optional, real, text
 from onlinenorm.yaml12 import YAMLError, load_yaml
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -120,7 +120,7 @@ class Problems(list):
     def add(self, path: str, message: str) -> None:
         self.append(f"{path}: {message}")
 
-    def check(self, path: str, rule, value: Any) -> bool:
+    def check(self, path: str, rule: Rule, value: Any) -> bool:
         """Add ``rule``'s problem with ``value`` (if any) at ``path``; whether ``value`` is allowed."""
         problem = rule.problem(value)
         if problem:
