@@ -67,6 +67,8 @@ class Recipe:
 # (get_parameter_groups: CIFAR decays every parameter; ImageNet gives normalization weights and biases
 # weight decay 0). The scripts' ECM default is layer scaling (`--ecm ls`; older revisions:
 # layer scaling on unless `--rm_layer_scaling`), so their published online figures are layer scaling.
+# Not carried over: utils.py's scale_lr_and_momentum, which rescales lr and momentum when the batch size
+# differs from 128 (CIFAR) or 256 (ImageNet): an identity at the recipes' batch sizes.
 _CIFAR = dict(model="resnet20", shortcut="projection", ecm="ls", epochs=250, milestones=(100, 150, 200),
               batch_size=128, weight_decay=2e-4, decay_norm_params=True)
 _IMAGENET = dict(model="resnet50", shortcut="projection", ecm="ls", epochs=90, milestones=(30, 60, 80),
@@ -78,7 +80,8 @@ RECIPES = {
     # cifar100_main.py: as CIFAR-10 with --afwd 511/512, --abkw 15/16.
     "cifar100": Recipe(f"{SCRIPTS}/cifar100_main.py", **_CIFAR, alpha_fwd=511 / 512, alpha_bkw=15 / 16),
     # imagenet_main.py: --epochs 90, -b 256, --lr_milestones 30 60 80 (its default's 90 is never reached),
-    # --wd 1e-4, --afwd 0.999, --abkw 0.99; the published ImageNet network is ResNet-50 (-a resnet50).
+    # --wd 1e-4, --afwd 0.999, --abkw 0.99; the published ImageNet network is ResNet-50 (`-a resnet50`;
+    # the parser's default architecture is resnet18).
     "imagefolder": Recipe(f"{SCRIPTS}/imagenet_main.py", **_IMAGENET),
     "imagenet-npz": Recipe(f"{SCRIPTS}/imagenet_main.py (on downsampled ImageNet)", **_IMAGENET),
 }
