@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .constants import DATASETS, ECMS, IMAGENET_MODELS, KERNEL_CHOICES, MODELS, NORMS, SHORTCUTS
+from .constants import DATASETS, ECMS, KERNEL_CHOICES, MODELS, NORMS, SHORTCUTS
 from .rules import (
     Rule,
     ascending_integers,
@@ -111,7 +111,7 @@ SCHEMA: dict[str, Option] = {
     "model": Option(None, optional(choice(*MODELS)), "architecture; null -> recipe"),
     "shortcut": Option(None, optional(choice(*SHORTCUTS)),
                        "CIFAR ResNet shortcut where width changes: pad (option A) or projection (1x1 conv + norm, "
-                       "option B; ImageNet ResNets always project); null -> recipe"),
+                       "option B; ImageNet ResNets always project, the MLP has none); null -> recipe"),
     "norm": Option("online", choice(*NORMS), "normalizer"),
     "ecm": Option(None, optional(choice(*ECMS)),
                   "online norm error compensation: ac (clamping), ls (layer scaling), none; null -> recipe"),
@@ -214,9 +214,6 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         resolved["data_dir"] = f"data/{resolved['dataset']}"
     if resolved["norm"] == "instance" and resolved["model"] == "mlp":
         raise ValueError("config key 'norm' must not be 'instance' for model 'mlp' (no spatial dims to normalize over)")
-    if resolved["shortcut"] == "pad" and resolved["model"] in IMAGENET_MODELS:
-        raise ValueError(f"config key 'shortcut' must be 'projection' for model {resolved['model']!r} "
-                         "(pad applies to the CIFAR ResNets)")
     if resolved["norm"] == "group":
         _check_group_size(resolved["model"], resolved["group_size"], resolved["shortcut"])
     if resolved["classes"] is not None and resolved["dataset"] not in ("imagefolder", "imagenet-npz"):

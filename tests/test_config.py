@@ -45,7 +45,6 @@ def test_recipe_milestones_scale_with_a_shorter_run_unless_given():
 
 
 @pytest.mark.parametrize("config,message", [
-    ({"model": "resnet50", "shortcut": "pad"}, "config key 'shortcut' must be 'projection' for model 'resnet50'"),
     ({"shortcut": "identity"}, "config key 'shortcut' must be null or one of pad, projection"),
     ({"lr_warmup_epochs": -1}, "config key 'lr_warmup_epochs' must be an integer >= 0, got -1"),
     ({"stats_warmup_batches": 1.5}, "config key 'stats_warmup_batches' must be an integer >= 0, got 1.5"),
