@@ -78,6 +78,29 @@ def train(config, **kwargs):
     return rows
 
 
+class Interrupted(Exception):
+    pass
+
+
+def interrupted_then_resumed(config, crash_epoch, folder):
+    """The rows of a run interrupted after ``crash_epoch`` and resumed from that epoch's checkpoint."""
+    rows = []
+
+    def crash_after_epoch(metrics, checkpoint):
+        rows.append(dict(metrics, checkpoint=checkpoint))
+        if metrics["epoch"] == crash_epoch:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run(config, crash_after_epoch, checkpoint_dir=folder)
+    return rows + train(config, checkpoint_dir=folder, resume_from=rows[-1]["checkpoint"])
+
+
+def comparable(row):
+    """A row without what differs between identical runs (timings, checkpoint folders)."""
+    return {k: v for k, v in row.items() if k not in TIMING_METRICS and k != "checkpoint"}
+
+
 @pytest.mark.parametrize(
     "config,message",
     [
@@ -160,23 +183,7 @@ def test_resume_reproduces_the_uninterrupted_run(small_dir, tmp_path):
     full = train(config, checkpoint_dir=tmp_path / "full")
     assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["epoch_0003"]  # keeps the latest
 
-    class Interrupted(Exception):
-        pass
-
-    rows = []
-
-    def crash_after_epoch_2(metrics, checkpoint):
-        rows.append(dict(metrics, checkpoint=checkpoint))
-        if metrics["epoch"] == 2:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        run(config, crash_after_epoch_2, checkpoint_dir=tmp_path / "part")
-    rows += train(config, checkpoint_dir=tmp_path / "part", resume_from=rows[-1]["checkpoint"])
-
-    def comparable(row):
-        return {k: v for k, v in row.items() if k not in TIMING_METRICS and k != "checkpoint"}
-
+    rows = interrupted_then_resumed(config, 2, tmp_path / "part")
     assert [comparable(r) for r in rows] == [comparable(r) for r in full]
     assert rows[-1]["lr"] == pytest.approx(0.002)
 
@@ -268,23 +275,7 @@ def test_warmups_change_the_run_and_resume_reproduces_it(small_dir, tmp_path):
               "stats_warmup_batches": 4}
     full = train(config, checkpoint_dir=tmp_path / "full")
 
-    class Interrupted(Exception):
-        pass
-
-    rows = []
-
-    def crash_after_epoch_1(metrics, checkpoint):  # inside the lr warm-up
-        rows.append(dict(metrics, checkpoint=checkpoint))
-        if metrics["epoch"] == 1:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        run(config, crash_after_epoch_1, checkpoint_dir=tmp_path / "part")
-    rows += train(config, checkpoint_dir=tmp_path / "part", resume_from=rows[-1]["checkpoint"])
-
-    def comparable(row):
-        return {k: v for k, v in row.items() if k not in TIMING_METRICS and k != "checkpoint"}
-
+    rows = interrupted_then_resumed(config, 1, tmp_path / "part")  # interrupted inside the lr warm-up
     assert [comparable(r) for r in rows] == [comparable(r) for r in full]
     assert [r["lr"] for r in full] == [0.01, 0.02, 0.02]
     without = train({**config, "epochs": 1, "stats_warmup_batches": 0})
