@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from onlinenorm.constants import KERNEL_CHOICES
+
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -58,7 +60,7 @@ def register(subparsers) -> None:
                        help="comma-separated variants: a norm name, or online-<ecm> (default: %(default)s)")
     train.add_argument("--steps", type=int, default=5, metavar="N", help="steps per timed round")
     train.add_argument("--rounds", type=int, default=5, metavar="N", help="interleaved rounds (median reported)")
-    train.add_argument("--kernels", choices=("auto", "eager", "compiled", "native"), default=None,
+    train.add_argument("--kernels", choices=KERNEL_CHOICES, default=None,
                        help="kernels of the online layers (default: ONLINENORM_KERNELS, else auto)")
     train.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
     train.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda or cuda:N (default: %(default)s)")
@@ -95,9 +97,7 @@ def run_train(args) -> int:
 
     from onlinenorm.cli import UsageError
 
-    from onlinenorm.layers import ECMS
-    from onlinenorm.models import MODELS
-    from onlinenorm.norms import NORMS
+    from onlinenorm.constants import ECMS, MODELS, NORMS
 
     norms = tuple(n.strip() for n in args.norms.split(",") if n.strip())
     if min(args.batch_size, args.steps, args.rounds) < 1:
@@ -138,7 +138,7 @@ def run_layer(args) -> int:
 
     from onlinenorm.bench import DEFAULT_SHAPES, LAYER_KERNELS, bench_layer, format_layer_table
     from onlinenorm.cli import UsageError
-    from onlinenorm.layers import DEFAULT_CLAMP_VALUE
+    from onlinenorm.constants import DEFAULT_CLAMP_VALUE
 
     if args.rounds < 1 or args.oracle_rounds < 0 or args.ecm_rounds < 0:
         raise UsageError("--rounds must be >= 1, --oracle-rounds and --ecm-rounds >= 0")

@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = (
     "onlinenorm.bench_cli",
     "onlinenorm.kernels_cli",
     "onlinenorm.data_cli",
+    "onlinenorm.config_cli",
     "onlinenorm.train_cli",
     "sweeps.cli",
     "analysis.cli",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-FORMATS = ("cifar10", "cifar100", "imagefolder", "imagenet-npz")  # = onlinenorm.data.SYNTH_DEFAULTS (tested)
+from onlinenorm.constants import DATASETS
+
+FORMATS = DATASETS  # every dataset format can be synthesized (onlinenorm.data.SYNTH_DEFAULTS; tested)
 
 
 def register(subparsers) -> None:

@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from onlinenorm import native
+from onlinenorm.constants import KERNEL_CHOICES
 from onlinenorm.scan import decay_operators, geometric_scan, linear_scan
 
 
@@ -313,7 +314,6 @@ class NativeKernels:
         return self._fallback.backward(grad, x3, weight, bias, u, v, stats[:7], alpha_bkw, eps, clamp)
 
 
-KERNEL_CHOICES = ("auto", "eager", "compiled", "native")
 MAX_COMPILED_SHAPES = 64
 
 

@@ -13,10 +13,8 @@ import math
 import torch
 from torch import nn
 
+from onlinenorm.constants import DEFAULT_CLAMP_VALUE, ECMS
 from onlinenorm.functional import check_kernels, default_kernels, online_norm
-
-ECMS = ("ac", "ls", "none")
-DEFAULT_CLAMP_VALUE = 5.0  # the paper's c for ImageNet
 
 
 def _check_open_unit(name: str, value: float) -> float:

@@ -16,12 +16,10 @@ from functools import partial
 
 from torch import nn
 
-from .layers import ECMS, OnlineNorm1d, OnlineNorm2d
+from .constants import DEFAULT_CLAMP_VALUE, DEFAULT_GROUP_SIZE, ECMS, NORMS
+from .layers import OnlineNorm1d, OnlineNorm2d
 
 __all__ = ["ECMS", "NORMS", "NormLayer", "create_norm"]
-
-NORMS = ("online", "batch", "group", "layer", "instance", "none")
-DEFAULT_GROUP_SIZE = 8  # channels per group for group norm
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -43,7 +41,7 @@ def create_norm(
     ecm: str = "ac",
     alpha_fwd: float = 0.999,
     alpha_bkw: float = 0.99,
-    clamp_value: float = 5.0,
+    clamp_value: float = DEFAULT_CLAMP_VALUE,
     eps: float = 1e-5,
     ls_eps: float = 1e-5,
     group_size: int = DEFAULT_GROUP_SIZE,

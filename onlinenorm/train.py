@@ -5,9 +5,15 @@
 ``report(metrics, checkpoint_dir_or_None)`` receives, after every epoch, the
 metric row (``epoch``, ``train_loss``, ``train_acc``,
 ``val_loss``, ``val_acc``, ``val_acc_unclamped``, ``clamp_fraction``,
-``clamp_fraction/<layer>``, ``samples_per_s``, ``lr``, ``diverged``) and the
+``clamp_fraction/<layer>``, ``samples_per_s``, ``lr`` (that of the epoch's last step), ``diverged``) and the
 folder of that epoch's checkpoint. The run knows nothing about Ray: a sweep
 passes a ``report`` that forwards to ``tune.report``.
+
+The optimizer is SGD with momentum; its learning rate is a function of the
+optimizer step (:func:`lr_factor`): a linear warm-up over ``lr_warmup_epochs``,
+and a factor ``lr_decay`` after each epoch in ``milestones``. Before the first
+step, ``stats_warmup_batches`` forward passes in training mode (no gradient, no
+optimizer step) let the normalizers' running statistics settle.
 
 A non-finite training loss ends the run with ``diverged: True`` in its last
 row (validation metrics ``nan``, no checkpoint) instead of raising. On the CPU
@@ -34,12 +40,15 @@ from . import clamp_disabled, clamp_fractions, reset_clamp_stats
 from .allocator import retain_freed_memory
 from .config import RESUMABLE_CHANGES, validate_config
 from .data import BatchLoader, Dataset, load_dataset
+from .layers import _OnlineNorm
 from .models import NORM_DIMS, create_model
 from .norms import create_norm
 
 Report = Callable[[dict[str, Any], "str | None"], None]
 # on_batch(epoch, step, steps_per_epoch, running_train_loss)
 OnBatch = Callable[[int, int, int, float], None]
+# Modules whose weight and bias count as normalization parameters (decay_norm_params).
+NORM_MODULES = (_OnlineNorm, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 DIVERGENCE_CHECK_STEPS = 10  # steps between host syncs that test the loss for nan/inf
@@ -73,7 +82,31 @@ def build_model(config: Mapping[str, Any], num_classes: int, image_shape: tuple[
         kernels=config["kernels"],
         group_size=config["group_size"],
     )
-    return create_model(config["model"], num_classes, norm_layer, image_shape)
+    return create_model(config["model"], num_classes, norm_layer, image_shape, shortcut=config["shortcut"])
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_params: bool) -> list[dict[str, Any]]:
+    """SGD parameter groups: every parameter decayed by ``weight_decay``, except, unless
+    ``decay_norm_params``, the weight and bias of normalization layers (:data:`NORM_MODULES`), which get 0."""
+    norm_ids = set()
+    if not decay_norm_params:
+        norm_ids = {id(p) for m in model.modules() if isinstance(m, NORM_MODULES) for p in m.parameters(recurse=False)}
+    decayed = [p for p in model.parameters() if id(p) not in norm_ids]
+    undecayed = [p for p in model.parameters() if id(p) in norm_ids]
+    groups = [{"params": decayed, "weight_decay": weight_decay}]
+    return groups + ([{"params": undecayed, "weight_decay": 0.0}] if undecayed else [])
+
+
+def lr_factor(step: int, steps_per_epoch: int, milestones: list[int], lr_decay: float, warmup_epochs: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based over the run) over the configured ``lr``.
+
+    With ``e = step // steps_per_epoch`` (the 0-based epoch) and ``W = warmup_epochs * steps_per_epoch``:
+    ``lr_decay ** #{m in milestones : e >= m} * min(1, (step + 1) / W)`` (no warm-up factor when ``W = 0``).
+    So a milestone ``m`` decays the lr after epoch ``m``, and warm-up step ``s`` (1-based) uses ``lr * s / W``.
+    """
+    decay = lr_decay ** sum(step // steps_per_epoch >= m for m in milestones)
+    warmup_steps = warmup_epochs * steps_per_epoch
+    return decay * min(1.0, (step + 1) / warmup_steps) if warmup_steps else decay
 
 
 def load_data(config: Mapping[str, Any]) -> Dataset:
@@ -101,10 +134,9 @@ class Trainer:
         self.model = build_model(config, data.num_classes, data.image_shape).to(device)
         self.clamps = config["norm"] == "online" and config["ecm"] == "ac"
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"]
-        )
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=config["milestones"], gamma=config["lr_decay"]
+            parameter_groups(self.model, config["weight_decay"], config["decay_norm_params"]),
+            lr=config["lr"],
+            momentum=config["momentum"],
         )
         normalize = {"mean": data.mean, "std": data.std, "device": device}
         augment = data.augment if config["augment"] else None
@@ -118,6 +150,11 @@ class Trainer:
             **normalize,
         )
         self.val_loader = BatchLoader(data.val, config["eval_batch_size"], **normalize)
+        steps = len(self.train_loader)
+        schedule = (config["milestones"], config["lr_decay"], config["lr_warmup_epochs"])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # stepped once per optimizer step
+            self.optimizer, lambda step: lr_factor(step, steps, *schedule)
+        )
         use_bf16 = config["amp"] == "bf16" and device.type == "cuda"
         self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
@@ -126,7 +163,7 @@ class Trainer:
         self.model.train()
         reset_clamp_stats(self.model)
         self.train_loader.set_epoch(epoch)
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = math.nan
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen, running_loss, diverged = 0, math.nan, False
@@ -138,7 +175,9 @@ class Trainer:
                 loss = F.cross_entropy(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
+            self.scheduler.step()
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(dim=1) == y).sum()
             seen += len(y)
@@ -161,8 +200,26 @@ class Trainer:
         fractions = clamp_fractions(self.model)
         metrics["clamp_fraction"] = fractions.pop("all", 0.0)
         metrics.update({f"clamp_fraction/{name}": value for name, value in fractions.items()})
-        self.scheduler.step()
         return metrics
+
+    @torch.no_grad()
+    def warm_up_statistics(self, batches: int) -> None:
+        """``batches`` forward passes in training mode, no gradient and no optimizer step: the normalizers'
+        running statistics (online ``mu``/``var``, batch norm's running averages) settle before step one.
+
+        The batches are the training set in the order of epoch 0 (training epochs count from 1), repeated
+        if ``batches`` exceeds an epoch.
+        """
+        self.model.train()
+        self.train_loader.set_epoch(0)
+        done = 0
+        while done < batches:
+            for x, _ in self.train_loader:
+                with self.autocast():
+                    self.model(x)
+                done += 1
+                if done == batches:
+                    break
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
@@ -247,6 +304,7 @@ def run(
     checkpoint_dir: str | Path | None = None,
     resume_from: str | Path | None = None,
     on_batch: OnBatch | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train as ``config`` says (validated by :func:`validate_config`); returns the last metric row.
 
@@ -260,6 +318,9 @@ def run(
         resume_from: a checkpoint folder (or file) to continue from; its config
             must match except for :data:`onlinenorm.config.RESUMABLE_CHANGES`.
         on_batch: progress hook, called every few steps.
+        on_start: called once the data is open, the model built and the
+            checkpoint (if any) restored, before the first epoch: a caller that
+            writes files creates them here, so bad input leaves nothing behind.
 
     Returns:
         The last metric row (the one ``report`` received last).
@@ -275,6 +336,10 @@ def run(
     device = resolve_device(config["device"])
     trainer = Trainer(config, load_data(config), device)
     first_epoch = 1 + (trainer.load_state_dict(load_checkpoint(resume_from)) if resume_from is not None else 0)
+    if first_epoch == 1 and config["stats_warmup_batches"]:
+        trainer.warm_up_statistics(config["stats_warmup_batches"])
+    if on_start is not None:
+        on_start()
     root = Path(checkpoint_dir) if checkpoint_dir is not None else None
     metrics: dict[str, Any] = {}
     for epoch in range(first_epoch, config["epochs"] + 1):

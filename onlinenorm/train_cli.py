@@ -2,7 +2,10 @@
 
 Writes ``OUT/config.json`` (the resolved config), ``OUT/metrics.jsonl`` (one
 JSON object per epoch) and ``OUT/checkpoints/epoch_NNNN/`` (the latest epoch).
-``--resume`` continues the run in ``OUT`` from its latest checkpoint.
+``--resume`` continues the run in ``OUT`` from its latest checkpoint. ``--config``
+takes YAML or JSON, including the ``config.json`` a run writes and a sweep
+trial's ``params.json``. Nothing is written until the data is open, the model
+built and any checkpoint restored.
 """
 
 from __future__ import annotations
@@ -10,26 +13,28 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from onlinenorm.constants import DATASETS, ECMS, KERNEL_CHOICES, MODELS, NORMS, RUN_CONFIG_FILE
+
 # The config keys most runs set, as flags: config key -> (type, help). --set KEY=VALUE reaches every other key.
 FLAGS = {
-    "dataset": (str, "cifar10, cifar100, imagefolder or imagenet-npz"),
+    "dataset": (str, ", ".join(DATASETS)),
     "data_dir": (str, "dataset folder (default data/<dataset>)"),
-    "model": (str, "resnet20/32/44/56/110, resnet18/50 or mlp (default: the dataset's recipe)"),
-    "norm": (str, "online, batch, group, layer, instance or none"),
-    "ecm": (str, "online norm error compensation: ac (clamping), ls (layer scaling) or none"),
+    "model": (str, f"{', '.join(MODELS)} (default: the dataset's recipe)"),
+    "norm": (str, ", ".join(NORMS)),
+    "ecm": (str, f"online norm error compensation: {', '.join(ECMS)} (default: the dataset's recipe)"),
     "alpha_fwd": (float, "online norm forward decay (default: the dataset's recipe)"),
     "alpha_bkw": (float, "online norm backward decay (default: the dataset's recipe)"),
     "clamp_value": (float, "activation clamp c for ecm=ac"),
-    "epochs": (int, "training epochs"),
-    "batch_size": (int, "training batch size"),
+    "epochs": (int, "training epochs (default: the dataset's recipe)"),
+    "batch_size": (int, "training batch size (default: the dataset's recipe)"),
     "lr": (float, "SGD learning rate"),
     "seed": (int, "seed of initialization, order and augmentation"),
     "device": (str, "auto, cpu, cuda or cuda:N"),
     "threads": (int, "torch CPU threads"),
-    "kernels": (str, "online norm kernels: auto (the default: the fastest that builds here), native, compiled or eager"),
+    "kernels": (str, f"online norm kernels: {', '.join(KERNEL_CHOICES)} (default auto: the fastest that builds here)"),
 }
 FLAG_METAVARS = {"data_dir": "DIR", "device": "DEVICE"}
-CONFIG_FILE = "config.json"
+CONFIG_FILE = RUN_CONFIG_FILE
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 
@@ -38,11 +43,12 @@ def register(subparsers) -> None:
     train = subparsers.add_parser(
         "train",
         help="one training run (writes metrics.jsonl and checkpoints)",
-        description="Train one model and write OUT/config.json, OUT/metrics.jsonl (one row per epoch) and the "
-        "latest epoch's checkpoint. Values come from --config, then flags, then --set; unset keys take the "
-        "dataset's paper recipe. `onlinenorm config show` lists every key, its default and its allowed values.",
+        description="Train one model. Values come from --config, then flags, then --set; unset keys take the "
+        "dataset's published recipe. `onlinenorm config show --dataset NAME` lists every key, its default, "
+        "the recipe's value and the allowed values.",
     )
-    train.add_argument("--config", metavar="FILE", help="YAML or JSON mapping of config keys")
+    train.add_argument("--config", metavar="FILE",
+                       help="YAML or JSON mapping of config keys (a run's config.json or a trial's params.json too)")
     for key, (kind, text) in FLAGS.items():
         train.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, metavar=FLAG_METAVARS.get(key, {int: "N", float: "X"}.get(kind, "NAME")), help=text)
     train.add_argument("--download", action="store_const", const=True, help="fetch CIFAR if missing")
@@ -51,7 +57,7 @@ def register(subparsers) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any other config key; VALUE is parsed as YAML (repeatable)",
+        help="any other config key (see `onlinenorm config show`); VALUE is parsed as YAML (repeatable)",
     )
     train.add_argument("--out", required=True, metavar="DIR", help="run folder for metrics and checkpoints")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
@@ -71,17 +77,16 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 
 def read_config(path: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """The resolved config of file ``path`` (or none) updated by ``overrides``; UsageError when invalid."""
-    import yaml
-
     from onlinenorm.cli import UsageError
     from onlinenorm.config import validate_config
+    from onlinenorm.yaml12 import YAMLError, load_yaml
 
     config: dict[str, Any] = {}
     if path is not None:
         try:
             with open(path) as f:
-                config = yaml.safe_load(f) or {}
-        except (OSError, yaml.YAMLError) as err:
+                config = load_yaml(f) or {}
+        except (OSError, YAMLError) as err:
             raise UsageError(f"cannot read config {path}: {err}") from None
         if not isinstance(config, dict):
             raise UsageError(f"config {path} must be a mapping of keys to values, found {type(config).__name__}")
@@ -126,12 +131,15 @@ def run_train(args: argparse.Namespace) -> int:
     from onlinenorm.data import DatasetError
     from onlinenorm.train import RunSetupError, load_checkpoint, run
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    if resume_from is not None:
-        done = load_checkpoint(resume_from)["epoch"]
-        kept = [line for line in metrics_path.read_text().splitlines() if line and json.loads(line)["epoch"] <= done]
-        metrics_path.write_text("".join(f"{line}\n" for line in kept))
+    def start() -> None:
+        """Called by the run once its input proved good: only now is anything written."""
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        if resume_from is not None and metrics_path.exists():
+            done = load_checkpoint(resume_from)["epoch"]
+            lines = metrics_path.read_text().splitlines()
+            kept = [line for line in lines if line and json.loads(line)["epoch"] <= done]
+            metrics_path.write_text("".join(f"{line}\n" for line in kept))
 
     bar = _ProgressBar(config, args.quiet)
 
@@ -141,7 +149,8 @@ def run_train(args: argparse.Namespace) -> int:
         bar.summary(metrics)
 
     try:
-        last = run(config, report, checkpoint_dir=out / CHECKPOINTS, resume_from=resume_from, on_batch=bar.update)
+        last = run(config, report, checkpoint_dir=out / CHECKPOINTS, resume_from=resume_from, on_batch=bar.update,
+                   on_start=start)
     except (DatasetError, RunSetupError) as err:
         raise UsageError(str(err)) from None
     finally:

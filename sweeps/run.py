@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from onlinenorm.constants import SPEC_FILE
 from sweeps.spec import SweepSpec, parse_spec
 from sweeps.status import format_counts
 from sweeps.trainable import make_trainable
 
 DEFAULT_STORAGE = "results"
-SPEC_FILE = "spec.yaml"
 # Checkpoints kept per trial. Ray snapshots the experiment state whenever a trial has checkpointed
 # this many times since the last snapshot, so the state always names a checkpoint still on disk.
 CHECKPOINTS_KEPT = 2
@@ -215,9 +215,9 @@ def read_experiment_spec(path: str) -> SweepSpec:
     if text is None:
         raise ExperimentError(f"{path} holds no {SPEC_FILE}; pass an experiment directory written by "
                               "`onlinenorm sweep run`")
-    import yaml
+    from onlinenorm.yaml12 import load_yaml
 
-    return parse_spec(yaml.safe_load(text), child(path, SPEC_FILE))
+    return parse_spec(load_yaml(text), child(path, SPEC_FILE))
 
 
 def resume_sweep(path: str, *, address: str | None = None, retry_errored: bool = False) -> SweepOutcome:

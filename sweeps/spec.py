@@ -10,6 +10,10 @@ A spec maps onto training configs (:mod:`onlinenorm.config`) like this: the
 top-level ``model`` and the ``train`` section give fixed keys, and every point
 of ``grid`` (a full cartesian product) and of ``extra_trials`` (each its own
 small product: scalars fixed, lists swept) overrides them.
+
+Values are checked with the rules of :mod:`onlinenorm.rules`, the training
+config's own. Optional top-level sections (``scheduler``, ``reference``, ...)
+are each checked by one function registered in :data:`SECTIONS`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import difflib
 import itertools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,7 +31,9 @@ from typing import Any, Mapping
 import yaml
 
 from onlinenorm.config import SCHEMA, parse_assignment, validate_config
-from onlinenorm.data import DATASETS
+from onlinenorm.constants import DATASETS
+from onlinenorm.rules import Rule, choice, integer, optional, real, text
+from onlinenorm.yaml12 import YAMLError, load_yaml
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Data keys live in the dataset section only, so one sweep reads one dataset (prepared once per node).
@@ -36,18 +43,17 @@ SYNTHETIC_DEFAULTS = {"train": 5000, "test": 1000, "seed": 0}
 SCHEDULER_TYPES = ("asha",)
 SCHEDULER_METRICS = ("val_acc", "val_acc_unclamped", "val_loss", "train_acc", "train_loss")
 SCHEDULER_DEFAULTS = {"type": "asha", "metric": "val_acc", "mode": None, "grace_period": 1, "reduction_factor": 3}
-TOP_LEVEL_DEFAULTS = {
-    "model": None,
-    "train": {},
-    "extra_trials": [],
-    "resources": {"cpu": 1, "gpu": 0},
-    "max_concurrent": 0,
-    "max_failures": 2,
-    "scheduler": None,
+SCHEDULER_RULES = {
+    "type": choice(*SCHEDULER_TYPES),
+    "metric": choice(*SCHEDULER_METRICS),
+    "mode": optional(choice("min", "max")),  # null: min for losses, else max
+    "grace_period": integer(1),  # epochs
+    "reduction_factor": real(1.0),
 }
-REQUIRED_KEYS = ("name", "dataset")
-TOP_LEVEL_KEYS = ("name", "dataset", "model", "train", "grid", "extra_trials", "resources", "max_concurrent",
-                  "max_failures", "scheduler")
+# Published figures a reference entry may give, and their rules.
+REFERENCE_FIGURES = {"val_acc": real(0.0, 1.0, low_open=False, high_open=False), "val_loss": real(0.0, low_open=False)}
+RESOURCE_RULES = {"cpu": real(0.0), "gpu": real(0.0, low_open=False)}  # per trial; fractional GPUs allowed
+COUNT = integer(0)
 
 
 class SpecError(ValueError):
@@ -71,6 +77,19 @@ class Scheduler:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """Published figures to place the sweep's results against.
+
+    ``results``: one mapping per figure set, config keys that select trials
+    (e.g. ``{norm: online, ecm: ls}``) plus figures (``val_acc`` a fraction,
+    ``val_loss``).
+    """
+
+    source: str
+    results: list[dict]
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     """A checked spec: its settings and the resolved training config of every trial."""
 
@@ -83,6 +102,7 @@ class SweepSpec:
     max_concurrent: int
     max_failures: int
     scheduler: Scheduler | None
+    reference: Reference | None = None
     swept_keys: list[str] = field(default_factory=list)  # config keys whose value differs between trials
 
     @property
@@ -94,37 +114,36 @@ class SweepSpec:
         return yaml.safe_dump(self.raw, sort_keys=False)
 
 
-class _Problems(list):
+class Problems(list):
+    """The problems found so far, one ``path: message`` line each."""
+
     def add(self, path: str, message: str) -> None:
         self.append(f"{path}: {message}")
 
+    def check(self, path: str, rule: Rule, value: Any) -> bool:
+        """Add ``rule``'s problem with ``value`` (if any) at ``path``; whether ``value`` is allowed."""
+        problem = rule.problem(value)
+        if problem:
+            self.add(path, problem)
+        return problem is None
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
-
-def _is_number(value: Any) -> bool:
-    return _is_int(value) or isinstance(value, float)
-
-
-def _unknown(problems: _Problems, path: str, key: str, known) -> None:
+def _unknown(problems: Problems, path: str, key: str, known) -> None:
     close = difflib.get_close_matches(str(key), list(known), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     problems.add(path, f"unknown key; {hint}known keys: {', '.join(known)}")
 
 
-def _mapping(problems: _Problems, path: str, value: Any) -> dict:
+def _mapping(problems: Problems, path: str, value: Any) -> dict:
     if isinstance(value, dict):
         return value
     problems.add(path, f"must be a mapping of keys to values; got {value!r}")
     return {}
 
 
-def _check_value(problems: _Problems, path: str, key: str, value: Any) -> None:
+def _check_value(problems: Problems, path: str, key: str, value: Any) -> None:
     """One training-config value at ``path``, checked with the config schema's own rule."""
-    rule = SCHEMA[key].rule
-    if not rule.accepts(value):
-        problems.add(path, f"must be {rule.allowed}; got {value!r}")
+    problems.check(path, SCHEMA[key].rule, value)
 
 
 def _is_axis(key: str, value: Any) -> bool:
@@ -132,7 +151,7 @@ def _is_axis(key: str, value: Any) -> bool:
     return isinstance(value, list) and (key != "milestones" or bool(value) and all(isinstance(v, list) for v in value))
 
 
-def _check_config_keys(problems: _Problems, path: str, mapping: dict, *, values_are_lists: bool | None) -> None:
+def _check_config_keys(problems: Problems, path: str, mapping: dict, *, values_are_lists: bool | None) -> None:
     """Keys of ``train`` (single values), ``grid`` (lists) or an extra trial (either)."""
     allowed = [k for k in SCHEMA if k != "dataset" and k not in DATA_KEYS]
     for key, value in mapping.items():
@@ -154,7 +173,7 @@ def _check_config_keys(problems: _Problems, path: str, mapping: dict, *, values_
             _check_value(problems, where, key, value)
 
 
-def _check_dataset(problems: _Problems, section: dict) -> dict | None:
+def _check_dataset(problems: Problems, section: dict) -> dict | None:
     """The dataset section; returns the synthetic settings (or None)."""
     for key, value in section.items():
         if key == "name":
@@ -172,39 +191,90 @@ def _check_dataset(problems: _Problems, section: dict) -> dict | None:
     for key, value in _mapping(problems, "dataset.synthetic", section["synthetic"]).items():
         if key not in SYNTHETIC_KEYS:
             _unknown(problems, f"dataset.synthetic.{key}", key, SYNTHETIC_KEYS)
-        elif not _is_int(value) or value < SYNTHETIC_KEYS[key]:
-            problems.add(f"dataset.synthetic.{key}", f"must be an integer >= {SYNTHETIC_KEYS[key]}; got {value!r}")
-        else:
+        elif problems.check(f"dataset.synthetic.{key}", integer(SYNTHETIC_KEYS[key]), value):
             synthetic[key] = value
     if not section.get("data_dir"):
         problems.add("dataset.data_dir", "required with dataset.synthetic: the folder the generated data goes to")
     return synthetic
 
 
-def _check_scheduler(problems: _Problems, value: Any) -> Scheduler | None:
+def _check_scheduler(problems: Problems, path: str, value: Any) -> Scheduler | None:
     if value is None:
         return None
     settings = dict(SCHEDULER_DEFAULTS)
-    for key, item in _mapping(problems, "scheduler", value).items():
+    for key, item in _mapping(problems, path, value).items():
         if key not in SCHEDULER_DEFAULTS:
-            _unknown(problems, f"scheduler.{key}", key, SCHEDULER_DEFAULTS)
+            _unknown(problems, f"{path}.{key}", key, SCHEDULER_DEFAULTS)
         settings[key] = item
-    checks = {
-        "type": (settings["type"] in SCHEDULER_TYPES, f"one of {', '.join(SCHEDULER_TYPES)}"),
-        "metric": (settings["metric"] in SCHEDULER_METRICS, f"one of {', '.join(SCHEDULER_METRICS)}"),
-        "mode": (settings["mode"] in (None, "min", "max"), "min or max (default: min for losses, else max)"),
-        "grace_period": (_is_int(settings["grace_period"]) and settings["grace_period"] >= 1, "an integer >= 1 (epochs)"),
-        "reduction_factor": (_is_number(settings["reduction_factor"]) and settings["reduction_factor"] > 1, "a number > 1"),
-    }
-    for key, (ok, allowed) in checks.items():
-        if not ok:
-            problems.add(f"scheduler.{key}", f"must be {allowed}; got {settings[key]!r}")
+    for key, rule in SCHEDULER_RULES.items():
+        problems.check(f"{path}.{key}", rule, settings[key])
     if settings["mode"] is None:
         settings["mode"] = "min" if str(settings["metric"]).endswith("loss") else "max"
     return Scheduler(**settings)
 
 
-def _check_top_level(problems: _Problems, raw: dict) -> None:
+def _check_reference(problems: Problems, path: str, value: Any) -> Reference | None:
+    """``{source: TEXT, results: [{<config keys>..., val_acc: F, val_loss: L}, ...]}``."""
+    if value is None:
+        return None
+    section = _mapping(problems, path, value)
+    for key in section:
+        if key not in ("source", "results"):
+            _unknown(problems, f"{path}.{key}", key, ("source", "results"))
+    problems.check(f"{path}.source", text(), section.get("source"))
+    results = section.get("results")
+    if not (isinstance(results, list) and results):
+        problems.add(f"{path}.results", f"must be a non-empty list of mappings (config keys and figures); got {results!r}")
+        results = []
+    for index, entry in enumerate(results):
+        where = f"{path}.results[{index}]"
+        entry = _mapping(problems, where, entry)
+        for key, item in entry.items():
+            if key in REFERENCE_FIGURES:
+                problems.check(f"{where}.{key}", REFERENCE_FIGURES[key], item)
+            elif key in SCHEMA:
+                _check_value(problems, f"{where}.{key}", key, item)
+            else:
+                _unknown(problems, f"{where}.{key}", key, [*REFERENCE_FIGURES, *SCHEMA])
+        if entry and not any(key in REFERENCE_FIGURES for key in entry):
+            problems.add(where, f"gives no figure; give {' and/or '.join(REFERENCE_FIGURES)}")
+        if entry and not any(key in SCHEMA for key in entry):
+            problems.add(where, "selects no trials; give config keys, e.g. {norm: online, ecm: ls}")
+    return Reference(section.get("source"), [dict(entry) for entry in results if isinstance(entry, dict)])
+
+
+@dataclass(frozen=True)
+class Section:
+    """An optional top-level spec section: its value when absent, and its checker.
+
+    ``check(problems, path, value)`` adds a problem per bad key (via
+    :class:`Problems`) and returns the parsed settings, which
+    :class:`SweepSpec` holds in its field of the section's name.
+    """
+
+    default: Any
+    check: Callable[[Problems, str, Any], Any]
+
+
+# The optional sections, checked in this order after the trials' keys; a new section is one entry here.
+SECTIONS: dict[str, Section] = {
+    "scheduler": Section(None, _check_scheduler),
+    "reference": Section(None, _check_reference),
+}
+TOP_LEVEL_DEFAULTS = {
+    "model": None,
+    "train": {},
+    "extra_trials": [],
+    "resources": {"cpu": 1, "gpu": 0},
+    "max_concurrent": 0,
+    "max_failures": 2,
+}
+REQUIRED_KEYS = ("name", "dataset")
+TOP_LEVEL_KEYS = ("name", "dataset", "model", "train", "grid", "extra_trials", "resources", "max_concurrent",
+                  "max_failures", *SECTIONS)
+
+
+def _check_top_level(problems: Problems, raw: dict) -> None:
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
             _unknown(problems, key, key, TOP_LEVEL_KEYS)
@@ -216,16 +286,13 @@ def _check_top_level(problems: _Problems, raw: dict) -> None:
     if raw.get("model") is not None:
         _check_value(problems, "model", "model", raw["model"])
     for key in ("max_concurrent", "max_failures"):
-        if not (_is_int(raw[key]) and raw[key] >= 0):
-            problems.add(key, f"must be an integer >= 0; got {raw[key]!r}")
-    resources = _mapping(problems, "resources", raw["resources"])
-    for key in resources:
-        if key not in ("cpu", "gpu"):
-            _unknown(problems, f"resources.{key}", key, ("cpu", "gpu"))
-    if not (_is_number(resources.get("cpu", 1)) and resources.get("cpu", 1) > 0):
-        problems.add("resources.cpu", f"must be a number > 0 (CPUs per trial); got {resources['cpu']!r}")
-    if not (_is_number(resources.get("gpu", 0)) and resources.get("gpu", 0) >= 0):
-        problems.add("resources.gpu", f"must be a number >= 0 (GPUs per trial, fractions allowed); got {resources['gpu']!r}")
+        problems.check(key, COUNT, raw[key])
+    resources = {**TOP_LEVEL_DEFAULTS["resources"], **_mapping(problems, "resources", raw["resources"])}
+    for key, item in resources.items():
+        if key not in RESOURCE_RULES:
+            _unknown(problems, f"resources.{key}", key, RESOURCE_RULES)
+        else:
+            problems.check(f"resources.{key}", RESOURCE_RULES[key], item)
 
 
 def _product(axes: Mapping[str, list]) -> list[dict]:
@@ -237,7 +304,7 @@ def _as_axes(point: Mapping[str, Any]) -> dict[str, list]:
     return {k: v if _is_axis(k, v) else [v] for k, v in point.items()}
 
 
-def _expand(problems: _Problems, raw: dict, base: dict) -> list[dict]:
+def _expand(problems: Problems, raw: dict, base: dict) -> list[dict]:
     """Every trial's resolved config, grid first; problems for invalid combinations and repeats."""
     sources = [("grid", point) for point in _product(raw["grid"])] if "grid" in raw else []
     for index, extra in enumerate(raw["extra_trials"]):
@@ -282,8 +349,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def read_yaml(path: str | Path) -> dict:
     """The mapping in a spec file; :class:`SpecError` when it cannot be read or is not a mapping."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as err:
+        raw = load_yaml(Path(path).read_text())
+    except (OSError, YAMLError) as err:
         raise SpecError(str(path), [f"cannot read the spec: {err}"]) from None
     if not isinstance(raw, dict):
         raise SpecError(str(path), [f"a spec is a YAML mapping (name, dataset, grid, ...); found {type(raw).__name__}"])
@@ -292,8 +359,8 @@ def read_yaml(path: str | Path) -> dict:
 
 def parse_spec(raw: dict, source: str = "spec") -> SweepSpec:
     """Check ``raw`` (a spec mapping) and expand it; :class:`SpecError` lists every problem."""
-    raw = copy.deepcopy({**TOP_LEVEL_DEFAULTS, **raw})
-    problems = _Problems()
+    raw = copy.deepcopy({**TOP_LEVEL_DEFAULTS, **{name: section.default for name, section in SECTIONS.items()}, **raw})
+    problems = Problems()
     _check_top_level(problems, raw)
     dataset = _mapping(problems, "dataset", raw.get("dataset", {}))
     synthetic = _check_dataset(problems, dataset) if dataset else None
@@ -307,7 +374,7 @@ def parse_spec(raw: dict, source: str = "spec") -> SweepSpec:
     for index, extra in enumerate(extras):
         _check_config_keys(problems, f"extra_trials[{index}]", _mapping(problems, f"extra_trials[{index}]", extra),
                            values_are_lists=None)
-    scheduler = _check_scheduler(problems, raw["scheduler"])
+    sections = {name: section.check(problems, name, raw[name]) for name, section in SECTIONS.items()}
     if problems:
         raise SpecError(source, problems)
 
@@ -328,7 +395,7 @@ def parse_spec(raw: dict, source: str = "spec") -> SweepSpec:
     swept = [key for key in trials[0] if len({json.dumps(t[key]) for t in trials}) > 1]
     return SweepSpec(
         name=raw["name"], raw=raw, trials=trials, synthetic=synthetic, cpu=resources["cpu"], gpu=resources["gpu"],
-        max_concurrent=raw["max_concurrent"], max_failures=raw["max_failures"], scheduler=scheduler, swept_keys=swept,
+        max_concurrent=raw["max_concurrent"], max_failures=raw["max_failures"], swept_keys=swept, **sections,
     )
 
 

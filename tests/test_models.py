@@ -86,3 +86,14 @@ def test_models_report_clamp_fractions_per_layer():
     model(torch.randn(8, 3, 32, 32))
     fractions = onlinenorm.clamp_fractions(model)
     assert "norm" in fractions and "blocks.0.norm1" in fractions and 0 < fractions["all"] < 1
+
+
+def test_cifar_resnet_projection_shortcuts_are_a_1x1_convolution_and_a_norm_at_each_width_change():
+    pad = create_model("resnet20", 10, create_norm("batch"))
+    projection = create_model("resnet20", 10, create_norm("batch"), shortcut="projection")
+    extra = sum(p.numel() for p in projection.parameters()) - sum(p.numel() for p in pad.parameters())
+    assert extra == 16 * 32 + 32 * 64 + 2 * (32 + 64)  # two 1x1 convolutions, their norms' weight and bias
+    x = torch.randn(2, 3, 32, 32)
+    assert projection(x).shape == pad(x).shape == (2, 10)
+    with pytest.raises(ValueError, match="shortcut must be one of pad, projection"):
+        create_model("resnet20", 10, create_norm("batch"), shortcut="identity")

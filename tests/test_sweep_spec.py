@@ -41,7 +41,7 @@ def test_expansion_grid_then_extra_trials_with_their_own_axes():
         **MINIMAL,
         "model": "mlp",
         "train": {"epochs": 2, "lr": 0.05},
-        "grid": {"clamp_value": [1, 2], "alpha_fwd": [0.9, 0.99]},
+        "grid": {"ecm": ["ac"], "clamp_value": [1, 2], "alpha_fwd": [0.9, 0.99]},
         "extra_trials": [{"norm": "batch", "seed": [0, 1]}, {"norm": "online", "ecm": "ls"}],
         "resources": {"cpu": 2, "gpu": 0},
     })
@@ -146,3 +146,66 @@ def test_run_refuses_an_existing_experiment_and_resume_a_folder_without_a_sweep(
     assert main(["sweep", "resume", str(tmp_path / "results" / "mini")]) == 2
     assert "holds no spec.yaml" in capsys.readouterr().err
     assert not ray.is_initialized() and list((tmp_path / "results" / "mini").iterdir()) == []
+
+
+REFERENCE = {"source": "Chiley et al. 2019", "results": [{"norm": "online", "ecm": "ls", "val_acc": 0.923},
+                                                         {"norm": "batch", "val_acc": 0.922, "val_loss": 0.26}]}
+
+
+def test_reference_figures_are_parsed():
+    spec = parse_spec({**MINIMAL, "reference": REFERENCE})
+    assert spec.reference.source == "Chiley et al. 2019" and spec.reference.results == REFERENCE["results"]
+    assert parse_spec(MINIMAL).reference is None
+
+
+@pytest.mark.parametrize("reference, expected", [
+    ({**REFERENCE, "results": [{"norm": "online", "val_acc": 92.3}]},
+     "reference.results[0].val_acc: must be a number in [0.0, 1.0]; got 92.3"),
+    ({**REFERENCE, "results": [{"norm": "batch", "val_loss": -0.1}]},
+     "reference.results[0].val_loss: must be a number in [0.0, inf); got -0.1"),
+    ({**REFERENCE, "results": [{"norm": "bn", "val_acc": 0.9}]},
+     "reference.results[0].norm: must be one of online, batch, group, layer, instance, none; got 'bn'"),
+    ({**REFERENCE, "results": [{"nrom": "batch", "val_acc": 0.9}]}, "reference.results[0].nrom: unknown key; did you mean 'norm'?"),
+    ({**REFERENCE, "results": [{"norm": "batch"}]}, "reference.results[0]: gives no figure; give val_acc and/or val_loss"),
+    ({**REFERENCE, "results": [{"val_acc": 0.9}]}, "reference.results[0]: selects no trials; give config keys"),
+    ({**REFERENCE, "results": []}, "reference.results: must be a non-empty list of mappings"),
+    ({"results": REFERENCE["results"]}, "reference.source: must be a non-empty string; got None"),
+    ({**REFERENCE, "url": "x"}, "reference.url: unknown key; known keys: source, results"),
+    ("Chiley", "reference: must be a mapping of keys to values; got 'Chiley'"),
+])
+def test_bad_reference_sections(reference, expected):
+    assert any(p.startswith(expected) for p in problems_of({**MINIMAL, "reference": reference}))
+
+
+def test_paper_specs_carry_the_published_figures_and_recipe():
+    cifar10 = load_spec(SPECS / "cifar10_paper.yaml")
+    assert {"norm": "online", "ecm": "ls", "val_acc": 0.923, "val_loss": 0.26} in cifar10.reference.results
+    assert all((t["epochs"], t["milestones"], t["batch_size"], t["weight_decay"], t["shortcut"])
+               == (250, [100, 150, 200], 128, 2e-4, "projection") for t in cifar10.trials)
+    assert [r["val_acc"] for r in load_spec(SPECS / "cifar100_paper.yaml").reference.results] == [0.686, 0.686]
+    imagenet = load_spec(SPECS / "imagenet_paper.yaml")
+    assert [(r.get("ecm"), r["val_acc"], r["val_loss"]) for r in imagenet.reference.results] == [
+        ("ac", 0.763, 0.93), ("ls", 0.763, 0.94), (None, 0.764, 0.97)]
+    assert all((t["model"], t["epochs"], t["milestones"], t["batch_size"], t["weight_decay"], t["decay_norm_params"])
+               == ("resnet50", 90, [30, 60, 80], 256, 1e-4, False) for t in imagenet.trials)
+
+
+def test_numbers_in_specs_and_set_values_are_read_as_yaml_12_reads_them(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: n\ndataset: {name: cifar10, data_dir: d}\ntrain: {eps: 1e-5, weight_decay: 1e-4}\n"
+                    "grid: {lr: [5e-4, 1e-3]}\n")
+    spec = load_spec(path, ["train.ls_eps=1E-6"])
+    assert [t["lr"] for t in spec.trials] == [5e-4, 1e-3]
+    assert all((t["eps"], t["weight_decay"], t["ls_eps"]) == (1e-5, 1e-4, 1e-6) for t in spec.trials)
+
+
+@pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.name)
+def test_the_spec_yaml_a_sweep_writes_is_accepted_back(path, tmp_path, capsys):
+    from sweeps.run import read_experiment_spec
+
+    spec = load_spec(path)
+    (tmp_path / "spec.yaml").write_text(spec.to_yaml())  # what `sweep run` saves for `sweep resume`
+    again = read_experiment_spec(str(tmp_path))
+    assert again.trials == spec.trials and again.reference == spec.reference and again.raw == spec.raw
+    assert main(["sweep", "run", str(tmp_path / "spec.yaml"), "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith(f"sweep {spec.name}: {len(spec.trials)} trials")

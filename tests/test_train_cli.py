@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from onlinenorm.cli import main
 from onlinenorm.data import write_synthetic
@@ -50,10 +51,20 @@ def test_train_writes_metrics_and_resumes(data_dir, tmp_path, capsys):
 
     assert main(flags(data_dir, tmp_path / "run", "--epochs", "1")) == 2  # would overwrite
     assert "already holds a run" in capsys.readouterr().err
+    written = (tmp_path / "run" / "config.json").read_text()
+    assert main([*flags(data_dir, tmp_path / "run", "--epochs", "2", "--lr", "0.5"), "--resume"]) == 2
+    assert "different config (lr: 0.02 -> 0.5)" in capsys.readouterr().err
+    assert (tmp_path / "run" / "config.json").read_text() == written  # a refused resume rewrites nothing
     assert main([*flags(data_dir, tmp_path / "run", "--epochs", "2"), "--resume"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch_0002"]
+
+    # the config.json a run writes is a config another run accepts, and resolves to itself
+    assert main(["train", "--config", str(tmp_path / "run" / "config.json"), "--out", str(tmp_path / "again"),
+                 "--epochs", "1", "--quiet"]) == 0
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert again == {**json.loads((tmp_path / "run" / "config.json").read_text()), "epochs": 1}
 
 
 @pytest.mark.parametrize(
@@ -64,15 +75,18 @@ def test_train_writes_metrics_and_resumes(data_dir, tmp_path, capsys):
         (["--set", "subset"], "--set expects KEY=VALUE"),
         (["--set", "milestones=[3,"], "--set value of 'milestones=[3,' is not valid YAML"),
         (["--resume"], "holds no checkpoint to resume from"),
+        pytest.param(["--device", "cuda"], "config key 'device' is 'cuda' but torch sees no CUDA device",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")),
     ],
 )
 def test_bad_input_fails_before_any_work(data_dir, tmp_path, capsys, extra, message):
     assert main([*flags(data_dir, tmp_path / "run"), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not (tmp_path / "run").exists()  # bad input writes nothing
 
 
-def test_missing_data_is_a_usage_error(tmp_path, capsys):
+def test_missing_data_is_a_usage_error_and_writes_nothing(tmp_path, capsys):
     assert main(["train", "--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert "onlinenorm data synth --format cifar10" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..constants import DATASETS
 from .augment import pad_crop_flip, resized_crop_flip
 from .cifar import CIFAR_LAYOUTS, load_cifar, write_cifar
 from .download import download_archive
@@ -19,7 +20,6 @@ from .split import Split
 from .subset import stratified_subset
 from .synth import synthesize
 
-DATASETS = ("cifar10", "cifar100", "imagefolder", "imagenet-npz")
 PAD_FRACTION = 8  # pad-crop translates by up to 1/8 of the side: 4 px at 32 px
 STATS_CHUNK = 4096  # images per pass when computing mean/std (bounds memory on memory maps)
 SYNTH_DEFAULTS = {  # format -> (classes, image size) written by `data synth`

@@ -11,17 +11,21 @@ from math import prod
 
 from torch import nn
 
+from ..constants import MODELS
 from ..norms import NormLayer
-from .cifar_resnet import CIFAR_DEPTHS, CifarResNet
+from .cifar_resnet import CifarResNet
 from .mlp import MLP
 from .resnet import ARCHITECTURES, ResNet
 
-MODELS = (*(f"resnet{d}" for d in CIFAR_DEPTHS), "resnet18", "resnet50", "mlp")
 NORM_DIMS = {name: 1 if name == "mlp" else 2 for name in MODELS}
 
 
 def create_model(
-    name: str, num_classes: int, norm_layer: NormLayer, image_shape: tuple[int, int, int] = (3, 32, 32)
+    name: str,
+    num_classes: int,
+    norm_layer: NormLayer,
+    image_shape: tuple[int, int, int] = (3, 32, 32),
+    shortcut: str = "pad",
 ) -> nn.Module:
     """Model ``name`` for inputs of ``image_shape`` (C, H, W) and ``num_classes`` outputs.
 
@@ -32,6 +36,8 @@ def create_model(
         norm_layer: ``num_features -> nn.Module`` (see :func:`onlinenorm.norms.create_norm`),
             of the dimensionality ``NORM_DIMS[name]``.
         image_shape: ``(C, H, W)`` of one input image.
+        shortcut: ``pad`` or ``projection``, the CIFAR ResNets' shortcut where a
+            stage changes width; ImageNet ResNets always project, the MLP has none.
 
     Returns:
         The model, mapping ``(N, C, H, W)`` images to ``(N, num_classes)`` logits.
@@ -42,7 +48,8 @@ def create_model(
     if name in ARCHITECTURES:
         return ResNet(name, num_classes, norm_layer, image_size=height, in_channels=channels)
     if name in MODELS:
-        return CifarResNet(int(name.removeprefix("resnet")), num_classes, norm_layer, in_channels=channels)
+        return CifarResNet(int(name.removeprefix("resnet")), num_classes, norm_layer, in_channels=channels,
+                           shortcut=shortcut)
     raise ValueError(f"model must be one of {', '.join(MODELS)}, got {name!r}")
 
 

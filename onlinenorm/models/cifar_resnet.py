@@ -1,7 +1,10 @@
 """CIFAR ResNets of depth 6n + 2 (He et al. 2016, section 4.2).
 
 Three stages of n basic blocks with 16, 32, 64 channels on 32x32, 16x16, 8x8
-maps, parameter-free (option A) shortcuts; ResNet-20 has 0.27M parameters.
+maps. Where a stage changes width the shortcut is parameter-free (``pad``,
+option A: subsample and zero-pad channels; ResNet-20 has 0.27M parameters) or
+a ``projection`` (option B: 1x1 convolution and norm, as in the Online
+Normalization authors' scripts).
 """
 
 from __future__ import annotations
@@ -9,20 +12,24 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..constants import CIFAR_DEPTHS, SHORTCUTS
 from ..norms import NormLayer
-from .blocks import BasicBlock, PadShortcut, conv3x3
+from .blocks import BasicBlock, PadShortcut, conv3x3, projection
 
 STAGE_CHANNELS = (16, 32, 64)
-CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 
 
 class CifarResNet(nn.Module):
     """(N, C, H, W) images -> (N, num_classes) logits."""
 
-    def __init__(self, depth: int, num_classes: int, norm_layer: NormLayer, in_channels: int = 3) -> None:
+    def __init__(
+        self, depth: int, num_classes: int, norm_layer: NormLayer, in_channels: int = 3, shortcut: str = "pad"
+    ) -> None:
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (e.g. {CIFAR_DEPTHS}), got {depth}")
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {', '.join(SHORTCUTS)}, got {shortcut!r}")
         blocks_per_stage = (depth - 2) // 6
         self.conv = conv3x3(in_channels, STAGE_CHANNELS[0])
         self.norm = norm_layer(STAGE_CHANNELS[0])
@@ -31,8 +38,13 @@ class CifarResNet(nn.Module):
         for stage, out_channels in enumerate(STAGE_CHANNELS):
             for index in range(blocks_per_stage):
                 stride = 2 if stage > 0 and index == 0 else 1
-                shortcut = PadShortcut(out_channels - channels, stride) if stride > 1 else nn.Identity()
-                blocks.append(BasicBlock(channels, out_channels, stride, norm_layer, shortcut))
+                if stride == 1:
+                    path = nn.Identity()
+                elif shortcut == "pad":
+                    path = PadShortcut(out_channels - channels, stride)
+                else:
+                    path = projection(channels, out_channels, stride, norm_layer)
+                blocks.append(BasicBlock(channels, out_channels, stride, norm_layer, path))
                 channels = out_channels
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(channels, num_classes)

@@ -1,0 +1,51 @@
+"""``onlinenorm config show``: every training-config key, its default, a dataset recipe's value, the allowed values."""
+
+from __future__ import annotations
+
+import argparse
+
+from onlinenorm.constants import DATASETS
+
+
+def register(subparsers) -> None:
+    config = subparsers.add_parser(
+        "config",
+        help="the training config: every key, its default and allowed values",
+        description="Inspect the training config that `onlinenorm train` and sweep specs take.",
+    )
+    actions = config.add_subparsers(dest="config_action", metavar="ACTION", required=True)
+    show = actions.add_parser(
+        "show",
+        help="list every config key with its default, the dataset recipe's value and the allowed values",
+        description="List every training-config key: its schema default (null: taken from the dataset's recipe), "
+        "the value a run on DATASET resolves it to, the allowed values and what it means.",
+    )
+    show.add_argument("--dataset", choices=DATASETS, default=DATASETS[0], metavar="NAME",
+                      help=f"the recipe to resolve: {', '.join(DATASETS)} (default: {DATASETS[0]})")
+    show.set_defaults(func=run_show)
+
+
+def _text(value) -> str:
+    import json
+
+    return json.dumps(value) if value is None or isinstance(value, (bool, list)) else str(value)
+
+
+def config_table(dataset: str) -> list[tuple[str, str, str, str, str]]:
+    """One row per config key: (key, default, value resolved for ``dataset``, allowed values, meaning)."""
+    from onlinenorm.config import SCHEMA, validate_config
+
+    resolved = validate_config({"dataset": dataset})
+    return [(key, _text(option.default), _text(resolved[key]), option.rule.allowed, option.doc)
+            for key, option in SCHEMA.items()]
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from onlinenorm.config import RECIPES
+
+    rows = [("key", "default", args.dataset, "allowed", "meaning"), *config_table(args.dataset)]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    print(f"Training-config keys; the {args.dataset} column is its recipe: {RECIPES[args.dataset].source}")
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    return 0
