@@ -15,7 +15,9 @@
     ``alpha_bkw``, ``clamp_value``, ``seed``, ...) exactly as the trial
     received them (``norm``, ``ecm`` and ``epochs`` always exist, NaN where a
     config lacks them), then ``SUMMARY_COLUMNS``:
-    state           finished | running | pending | errored | diverged
+    state           finished | stopped | running | pending | errored | diverged
+                    (stopped: Ray ended it before its config's ``epochs``
+                    without an error or a divergence, e.g. an ASHA early stop)
     ray_status      Ray's own status, None when experiment_state is missing
     error           last line of error.txt
     trial_dir       the trial directory
@@ -72,7 +74,9 @@ def config_columns(trials: pd.DataFrame) -> list[str]:
 
 
 def complete(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials that ran to their end (finished or diverged): the ones tables compare."""
+    """Trials that ran to their end (finished or diverged): the ones tables,
+    charts and findings compare. Stopped, running, pending and errored trials
+    are not outcomes."""
     return trials[trials["state"].isin(COMPLETE_STATES)]
 
 
@@ -152,15 +156,18 @@ def _summaries(epochs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _state(trials: pd.DataFrame) -> np.ndarray:
-    reached_last_epoch = trials["epochs_done"] >= pd.to_numeric(trials["epochs"], errors="coerce")
+    planned = pd.to_numeric(trials["epochs"], errors="coerce")
+    reached_last_epoch = (trials["epochs_done"] >= planned).fillna(False)
+    ended_early = (trials["epochs_done"] < planned).fillna(False)
     conditions = [
         trials["error"].notna() | trials["ray_status"].eq("ERROR"),
         trials["diverged"],
-        trials["ray_status"].eq("TERMINATED") | reached_last_epoch.fillna(False),
+        trials["ray_status"].eq("TERMINATED") & ended_early,  # a scheduler (ASHA) stopped it
+        trials["ray_status"].eq("TERMINATED") | reached_last_epoch,
         trials["epochs_done"].notna(),
     ]
     return np.select([c.to_numpy(dtype=bool) for c in conditions],
-                     ["errored", "diverged", "finished", "running"], default="pending")
+                     ["errored", "diverged", "stopped", "finished", "running"], default="pending")
 
 
 def _normalizer(trials: pd.DataFrame) -> pd.Series:

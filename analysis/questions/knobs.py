@@ -1,0 +1,65 @@
+"""Which knob matters: the share of the variance of best accuracy that each
+swept parameter explains over the complete clamping runs (its main effect,
+the correlation ratio eta^2):
+
+    share(p) = sum_v n_v (mean_v - mean)^2 / sum_i (y_i - mean)^2
+
+where ``v`` runs over the values of ``p``, ``n_v`` and ``mean_v`` are the
+number and mean best accuracy of the runs at ``v``. In a balanced grid the
+shares of independent parameters add up, with the rest left to interactions;
+``seed`` is reported too, as run-to-run noise. The interval resamples runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.questions import stats
+from analysis.questions.rows import runs as count
+from analysis.questions.runs import swept
+from analysis.questions.stats import UNSUPPORTED
+
+QUESTION = "Which knob matters?"
+
+
+def knob_shares(runs: pd.DataFrame, confidence: float) -> list[dict]:
+    """Finding rows (kind ``knob``), one per swept parameter, largest share first."""
+    clamped = runs[runs["clamping"]].dropna(subset=["best_val_acc"])
+    parameters = swept(clamped)
+    accuracy = clamped["best_val_acc"].to_numpy(dtype=float)
+    if len(clamped) < 3 or not parameters or accuracy.var() == 0:
+        reason = ("fewer than three complete clamping runs" if len(clamped) < 3
+                  else "no parameter varies among the clamping runs" if not parameters
+                  else "every clamping run reached the same best accuracy")
+        return [{"kind": "knob", "question": QUESTION, "subject": "clamping", "verdict": UNSUPPORTED,
+                 "reason": reason, "sentence": f"Cannot tell which knob matters: {reason}."}]
+    samples = [(accuracy, pd.factorize(clamped[p].astype(str))[0].astype(float)) for p in parameters]
+    figures = np.array([stats.intervals([sample], confidence, statistic=eta_squared, paired=True)[0]
+                        for sample in samples])
+    rows = []
+    for parameter, (share, low, high) in sorted(zip(parameters, figures), key=lambda item: -item[1][0]):
+        what = "seed (run-to-run noise)" if parameter == "seed" else parameter
+        rows.append({
+            "kind": "knob", "question": QUESTION, "subject": parameter, "metric": "share of variance of best_val_acc",
+            "estimate": share, "ci_low": low, "ci_high": high, "n_runs": len(clamped), "verdict": "measured",
+            "sentence": f"{what} explains {share:.0%} of the variance of best accuracy over "
+                        f"{count(len(clamped), 'clamping run')} ({confidence:.0%} CI [{low:.0%}, {high:.0%}]).",
+        })
+    return rows
+
+
+def eta_squared(accuracy: np.ndarray, codes: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Share of the variance of ``accuracy`` explained by the groups ``codes`` (integers as floats).
+
+    Shape: ``accuracy`` and ``codes`` are ``(..., n)`` along ``axis=-1``; returns ``(...)``.
+    """
+    one_hot = (codes[..., None] == np.arange(int(codes.max()) + 1)).astype(float)  # (..., n, groups)
+    counts = one_hot.sum(axis=-2)
+    sums = np.einsum("...n,...ng->...g", accuracy, one_hot)
+    grand = accuracy.mean(axis=-1, keepdims=True)
+    means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    between = (counts * (means - grand) ** 2).sum(axis=-1)
+    total = ((accuracy - grand) ** 2).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return between / total
