@@ -179,12 +179,13 @@ def _normalizer(trials: pd.DataFrame) -> pd.Series:
 def _setting(trials: pd.DataFrame, config_keys: list[str]) -> pd.Series:
     columns = [c for c in config_keys if c not in ("seed", "norm", "ecm")]
     relevant = trials[columns].astype(object).copy()
-    if "clamp_value" in relevant:
-        relevant.loc[~clamping(trials), "clamp_value"] = None
-    for alpha in ("alpha_fwd", "alpha_bkw"):
-        if alpha in relevant:
-            relevant.loc[trials["norm"].ne("online"), alpha] = None
-    varying = [c for c in columns if relevant[c].nunique(dropna=False) > 1]
+    applies = {"clamp_value": clamping(trials), "alpha_fwd": trials["norm"].eq("online"),
+               "alpha_bkw": trials["norm"].eq("online")}
+    for key, mask in applies.items():
+        if key in relevant:
+            relevant.loc[~mask, key] = None
+    # A key varies if it takes two values among the trials it applies to.
+    varying = [c for c in columns if relevant.loc[applies.get(c, slice(None)), c].nunique(dropna=False) > 1]
     labels = relevant[varying].apply(
         lambda row: ", ".join(f"{k}={v}" for k, v in row.items() if pd.notna(v)), axis=1)
     return labels.reindex(trials.index).fillna("").astype(str)

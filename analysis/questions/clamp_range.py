@@ -72,7 +72,7 @@ def _pair(label: str, runs: pd.DataFrame, confidence: float, margin: float) -> l
                                   f"{reason}."}
     limit_row = base | {"kind": "clamp_limit", "question": QUESTION_LIMIT, "against": best}
     if not worse.empty:
-        first = others.loc[worse.index, "fraction"].idxmin()
+        first = others.loc[worse.index].sort_values(["fraction", "c"], ascending=[True, False]).index[0]
         limit_row |= {"estimate": others.loc[first, "fraction"], "verdict": MEASURED, "sentence": (
             f"At {label}: accuracy falls by more than {100 * margin:.1f} points beyond a clamp fraction of "
             f"{number(others.loc[first, 'fraction'])} (c={others.loc[first, 'c']:g}: "

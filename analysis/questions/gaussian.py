@@ -42,7 +42,8 @@ def gaussian_tails(runs: pd.DataFrame, layers: pd.DataFrame, confidence: float) 
                       .reset_index())
     measured = pd.concat([per_run, by_layer], ignore_index=True)
     measured["ratio"] = measured["clamp_fraction_mean"] / erfc(measured["clamp_value"] / np.sqrt(2))
-    groups = list(measured.groupby(["clamp_value", "depth"], sort=True))
+    measured["per_layer"] = measured["depth"].ge(0)  # the overall rows first, then per depth
+    groups = [(key[1:], group) for key, group in measured.groupby(["per_layer", "clamp_value", "depth"], sort=True)]
     figures = stats.intervals([(group["ratio"].to_numpy(),) for _, group in groups], confidence)
     rows = []
     for ((c, depth), group), (ratio, low, high) in zip(groups, figures):

@@ -34,19 +34,34 @@ def knob_shares(runs: pd.DataFrame, confidence: float) -> list[dict]:
                   else "every clamping run reached the same best accuracy")
         return [{"kind": "knob", "question": QUESTION, "subject": "clamping", "verdict": UNSUPPORTED,
                  "reason": reason, "sentence": f"Cannot tell which knob matters: {reason}."}]
-    samples = [(accuracy, pd.factorize(clamped[p].astype(str))[0].astype(float)) for p in parameters]
-    figures = np.array([stats.intervals([sample], confidence, statistic=eta_squared, paired=True)[0]
-                        for sample in samples])
+    shares = _shares(clamped, parameters, confidence)
+    n_failed = int(clamped["failed"].sum())
+    without = _shares(clamped[~clamped["failed"]], parameters, confidence) if n_failed else {}
     rows = []
-    for parameter, (share, low, high) in sorted(zip(parameters, figures), key=lambda item: -item[1][0]):
+    for parameter in sorted(parameters, key=lambda p: -shares[p][0]):
+        share, low, high = shares[parameter]
         what = "seed (run-to-run noise)" if parameter == "seed" else parameter
-        rows.append({
-            "kind": "knob", "question": QUESTION, "subject": parameter, "metric": "share of variance of best_val_acc",
-            "estimate": share, "ci_low": low, "ci_high": high, "n_runs": len(clamped), "verdict": "measured",
-            "sentence": f"{what} explains {share:.0%} of the variance of best accuracy over "
-                        f"{count(len(clamped), 'clamping run')} ({confidence:.0%} CI [{low:.0%}, {high:.0%}]).",
-        })
+        row = {"kind": "knob", "question": QUESTION, "subject": parameter,
+               "metric": "share of variance of best_val_acc", "estimate": share, "ci_low": low, "ci_high": high,
+               "n_runs": len(clamped), "verdict": "measured", "n_failed": n_failed,
+               "sentence": f"{what} explains {share:.0%} of the variance of best accuracy over "
+                           f"{count(len(clamped), 'clamping run')} ({confidence:.0%} CI [{low:.0%}, {high:.0%}])"}
+        if n_failed:
+            share, low, high = without[parameter]
+            row |= {"estimate_without_failed": share, "ci_low_without_failed": low, "ci_high_without_failed": high,
+                    "verdict_without_failed": "measured"}
+            row["sentence"] += (f"; without the {count(n_failed)} that failed to learn: {share:.0%} "
+                                f"([{low:.0%}, {high:.0%}])")
+        rows.append(row | {"sentence": row["sentence"] + "."})
     return rows
+
+
+def _shares(runs: pd.DataFrame, parameters: list[str], confidence: float) -> dict[str, np.ndarray]:
+    """``{parameter: (share, ci_low, ci_high)}`` over ``runs``."""
+    accuracy = runs["best_val_acc"].to_numpy(dtype=float)
+    return {p: stats.intervals([(accuracy, pd.factorize(runs[p].astype(str))[0].astype(float))], confidence,
+                               statistic=eta_squared, paired=True)[0]
+            for p in parameters}
 
 
 def eta_squared(accuracy: np.ndarray, codes: np.ndarray, axis: int = -1) -> np.ndarray:
