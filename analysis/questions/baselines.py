@@ -48,12 +48,11 @@ def against_baselines(runs: pd.DataFrame, trials: pd.DataFrame, confidence: floa
                     rows.append({"kind": "baseline", "question": QUESTION, "subject": subject, "against": base,
                                  "metric": metric, "label": label, "x_mean": x.values.mean(),
                                  "y_mean": y.values.mean()})
-    comparisons = compare(items, confidence, margin)
     compared = [row for row in rows if "label" in row]
-    for row, (_, result) in zip(compared, comparisons.iterrows()):
-        row.update(result.drop("paired").to_dict())
-        row["sentence"] = (f"{row['subject']}: {row.pop('label')} {percent(row.pop('x_mean'))} against "
-                           f"{row['against']} {percent(row.pop('y_mean'))}: {describe(result, confidence)}.")
+    for row, result in zip(compared, compare(items, confidence, margin)):
+        row |= result
+        row["sentence"] = (f"{row['subject']}: {row['label']} {percent(row['x_mean'])} against "
+                           f"{row['against']} {percent(row['y_mean'])}: {describe(result, confidence)}.")
     return rows
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis.questions.compare import Side, compare, describe
 from analysis.questions.rows import number, percent
-from analysis.questions.runs import best_subject
+from analysis.questions.runs import label
 from analysis.questions.stats import EQUIVALENT, INCONCLUSIVE, UNSUPPORTED, WORSE
 
 QUESTION_RANGE = "Which clamp values are as good as the best?"
@@ -29,37 +29,45 @@ def clamp_range(runs: pd.DataFrame, confidence: float, margin: float) -> list[di
     if clamped.empty:
         return [{"kind": "safe_range", "question": QUESTION_RANGE, "subject": "clamping", "verdict": UNSUPPORTED,
                  "reason": "no complete clamping run", "sentence": "No safe clamp range: no complete clamping run."}]
-    rows = []
     keys = ["context"] + [k for k in DECAY if k in clamped]
-    for pair, in_pair in clamped.groupby(keys, sort=True, dropna=False):
-        label = ", ".join(f"{k}={v}" for k, v in zip(keys, pair) if k != "context" or v)
-        rows.extend(_pair(label, in_pair, confidence, margin))
+    pair = label(clamped, keys[1:])
+    clamped = clamped.assign(pair=pair.where(clamped["context"].eq(""), clamped["context"] + ", " + pair))
+    per_value = (clamped.groupby("subject", sort=False)
+                        .agg(pair=("pair", "first"), c=("clamp_value", "first"), n=("best_val_acc", "size"),
+                             fraction=("clamp_fraction_mean", "mean"), accuracy=("best_val_acc", "mean"),
+                             median=("best_val_acc", "median"))
+                        .sort_values(["pair", "c"]))
+    best = per_value.sort_values("median", ascending=False, kind="stable").groupby("pair").head(1)
+    best = pd.Series(best.index, index=best["pair"])
+    per_value["best"] = per_value["pair"].map(best)
+    others = per_value[per_value.index != per_value["best"]]
+    sides = Side.by(clamped, "best_val_acc", key="subject")
+    results = compare([(sides[s], sides[b]) for s, b in zip(others.index, others["best"])], confidence, margin)
+    comparisons = pd.DataFrame(results, index=others.index).join(others)
+    rows = []
+    for name, values in per_value.groupby("pair", sort=True):
+        rows.extend(_pair(name, values, comparisons[comparisons["pair"].eq(name)], best[name],
+                          int(values["n"].sum()), confidence, margin))
     return rows
 
 
-def _pair(label: str, runs: pd.DataFrame, confidence: float, margin: float) -> list[dict]:
-    per_value = runs.groupby("subject").agg(c=("clamp_value", "first"), fraction=("clamp_fraction_mean", "mean"),
-                                            accuracy=("best_val_acc", "mean"), n=("best_val_acc", "size"))
-    base = {"question": QUESTION_RANGE, "subject": label, "metric": "clamp_fraction_mean",
-            "n_runs": len(runs), "against": None}
+def _pair(label: str, per_value: pd.DataFrame, comparisons: pd.DataFrame, best: str, n_runs: int,
+          confidence: float, margin: float) -> list[dict]:
+    base = {"question": QUESTION_RANGE, "subject": label, "metric": "clamp_fraction_mean", "n_runs": n_runs,
+            "against": best}
     if len(per_value) < 2:
         reason = f"one clamp value (c={per_value['c'].iloc[0]:g}) was tried at {label}"
-        return [base | {"kind": "safe_range", "verdict": UNSUPPORTED, "reason": reason,
+        return [base | {"kind": "safe_range", "against": None, "verdict": UNSUPPORTED, "reason": reason,
                         "sentence": f"No safe clamp range at {label}: {reason}."}]
-    best = best_subject(runs)
-    others = per_value.drop(index=best).sort_values("c")
-    sides = Side.by(runs, "best_val_acc", key="subject")
-    comparisons = compare([(sides[s], sides[best]) for s in others.index], confidence, margin).set_index(others.index)
     best_text = f"c={per_value.loc[best, 'c']:g}, {percent(per_value.loc[best, 'accuracy'])}"
     equivalent = per_value.loc[[best] + list(comparisons.index[comparisons["verdict"].eq(EQUIVALENT)])]
     worse = comparisons[comparisons["verdict"].eq(WORSE)]
-    decided = comparisons["verdict"].isin([EQUIVALENT, WORSE]).any()
-    values = ", ".join(f"{c:g}" for c in sorted(equivalent["c"]))
-    values = (f"clamp values c = {values} are equivalent to the best" if len(equivalent) > 1
-              else "no other clamp value is equivalent to the best one")
     largest = equivalent["fraction"].max()
-    range_row = base | {"kind": "safe_range", "against": best, "estimate": largest}
-    if decided:
+    range_row = base | {"kind": "safe_range", "estimate": largest}
+    if comparisons["verdict"].isin([EQUIVALENT, WORSE]).any():
+        values = ", ".join(f"{c:g}" for c in sorted(equivalent["c"]))
+        values = (f"clamp values c = {values} are equivalent to the best" if len(equivalent) > 1
+                  else "no other clamp value is equivalent to the best one")
         range_row |= {"verdict": MEASURED, "sentence": (
             f"At {label}: {values} ({best_text}) within \u00b1{100 * margin:.1f} points; "
             f"{'the largest clamp fraction among them' if len(equivalent) > 1 else 'its clamp fraction'} "
@@ -70,13 +78,13 @@ def _pair(label: str, runs: pd.DataFrame, confidence: float, margin: float) -> l
         range_row |= {"verdict": INCONCLUSIVE, "reason": reason,
                       "sentence": f"At {label}: no clamp value could be shown equivalent to the best ({best_text}): "
                                   f"{reason}."}
-    limit_row = base | {"kind": "clamp_limit", "question": QUESTION_LIMIT, "against": best}
+    limit_row = base | {"kind": "clamp_limit", "question": QUESTION_LIMIT}
     if not worse.empty:
-        first = others.loc[worse.index].sort_values(["fraction", "c"], ascending=[True, False]).index[0]
-        limit_row |= {"estimate": others.loc[first, "fraction"], "verdict": MEASURED, "sentence": (
+        first = worse.sort_values(["fraction", "c"], ascending=[True, False]).iloc[0]
+        limit_row |= {"estimate": first["fraction"], "verdict": MEASURED, "sentence": (
             f"At {label}: accuracy falls by more than {100 * margin:.1f} points beyond a clamp fraction of "
-            f"{number(others.loc[first, 'fraction'])} (c={others.loc[first, 'c']:g}: "
-            f"{describe(comparisons.loc[first], confidence)} against {best_text}).")}
+            f"{number(first['fraction'])} (c={first['c']:g}: {describe(first.to_dict(), confidence)} "
+            f"against {best_text}).")}
     elif comparisons["verdict"].eq(EQUIVALENT).all():
         limit_row |= {"estimate": np.nan, "verdict": NONE, "sentence": (
             f"At {label}: no clamp value tried lost more than {100 * margin:.1f} points against the best "

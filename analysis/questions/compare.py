@@ -51,11 +51,11 @@ class Side:
         return Side(self.seeds[keep], self.values[keep], self.failed[keep])
 
 
-def compare(items: list[tuple[Side, Side | None]], confidence: float, margin: float) -> pd.DataFrame:
-    """One row per ``(x, y)`` item: the mean of ``x - y`` (``y`` None: of ``x``).
+def compare(items: list[tuple[Side, Side | None]], confidence: float, margin: float) -> list[dict]:
+    """One record per ``(x, y)`` item: the mean of ``x - y`` (``y`` None: of ``x``).
 
     Returns:
-        A frame with ``RESULT_COLUMNS`` (reason: why the verdict is
+        Dicts with ``RESULT_COLUMNS`` (reason: why the verdict is
         inconclusive), n_failed (failed runs on either side), and the same
         figures recomputed without the failed runs, ``*_without_failed``
         (NaN where no failed run took part).
@@ -68,14 +68,14 @@ def compare(items: list[tuple[Side, Side | None]], confidence: float, margin: fl
     for column in ("estimate", "ci_low", "ci_high", "verdict"):
         result[f"{column}_without_failed"] = pd.Series(without[column].to_numpy(), index=involved,
                                                        dtype=result[column].dtype)
-    return result
+    return result.to_dict("records")
 
 
-def describe(row: pd.Series, confidence: float) -> str:
+def describe(row: dict, confidence: float) -> str:
     """``-1.2 points, 95% CI [-1.6, -0.8], paired over 2 seeds: worse``, and
     what it becomes without failed runs, for a compare() row."""
     basis = (f"paired over {row['n_runs']} seeds" if row["paired"]
-             else runs(row["n_runs"]) if not pd.isna(row["n_runs"]) else "no run")
+             else runs(row["n_runs"]))
     text = (f"{points(row['estimate'])} points, {interval_points(row['ci_low'], row['ci_high'], confidence)}, "
             f"{basis}: {row['verdict']}")
     if row["n_failed"]:

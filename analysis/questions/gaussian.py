@@ -36,10 +36,7 @@ def gaussian_tails(runs: pd.DataFrame, layers: pd.DataFrame, confidence: float) 
                  "sentence": "Cannot compare clamp fractions with the Gaussian prediction: "
                              "no complete clamping run reported a clamp fraction."}]
     per_run = clamped[KEYS + ["clamp_value", "clamp_fraction_mean"]].assign(depth=-1, layer="")
-    by_layer = (layers.merge(clamped[KEYS + ["clamp_value"]], on=KEYS)
-                      .groupby(KEYS + ["clamp_value", "depth"], sort=False)
-                      .agg(clamp_fraction_mean=("clamp_fraction", "mean"), layer=("layer", "first"))
-                      .reset_index())
+    by_layer = _layer_means(layers).merge(clamped[KEYS + ["clamp_value"]], on=KEYS)
     measured = pd.concat([per_run, by_layer], ignore_index=True)
     measured["ratio"] = measured["clamp_fraction_mean"] / erfc(measured["clamp_value"] / np.sqrt(2))
     measured["per_layer"] = measured["depth"].ge(0)  # the overall rows first, then per depth
@@ -61,6 +58,32 @@ def gaussian_tails(runs: pd.DataFrame, layers: pd.DataFrame, confidence: float) 
                         f"{verdict}.",
         })
     return rows
+
+
+def _layer_means(layers: pd.DataFrame) -> pd.DataFrame:
+    """Mean clamp fraction over epochs per trial and depth, with the layer's
+    name (as the first trial to report that depth named it).
+
+    One ``np.bincount`` over integer keys instead of a groupby on string keys:
+    ``layers`` has a row per trial, epoch and layer (millions in a large sweep).
+    """
+    experiment, experiments = pd.factorize(layers["experiment"])
+    trial, trial_ids = pd.factorize(layers["trial_id"])
+    depth = layers["depth"].to_numpy(dtype=np.int64)
+    depths = int(depth.max()) + 1 if len(depth) else 0
+    key = (experiment.astype(np.int64) * len(trial_ids) + trial) * depths + depth
+    count = np.bincount(key, minlength=len(experiments) * len(trial_ids) * depths)
+    total = np.bincount(key, weights=layers["clamp_fraction"].to_numpy(dtype=float), minlength=len(count))
+    present = np.flatnonzero(count)
+    trial_key, depth_of = np.divmod(present, depths) if depths else (present, present)
+    first = layers["depth"].drop_duplicates()
+    names = pd.Series(layers.loc[first.index, "layer"].to_numpy(), index=first.to_numpy())
+    return pd.DataFrame({
+        "experiment": np.asarray(experiments)[trial_key // len(trial_ids)],
+        "trial_id": np.asarray(trial_ids)[trial_key % len(trial_ids)],
+        "depth": depth_of, "layer": names.reindex(depth_of).to_numpy(),
+        "clamp_fraction_mean": total[present] / count[present],
+    })
 
 
 def _verdict(low: float, high: float) -> str:

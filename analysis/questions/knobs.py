@@ -69,12 +69,15 @@ def eta_squared(accuracy: np.ndarray, codes: np.ndarray, axis: int = -1) -> np.n
 
     Shape: ``accuracy`` and ``codes`` are ``(..., n)`` along ``axis=-1``; returns ``(...)``.
     """
-    one_hot = (codes[..., None] == np.arange(int(codes.max()) + 1)).astype(float)  # (..., n, groups)
-    counts = one_hot.sum(axis=-2)
-    sums = np.einsum("...n,...ng->...g", accuracy, one_hot)
-    grand = accuracy.mean(axis=-1, keepdims=True)
-    means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
-    between = (counts * (means - grand) ** 2).sum(axis=-1)
-    total = ((accuracy - grand) ** 2).sum(axis=-1)
+    groups = int(codes.max()) + 1
+    batch = accuracy.shape[:-1]
+    flat_y = accuracy.reshape(-1, accuracy.shape[-1])
+    # One bincount for every row at once: row r's group g lands in bin r * groups + g.
+    bins = (codes.reshape(flat_y.shape).astype(np.int64) + groups * np.arange(len(flat_y))[:, None]).ravel()
+    counts = np.bincount(bins, minlength=groups * len(flat_y)).reshape(-1, groups)
+    sums = np.bincount(bins, weights=flat_y.ravel(), minlength=groups * len(flat_y)).reshape(-1, groups)
+    grand = flat_y.mean(axis=-1, keepdims=True)
+    between = (sums ** 2 / np.maximum(counts, 1)).sum(axis=-1) - counts.sum(axis=-1) * grand[:, 0] ** 2
+    total = ((flat_y - grand) ** 2).sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return between / total
+        return (between / total).reshape(batch)

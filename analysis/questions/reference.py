@@ -63,10 +63,10 @@ def against_reference(runs: pd.DataFrame, specs: dict[str, str], confidence: flo
                 items.append(side)
                 rows.append(base | {"subject": subject, "figure": figure, "published": published,
                                     "ours": selected[column].median(), "source": source})
-    comparisons = compare([(side, None) for side in items], confidence, margin)
-    for row, (_, result) in zip([r for r in rows if "figure" in r], comparisons.iterrows()):
-        row.update(result.drop("paired").to_dict())
-        figure, published, ours, source = (row.pop(k) for k in ("figure", "published", "ours", "source"))
+    for row, result in zip([r for r in rows if "figure" in r], compare([(side, None) for side in items],
+                                                                        confidence, margin)):
+        row |= result
+        figure, published, ours, source = (row[k] for k in ("figure", "published", "ours", "source"))
         if figure == "val_acc":
             row["sentence"] = (f"{row['subject']}: best val. accuracy {percent(ours)} (median) against the "
                                f"published {percent(published)} ({source}): "

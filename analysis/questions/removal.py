@@ -21,11 +21,9 @@ def removal(runs: pd.DataFrame, confidence: float, margin: float) -> list[dict]:
         return [{"kind": "removal", "question": QUESTION, "subject": "clamping", "verdict": UNSUPPORTED,
                  "reason": reason, "sentence": f"Cannot tell whether removing the clamp is safe: {reason}."}]
     sides = Side.by(clamped, "removal", key="subject")
-    comparisons = compare([(side, None) for side in sides.values()], confidence, margin)
-    rows = []
-    for subject, (_, result) in zip(sides, comparisons.iterrows()):
-        rows.append({"kind": "removal", "question": QUESTION, "subject": subject, "against": "clamped",
-                     "metric": "val_acc_unclamped - val_acc", **result.drop("paired").to_dict(),
-                     "sentence": f"{subject}: removing the clamp at inference changes val. accuracy by "
-                                 f"{describe(result, confidence)}."})
-    return rows
+    results = compare([(side, None) for side in sides.values()], confidence, margin)
+    return [{"kind": "removal", "question": QUESTION, "subject": subject, "against": "clamped",
+             "metric": "val_acc_unclamped - val_acc", **result,
+             "sentence": f"{subject}: removing the clamp at inference changes val. accuracy by "
+                         f"{describe(result, confidence)}."}
+            for subject, result in zip(sides, results)]

@@ -32,16 +32,15 @@ def complete_runs(trials: pd.DataFrame) -> pd.DataFrame:
     runs = complete(trials).reset_index(drop=True)
     shared = [c for c in config_columns(runs) if c not in PER_NORMALIZER_KEYS
               and runs[c].nunique(dropna=False) > 1]
-    context = runs[shared].astype(object).apply(lambda row: ", ".join(f"{k}={v}" for k, v in row.items()), axis=1)
     runs = runs.assign(
         subject=np.where(runs["setting"].eq(""), runs["normalizer"], runs["normalizer"] + ", " + runs["setting"]),
-        context=context.reindex(runs.index).fillna("").astype(str),
+        context=label(runs, shared),
         clamping=clamping(runs),
         removal=runs["val_acc_unclamped_at_best"] - runs["best_val_acc"],
     )
     if "seed" not in runs:
         runs["seed"] = np.nan
-    runs["peers_median"] = runs.groupby("subject")["best_val_acc"].transform(_median_of_others)
+    runs["peers_median"] = _median_of_others(runs["best_val_acc"], runs["subject"])
     runs["failed"] = (runs["best_val_acc"] < FAILED_RATIO * runs["peers_median"]).fillna(False)
     return runs
 
@@ -58,9 +57,32 @@ def best_subject(runs: pd.DataFrame) -> str | None:
     return runs.groupby("subject")["best_val_acc"].median().idxmax()
 
 
-def _median_of_others(values: pd.Series) -> pd.Series:
+def label(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """``"k1=v1, k2=v2"`` per row of ``frame`` over ``keys`` ("" when there are none)."""
+    text = pd.Series("", index=frame.index, dtype=object)
+    for i, key in enumerate(keys):
+        text = text + ("" if i == 0 else ", ") + f"{key}=" + frame[key].astype(str).astype(object)
+    return text.astype(str)
+
+
+def _median_of_others(values: pd.Series, groups: pd.Series) -> np.ndarray:
+    """For each value, the median of the other values of its group (NaN when it is alone).
+
+    Groups of the same size n are stacked into a ``(groups, n)`` array, so the
+    work is n medians over arrays rather than a Python call per group.
+    """
+    codes = pd.factorize(groups)[0]
+    position = pd.Series(codes).groupby(codes).cumcount().to_numpy()
+    size = np.bincount(codes)[codes]
+    out = np.full(len(values), np.nan)
     array = values.to_numpy(dtype=float)
-    if len(array) < 2:
-        return pd.Series(np.nan, index=values.index)
-    others = np.array([np.nanmedian(np.delete(array, i)) for i in range(len(array))])
-    return pd.Series(others, index=values.index)
+    for n in np.unique(size[size > 1]):
+        rows = np.flatnonzero(size == n)
+        group_index = pd.factorize(codes[rows])[0]
+        matrix = np.full((group_index.max() + 1, n), np.nan)
+        matrix[group_index, position[rows]] = array[rows]
+        for i in range(n):
+            mine = position[rows] == i
+            with np.errstate(all="ignore"):
+                out[rows[mine]] = np.nanmedian(np.delete(matrix, i, axis=1), axis=1)[group_index[mine]]
+    return out
