@@ -58,7 +58,7 @@ def write_report(results: Results, out_dir: str | os.PathLike, findings: pd.Data
     export(results, out)
     findings.to_json(out / FINDINGS_FILE, orient="records", indent=2, force_ascii=False)
     sections = [
-        _section("findings", "Findings", _findings(findings, margin, confidence)),
+        _section("findings", "Findings", findings_html(findings, margin, confidence)),
         _section("charts", "Charts", "".join(_figure(name, files) for name, files in chart_files.items())),
         _section("tables", "Tables", "".join(f"<h3>{html.escape(title)}</h3>{_table(table(results.trials))}"
                                              for title, table in TABLES.items())),
@@ -76,7 +76,7 @@ def write_report(results: Results, out_dir: str | os.PathLike, findings: pd.Data
     return path
 
 
-def _findings(findings: pd.DataFrame, margin: float, confidence: float) -> str:
+def findings_html(findings: pd.DataFrame, margin: float, confidence: float) -> str:
     """The headline, then one sentence per finding grouped by question (long groups folded)."""
     note = (f"<p class='note'>{confidence:.0%} bootstrap intervals over runs; <i>equivalent</i> means the interval "
             f"lies within \u00b1{100 * margin:.1f} accuracy points. Every number is in {FINDINGS_FILE}.</p>")

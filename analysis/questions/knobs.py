@@ -79,5 +79,6 @@ def eta_squared(accuracy: np.ndarray, codes: np.ndarray, axis: int = -1) -> np.n
     grand = flat_y.mean(axis=-1, keepdims=True)
     between = (sums ** 2 / np.maximum(counts, 1)).sum(axis=-1) - counts.sum(axis=-1) * grand[:, 0] ** 2
     total = ((flat_y - grand) ** 2).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (between / total).reshape(batch)
+    # No variance to explain (every run equal, as a resample can be): no share either.
+    share = np.divide(between, total, out=np.zeros_like(total), where=total > 0)
+    return share.reshape(batch)
