@@ -20,6 +20,7 @@ _EXPORTS = {
     "charts": "analysis",
     "tables": "analysis",
     "frames": "analysis",
+    "questions": "analysis",
 }
 
 __all__ = sorted(_EXPORTS)
