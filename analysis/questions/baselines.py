@@ -46,8 +46,8 @@ def against_baselines(runs: pd.DataFrame, trials: pd.DataFrame, confidence: floa
                     x, y = sides[metric][subject], sides[metric][base]
                     items.append((x, y))
                     rows.append({"kind": "baseline", "question": QUESTION, "subject": subject, "against": base,
-                                 "metric": metric, "label": label, "x_mean": x.values.mean(),
-                                 "y_mean": y.values.mean()})
+                                 "metric": metric, "label": label, "x_mean": x.mean,
+                                 "y_mean": y.mean})
     compared = [row for row in rows if "label" in row]
     for row, result in zip(compared, compare(items, confidence, margin)):
         row |= result

@@ -46,6 +46,10 @@ class Side:
             sides[name] = cls(seeds[rows], values[rows], failed[rows])
         return sides
 
+    @property
+    def mean(self) -> float:
+        return float(self.values.mean()) if len(self.values) else np.nan
+
     def without_failed(self) -> "Side":
         keep = ~self.failed
         return Side(self.seeds[keep], self.values[keep], self.failed[keep])
