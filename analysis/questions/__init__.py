@@ -52,7 +52,7 @@ def findings(results: Results, margin: float = 0.01, confidence: float = 0.95) -
     - ``speed``: epochs to 90% and 95% of batch norm's final accuracy.
 
     Intervals are percentile bootstrap intervals over runs from
-    ``scipy.stats.bootstrap`` (999 resamples, seeded); with two runs the
+    ``scipy.stats.bootstrap`` (499 resamples, seeded); with two runs the
     interval is the range of the two, so two runs that agree on a large
     effect get a verdict, and one run gets ``inconclusive`` (see
     ``analysis.questions.stats``). Comparisons of accuracy have verdicts
@@ -84,7 +84,7 @@ def findings(results: Results, margin: float = 0.01, confidence: float = 0.95) -
         *against_baselines(runs, results.trials, confidence, margin),
         *against_reference(runs, results.specs, confidence, margin),
         *clamp_range(runs, confidence, margin),
-        *gaussian_tails(runs, results.layers, confidence),
+        *gaussian_tails(runs, results.trials, results.layers, confidence),
         *knob_shares(runs, confidence),
         *learning_speed(runs, results.epochs, confidence),
     ]

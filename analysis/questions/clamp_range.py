@@ -44,9 +44,10 @@ def clamp_range(runs: pd.DataFrame, confidence: float, margin: float) -> list[di
     sides = Side.by(clamped, "best_val_acc", key="subject")
     results = compare([(sides[s], sides[b]) for s, b in zip(others.index, others["best"])], confidence, margin)
     comparisons = pd.DataFrame(results, index=others.index).join(others)
+    by_pair = dict(list(comparisons.groupby("pair", sort=False)))
     rows = []
     for name, values in per_value.groupby("pair", sort=True):
-        rows.extend(_pair(name, values, comparisons[comparisons["pair"].eq(name)], best[name],
+        rows.extend(_pair(name, values, by_pair.get(name, comparisons.iloc[:0]), best[name],
                           int(values["n"].sum()), confidence, margin))
     return rows
 

@@ -29,6 +29,9 @@ class Side:
     values: np.ndarray
     failed: np.ndarray
 
+    def __post_init__(self):
+        self.unique_seeds = len(np.unique(self.seeds)) == len(self.seeds) and not np.isnan(self.seeds).any()
+
     @classmethod
     def of(cls, runs: pd.DataFrame, value: str, offset: float = 0.0) -> "Side":
         """The runs of ``runs`` that have ``value``, less ``offset``."""
@@ -97,9 +100,8 @@ def _compare(items: list[tuple[Side, Side | None]], confidence: float, margin: f
             samples.append((x.values,))
             n_runs.append(len(x.values)), paired.append(False), reasons.append(_too_few(len(x.values)))
             continue
-        shared, x_at, y_at = np.intersect1d(x.seeds, y.seeds, return_indices=True)
-        unique = len(np.unique(x.seeds)) == len(x.seeds) and len(np.unique(y.seeds)) == len(y.seeds)
-        if unique and len(shared) >= 2:
+        shared, x_at, y_at = np.intersect1d(x.seeds, y.seeds, assume_unique=True, return_indices=True)
+        if x.unique_seeds and y.unique_seeds and len(shared) >= 2:
             samples.append((x.values[x_at] - y.values[y_at],))
             n_runs.append(len(shared)), paired.append(True), reasons.append(None)
         else:

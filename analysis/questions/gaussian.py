@@ -27,7 +27,7 @@ QUESTION = "Is the clamp fraction what a Gaussian predicts?"
 TOLERANCE = 1.25
 
 
-def gaussian_tails(runs: pd.DataFrame, layers: pd.DataFrame, confidence: float) -> list[dict]:
+def gaussian_tails(runs: pd.DataFrame, trials: pd.DataFrame, layers: pd.DataFrame, confidence: float) -> list[dict]:
     """Finding rows: kind ``gaussian`` per clamp value, ``gaussian_depth`` per clamp value and depth."""
     clamped = runs[runs["clamping"]].dropna(subset=["clamp_value", "clamp_fraction_mean"])
     if clamped.empty:
@@ -36,7 +36,7 @@ def gaussian_tails(runs: pd.DataFrame, layers: pd.DataFrame, confidence: float) 
                  "sentence": "Cannot compare clamp fractions with the Gaussian prediction: "
                              "no complete clamping run reported a clamp fraction."}]
     per_run = clamped[KEYS + ["clamp_value", "clamp_fraction_mean"]].assign(depth=-1, layer="")
-    by_layer = _layer_means(layers).merge(clamped[KEYS + ["clamp_value"]], on=KEYS)
+    by_layer = _layer_means(layers, trials["experiment"].nunique() > 1).merge(clamped[KEYS + ["clamp_value"]], on=KEYS)
     measured = pd.concat([per_run, by_layer], ignore_index=True)
     measured["ratio"] = measured["clamp_fraction_mean"] / erfc(measured["clamp_value"] / np.sqrt(2))
     measured["per_layer"] = measured["depth"].ge(0)  # the overall rows first, then per depth
@@ -60,15 +60,18 @@ def gaussian_tails(runs: pd.DataFrame, layers: pd.DataFrame, confidence: float) 
     return rows
 
 
-def _layer_means(layers: pd.DataFrame) -> pd.DataFrame:
+def _layer_means(layers: pd.DataFrame, several_experiments: bool) -> pd.DataFrame:
     """Mean clamp fraction over epochs per trial and depth, with the layer's
     name (as the first trial to report that depth named it).
 
     One ``np.bincount`` over integer keys instead of a groupby on string keys:
     ``layers`` has a row per trial, epoch and layer (millions in a large sweep).
     """
-    experiment, experiments = pd.factorize(layers["experiment"])
     trial, trial_ids = pd.factorize(layers["trial_id"])
+    if several_experiments:
+        experiment, experiments = pd.factorize(layers["experiment"])
+    else:  # factorizing millions of copies of one name is a third of the work
+        experiment, experiments = np.zeros(len(layers), dtype=np.int64), layers["experiment"].iloc[:1].to_numpy()
     depth = layers["depth"].to_numpy(dtype=np.int64)
     depths = int(depth.max()) + 1 if len(depth) else 0
     key = (experiment.astype(np.int64) * len(trial_ids) + trial) * depths + depth
