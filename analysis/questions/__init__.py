@@ -11,7 +11,7 @@ import pandas as pd
 
 from analysis.questions.baselines import against_baselines
 from analysis.questions.clamp_range import clamp_range
-from analysis.questions.failures import failed_runs, stopped_trials
+from analysis.questions.failures import failed_runs, incomplete_trials, stopped_trials
 from analysis.questions.gaussian import gaussian_tails
 from analysis.questions.knobs import knob_shares
 from analysis.questions.reference import against_reference
@@ -36,10 +36,12 @@ def findings(results: Results, margin: float = 0.01, confidence: float = 0.95) -
     Kinds, in the order of the rows:
 
     - ``stopped``: trials stopped early by the scheduler, and at which epoch.
+    - ``incomplete``: trials running, pending or errored (left out too).
     - ``removal``: val_acc_unclamped - val_acc per clamping setting; ``worse``
       means removing the clamp at inference is not safe there.
     - ``failed``: runs that failed to learn (best accuracy below half the
-      median of the other runs of their setting), or a row saying none did.
+      median of the other runs of their setting), or a row saying none did
+      (``unsupported`` when no setting has two complete runs).
     - ``baseline``: each setting's best and final val_acc minus batch norm's
       and layer scaling's, paired by seed.
     - ``reference``: against the published figures in the spec's ``reference``.
@@ -79,6 +81,7 @@ def findings(results: Results, margin: float = 0.01, confidence: float = 0.95) -
     runs = complete_runs(results.trials)
     rows = [
         *stopped_trials(results.trials),
+        *incomplete_trials(results.trials),
         *removal(runs, confidence, margin),
         *failed_runs(runs),
         *against_baselines(runs, results.trials, confidence, margin),

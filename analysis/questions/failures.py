@@ -1,5 +1,6 @@
-"""Runs that failed to learn (see ``analysis.questions.runs``) and trials
-that a scheduler stopped early: each named as a finding of its own."""
+"""Runs that failed to learn (see ``analysis.questions.runs``), trials that
+a scheduler stopped early, and trials that did not complete: each named as a
+finding of its own."""
 
 from __future__ import annotations
 
@@ -7,16 +8,22 @@ import pandas as pd
 
 from analysis.questions.rows import percent, points, runs as count
 from analysis.questions.runs import FAILED_RATIO
+from analysis.questions.stats import UNSUPPORTED
 
 QUESTION_FAILED = "Did any run fail to learn?"
 QUESTION_STOPPED = "Were trials stopped early?"
+QUESTION_INCOMPLETE = "Did every trial complete?"
 
 
 def failed_runs(runs: pd.DataFrame) -> list[dict]:
     """Finding rows (kind ``failed``): one per setting with failed runs, or one saying none failed."""
     failed = runs[runs["failed"]]
+    judged = int(runs["peers_median"].notna().sum())
+    if judged == 0:
+        reason = "no setting has two complete runs to compare a run with"
+        return [{"kind": "failed", "question": QUESTION_FAILED, "subject": "every setting", "verdict": UNSUPPORTED,
+                 "reason": reason, "sentence": f"Cannot tell whether a run failed to learn: {reason}."}]
     if failed.empty:
-        judged = int(runs["peers_median"].notna().sum())
         return [{"kind": "failed", "question": QUESTION_FAILED, "subject": "every setting", "estimate": 0.0,
                  "n_runs": judged, "n_failed": 0, "verdict": "none",
                  "sentence": f"No run failed to learn: each of the {count(judged)} with a repeat of its setting "
@@ -50,3 +57,15 @@ def stopped_trials(trials: pd.DataFrame) -> list[dict]:
              "n_runs": len(trials), "verdict": "stopped",
              "sentence": f"{len(stopped)} of {count(len(trials), 'trial')} were stopped early by the scheduler "
                          f"({where}; {names}) and are left out of every comparison, table and chart."}]
+
+
+def incomplete_trials(trials: pd.DataFrame) -> list[dict]:
+    """A finding row (kind ``incomplete``) when trials are running, pending or errored, else none."""
+    states = trials.loc[trials["state"].isin(["running", "pending", "errored"]), "state"].value_counts()
+    if states.empty:
+        return []
+    counts = ", ".join(f"{n} {state}" for state, n in states.items())
+    return [{"kind": "incomplete", "question": QUESTION_INCOMPLETE, "subject": counts,
+             "estimate": float(states.sum()), "n_runs": len(trials), "verdict": "incomplete",
+             "sentence": f"{states.sum()} of {count(len(trials), 'trial')} did not complete ({counts}) and are left "
+                         f"out of every comparison."}]

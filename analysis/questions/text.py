@@ -24,6 +24,10 @@ def headline(findings: pd.DataFrame, margin: float) -> list[str]:
     if len(single):
         lines.append("Removing the clamp lost more than the margin in a single run (run more seeds to tell) at: "
                      + "; ".join(f"{s} ({points(e)} points)" for s, e in zip(single["subject"], single["estimate"])))
+    compared = findings[findings["kind"].isin(["baseline", "removal"]) & findings["n_runs"].notna()]
+    if len(compared) and compared["n_runs"].le(1).all():
+        lines.append("Every setting ran once: one run gives no interval, so no comparison has a verdict. "
+                     "Run two or more seeds of every setting, baselines included.")
     failed = findings[findings["kind"].eq("failed") & findings["verdict"].eq("failed")]
     lines.extend(failed["sentence"])
     lines.extend(findings.loc[findings["kind"].eq("stopped"), "sentence"])

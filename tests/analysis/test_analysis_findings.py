@@ -161,7 +161,7 @@ def test_unsupported_findings_are_reported_with_their_reason(tmp_path):
     lone = fx.write_experiment(tmp_path / "lone", [fx.FakeTrial(fx.config(clamp_value=2.0), fx.rows([0.5, 0.6, 0.7]))])
     found = analysis.findings(analysis.load(lone))
     unsupported = found[found["verdict"].eq("unsupported")].set_index(["kind", "against"], drop=False)
-    assert set(unsupported["kind"]) == {"baseline", "safe_range", "gaussian", "knob", "speed"}
+    assert set(unsupported["kind"]) == {"failed", "baseline", "safe_range", "gaussian", "knob", "speed"}
     assert unsupported["reason"].str.len().gt(10).all() and unsupported["sentence"].str.len().gt(30).all()
     assert unsupported.loc[("baseline", BATCH), "reason"] == "no complete BatchNorm run"
     assert unsupported.loc[("baseline", LAYER_SCALING), "reason"] == "no complete OnlineNorm (Layer Scaling) run"
@@ -179,3 +179,9 @@ def test_stopped_baseline_is_named_as_the_reason(tmp_path):
 def test_bad_margin_is_refused(planted):
     with pytest.raises(ValueError, match="margin must be in"):
         analysis.findings(planted, margin=2)
+
+
+def test_trials_that_did_not_complete_are_named(results):
+    incomplete = one(analysis.findings(results), kind="incomplete")
+    assert incomplete["sentence"] == ("3 of 24 trials did not complete (1 running, 1 errored, 1 pending) "
+                                      "and are left out of every comparison.")
