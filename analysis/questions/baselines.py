@@ -13,7 +13,7 @@ import pandas as pd
 from analysis.frames import COMPLETE_STATES
 from analysis.questions.compare import Side, compare, describe
 from analysis.questions.rows import percent
-from analysis.questions.runs import best_subject
+from analysis.questions.runs import best_subject, contexts
 from analysis.questions.stats import UNSUPPORTED
 
 QUESTION = "Is it as good as the baselines?"
@@ -30,7 +30,7 @@ def is_baseline(runs: pd.DataFrame, baseline: str) -> pd.Series:
 def against_baselines(runs: pd.DataFrame, trials: pd.DataFrame, confidence: float, margin: float) -> list[dict]:
     """Finding rows (kind ``baseline``), one per setting, baseline and metric."""
     rows, items = [], []
-    for context, in_context in runs.groupby("context", sort=False):
+    for context, in_context in contexts(runs):
         sides = {metric: Side.by(in_context, metric, key="subject") for metric in METRICS}
         for baseline in (BATCH_NORM, LAYER_SCALING):
             base = best_subject(in_context[is_baseline(in_context, baseline)])

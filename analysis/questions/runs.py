@@ -50,6 +50,11 @@ def swept(runs: pd.DataFrame) -> list[str]:
     return [c for c in config_columns(runs) if c not in ADDED_COLUMNS and runs[c].nunique() > 1]
 
 
+def contexts(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """``(context, its runs)`` pairs; one empty context when there are no runs, so questions still get a row."""
+    return list(runs.groupby("context", sort=False)) or [("", runs)]
+
+
 def best_subject(runs: pd.DataFrame) -> str | None:
     """The subject with the highest median best accuracy among ``runs`` (None if empty)."""
     if runs.empty:

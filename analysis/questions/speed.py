@@ -13,7 +13,7 @@ from analysis.frames import KEYS
 from analysis.questions import stats
 from analysis.questions.baselines import BATCH_NORM, is_baseline
 from analysis.questions.rows import percent, runs as count
-from analysis.questions.runs import best_subject
+from analysis.questions.runs import best_subject, contexts
 from analysis.questions.stats import UNSUPPORTED
 
 QUESTION = "How fast does each normalizer learn?"
@@ -23,7 +23,7 @@ TARGETS = (0.90, 0.95)
 def learning_speed(runs: pd.DataFrame, epochs: pd.DataFrame, confidence: float) -> list[dict]:
     """Finding rows (kind ``speed``), one per normalizer, context and target."""
     rows = []
-    for context, in_context in runs.groupby("context", sort=False):
+    for context, in_context in contexts(runs):
         where = f" with {context}" if context else ""
         batch = in_context[is_baseline(in_context, BATCH_NORM)]
         if batch.empty:

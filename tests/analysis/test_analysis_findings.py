@@ -185,3 +185,13 @@ def test_trials_that_did_not_complete_are_named(results):
     incomplete = one(analysis.findings(results), kind="incomplete")
     assert incomplete["sentence"] == ("3 of 24 trials did not complete (1 running, 1 errored, 1 pending) "
                                       "and are left out of every comparison.")
+
+
+def test_no_complete_trial_still_answers_every_question(tmp_path):
+    running = fx.write_experiment(tmp_path / "running", [
+        fx.FakeTrial(fx.config(seed=0), fx.rows([0.5]), status="RUNNING"),
+        fx.FakeTrial(fx.config(seed=1), [], status="PENDING")])
+    found = analysis.findings(analysis.load(running))
+    assert found["kind"].tolist() == ["incomplete", "removal", "failed", "baseline", "baseline", "safe_range",
+                                      "gaussian", "knob", "speed"]
+    assert found["verdict"].iloc[1:].eq("unsupported").all() and found["reason"].iloc[1:].notna().all()
