@@ -47,16 +47,19 @@ def learning_speed(runs: pd.DataFrame, epochs: pd.DataFrame, confidence: float) 
 
 def _row(subject: str, group: pd.DataFrame, target: float, final: float, confidence: float) -> dict:
     reached = group["reached"].dropna().to_numpy(dtype=float)
-    goal = f"{target:.0%} of {BATCH_NORM}'s final accuracy ({target:.2f} x {percent(final)} = {percent(target * final)})"
+    goal = (f"{target:.0%} of {BATCH_NORM}'s final accuracy "
+            f"({target:.2f} x {percent(final)} = {percent(target * final)})")
     row = {"kind": "speed", "question": QUESTION, "subject": subject, "against": BATCH_NORM,
            "metric": f"epochs to {target:.0%} of batch norm's final val_acc", "n_runs": len(group)}
     if len(reached) < len(group):
         missed = len(group) - len(reached)
         reason = f"{missed} of {count(len(group))} never reached it in {int(group['epochs_done'].max())} epochs"
         median = np.median(np.concatenate([reached, np.full(missed, np.inf)]))
-        return row | {"estimate": np.nan if np.isinf(median) else median, "verdict": "not reached" if np.isinf(median) else "measured",
-                      "reason": reason, "sentence": f"{subject} reaches {goal} in a median of "
-                      f"{'never' if np.isinf(median) else epochs(median)} ({reason})."}
+        if np.isinf(median):
+            return row | {"verdict": "not reached", "reason": reason,
+                          "sentence": f"{subject} does not reach {goal} in a median run ({reason})."}
+        return row | {"estimate": median, "verdict": "measured", "reason": reason,
+                      "sentence": f"{subject} reaches {goal} in a median of {epochs(median)} ({reason})."}
     estimate, low, high = stats.intervals([(reached,)], confidence, statistic=stats.median)[0]
     interval = "no interval" if np.isnan(low) else f"{confidence:.0%} CI [{low:g}, {high:g}]"
     return row | {"estimate": estimate, "ci_low": low, "ci_high": high, "verdict": "measured",

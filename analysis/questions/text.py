@@ -13,7 +13,8 @@ SHOWN_PER_QUESTION = 8  # the rest of a long group is summarised (terminal) or f
 
 def headline(findings: pd.DataFrame, margin: float) -> list[str]:
     """The lines a reader must see first: settings where removing the clamp
-    is not safe, runs that failed to learn, trials stopped early."""
+    is not safe (or lost more than the margin in a single run), that every
+    setting ran once, runs that failed to learn, trials stopped early."""
     lines = []
     removal = findings[findings["kind"].eq("removal")]
     unsafe = removal[removal["verdict"].eq(WORSE)]

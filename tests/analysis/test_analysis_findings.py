@@ -104,9 +104,11 @@ def test_stopped_trial_is_counted_and_left_out(planted, found):
     stopped = trials[trials["state"].eq("stopped")]
     assert len(stopped) == 1 and stopped["epochs_done"].tolist() == [1] and stopped["seed"].tolist() == [4]
     row = one(found, kind="stopped")
-    assert row["estimate"] == 1 and "1 of 26 trials were stopped early by the scheduler (1 at epoch 1" in row["sentence"]
+    assert row["estimate"] == 1
+    assert "1 of 26 trials were stopped early by the scheduler (1 at epoch 1" in row["sentence"]
     assert one(found, kind="removal", subject=C3)["n_runs"] == 4  # seed 4 is not among its runs
-    assert analysis.tables.variability(trials).set_index("setting").loc["clamp_value=3.0", "max"] == pytest.approx(0.906)
+    variability = analysis.tables.variability(trials).set_index("setting")
+    assert variability.loc["clamp_value=3.0", "max"] == pytest.approx(0.906)  # not the stopped trial's 0.99
 
 
 def test_learning_speed_epochs_are_exact(found):
@@ -119,6 +121,17 @@ def test_learning_speed_epochs_are_exact(found):
         (C3, "epochs to 90% of batch norm's final val_acc"): 2,
         (C3, "epochs to 95% of batch norm's final val_acc"): 3,
     }
+
+
+def test_a_normalizer_that_never_reaches_the_target_says_so(tmp_path):
+    trials = [fx.FakeTrial(fx.config(norm="batch", ecm="none", seed=s), fx.rows([0.5, 0.8, 0.9])) for s in (0, 1)]
+    trials += [fx.FakeTrial(fx.config(clamp_value=2.0, seed=s), fx.rows([0.3, 0.3, 0.3 + s / 10])) for s in (0, 1)]
+    found = analysis.findings(analysis.load(fx.write_experiment(tmp_path / "slow", trials)))
+    slow = one(found, kind="speed", subject="OnlineNorm (Activation Clamping)",
+               metric="epochs to 90% of batch norm's final val_acc")
+    assert slow["verdict"] == "not reached" and pd.isna(slow["estimate"])
+    assert slow["reason"] == "2 of 2 runs never reached it in 3 epochs"
+    assert one(found, kind="speed", subject=BATCH, metric="epochs to 95% of batch norm's final val_acc")["estimate"] == 3
 
 
 def test_clamp_fraction_against_gaussian(found):
