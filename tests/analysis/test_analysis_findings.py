@@ -131,7 +131,8 @@ def test_a_normalizer_that_never_reaches_the_target_says_so(tmp_path):
                metric="epochs to 90% of batch norm's final val_acc")
     assert slow["verdict"] == "not reached" and pd.isna(slow["estimate"])
     assert slow["reason"] == "2 of 2 runs never reached it in 3 epochs"
-    assert one(found, kind="speed", subject=BATCH, metric="epochs to 95% of batch norm's final val_acc")["estimate"] == 3
+    batch = one(found, kind="speed", subject=BATCH, metric="epochs to 95% of batch norm's final val_acc")
+    assert batch["estimate"] == 3
 
 
 def test_clamp_fraction_against_gaussian(found):
