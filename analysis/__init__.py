@@ -1,5 +1,6 @@
 """Reading Online Normalization sweeps: experiment directories to tidy frames,
-seaborn charts, tables, Parquet and an HTML report.
+findings with confidence intervals, seaborn charts, tables, Parquet and an
+HTML report.
 
 Reads Ray Tune's files directly; never imports torch, Ray, ``onlinenorm`` or
 ``sweeps``. Names are resolved on first use, so ``import analysis.cli`` (done
@@ -14,10 +15,12 @@ _EXPORTS = {
     "load": "analysis.results",
     "Results": "analysis.results",
     "export": "analysis.parquet",
+    "findings": "analysis.questions",
     "write_report": "analysis.report",
     "charts": "analysis",
     "tables": "analysis",
     "frames": "analysis",
+    "questions": "analysis",
 }
 
 __all__ = sorted(_EXPORTS)

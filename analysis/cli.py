@@ -12,9 +12,11 @@ import sys
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report",
-        help="write an HTML report, charts and Parquet frames for experiment directories",
-        description="Read Ray Tune experiment directories (never writing into them) and write a "
-                    "self-contained HTML report with charts, tables and trial states, plus Parquet frames.",
+        help="print the findings and write an HTML report, findings.json, charts and Parquet frames",
+        description="Read Ray Tune experiment directories (never writing into them), print what they show "
+                    "(findings with bootstrap confidence intervals and verdicts) and write a self-contained "
+                    "HTML report that opens with them, then charts, tables and trial states, plus findings.json "
+                    "and Parquet frames.",
     )
     parser.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR",
                         help="an experiment directory or storage URI (s3://...), or a Ray storage path "
@@ -22,12 +24,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", metavar="DIR",
                         help="output directory (default: <first EXPERIMENT_DIR>_report beside it; "
                              "for a URI, in the current directory)")
+    parser.add_argument("--margin", default="0.01", metavar="M",
+                        help="equivalence margin in accuracy: a difference whose confidence interval lies "
+                             "within +-M is 'equivalent' (default 0.01, one point)")
     parser.set_defaults(func=report)
 
 
 def report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    try:
+        margin = float(args.margin)
+    except ValueError:
+        margin = float("nan")
+    if not 0 < margin < 1:
+        return _usage_error(f"--margin {args.margin}: give an accuracy difference between 0 and 1, "
+                            "e.g. --margin 0.01 for one point")
     from analysis.storage import is_uri, uri_name
 
     experiments = [p if is_uri(p) else Path(p).expanduser().resolve() for p in args.experiments]
@@ -46,6 +58,7 @@ def report(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    from analysis.questions import findings, to_text
     from analysis.report import write_report
     from analysis.results import load
 
@@ -56,8 +69,10 @@ def report(args: argparse.Namespace) -> int:
     if results.trials.empty:
         return _usage_error(f"no trials found in {', '.join(map(str, experiments))}; "
                             "pass a directory written by `onlinenorm sweep run` (a Ray Tune experiment)")
-    path = write_report(results, out)
-    print(path)
+    found = findings(results, margin=margin)
+    path = write_report(results, out, findings=found, margin=margin)
+    print(to_text(found, margin=margin, confidence=0.95))
+    print(f"\nReport: {path}")
     if results.warnings:
         print(f"{len(results.warnings)} file(s) could not be read; see the report's last section",
               file=sys.stderr)

@@ -15,7 +15,9 @@
     ``alpha_bkw``, ``clamp_value``, ``seed``, ...) exactly as the trial
     received them (``norm``, ``ecm`` and ``epochs`` always exist, NaN where a
     config lacks them), then ``SUMMARY_COLUMNS``:
-    state           finished | running | pending | errored | diverged
+    state           finished | stopped | running | pending | errored | diverged
+                    (stopped: Ray ended it before its config's ``epochs``
+                    without an error or a divergence, e.g. an ASHA early stop)
     ray_status      Ray's own status, None when experiment_state is missing
     error           last line of error.txt
     trial_dir       the trial directory
@@ -72,7 +74,9 @@ def config_columns(trials: pd.DataFrame) -> list[str]:
 
 
 def complete(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials that ran to their end (finished or diverged): the ones tables compare."""
+    """Trials that ran to their end (finished or diverged): the ones tables,
+    charts and findings compare. Stopped, running, pending and errored trials
+    are not outcomes."""
     return trials[trials["state"].isin(COMPLETE_STATES)]
 
 
@@ -152,16 +156,19 @@ def _summaries(epochs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _state(trials: pd.DataFrame) -> np.ndarray:
-    reached_last_epoch = trials["epochs_done"] >= pd.to_numeric(trials["epochs"], errors="coerce")
+    planned = pd.to_numeric(trials["epochs"], errors="coerce")
+    reached_last_epoch = (trials["epochs_done"] >= planned).fillna(False)
+    ended_early = (trials["epochs_done"] < planned).fillna(False)
     conditions = [
         # error.txt stays behind a trial that a retry then finished (a lost node): Ray's status decides.
         trials["ray_status"].eq("ERROR") | (trials["error"].notna() & trials["ray_status"].ne("TERMINATED")),
         trials["diverged"],
-        trials["ray_status"].eq("TERMINATED") | reached_last_epoch.fillna(False),
+        trials["ray_status"].eq("TERMINATED") & ended_early,  # a scheduler (ASHA) stopped it
+        trials["ray_status"].eq("TERMINATED") | reached_last_epoch,
         trials["epochs_done"].notna(),
     ]
     return np.select([c.to_numpy(dtype=bool) for c in conditions],
-                     ["errored", "diverged", "finished", "running"], default="pending")
+                     ["errored", "diverged", "stopped", "finished", "running"], default="pending")
 
 
 def _normalizer(trials: pd.DataFrame) -> pd.Series:
@@ -173,12 +180,13 @@ def _normalizer(trials: pd.DataFrame) -> pd.Series:
 def _setting(trials: pd.DataFrame, config_keys: list[str]) -> pd.Series:
     columns = [c for c in config_keys if c not in ("seed", "norm", "ecm")]
     relevant = trials[columns].astype(object).copy()
-    if "clamp_value" in relevant:
-        relevant.loc[~clamping(trials), "clamp_value"] = None
-    for alpha in ("alpha_fwd", "alpha_bkw"):
-        if alpha in relevant:
-            relevant.loc[trials["norm"].ne("online"), alpha] = None
-    varying = [c for c in columns if relevant[c].nunique(dropna=False) > 1]
+    applies = {"clamp_value": clamping(trials), "alpha_fwd": trials["norm"].eq("online"),
+               "alpha_bkw": trials["norm"].eq("online")}
+    for key, mask in applies.items():
+        if key in relevant:
+            relevant.loc[~mask, key] = None
+    # A key varies if it takes two values among the trials it applies to.
+    varying = [c for c in columns if relevant.loc[applies.get(c, slice(None)), c].nunique(dropna=False) > 1]
     labels = relevant[varying].apply(
         lambda row: ", ".join(f"{k}={v}" for k, v in row.items() if pd.notna(v)), axis=1)
     return labels.reindex(trials.index).fillna("").astype(str)

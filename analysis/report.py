@@ -1,5 +1,6 @@
-"""``write_report``: one self-contained HTML page (charts embedded as PNG),
-with the chart files and the Parquet frames beside it."""
+"""``write_report``: one self-contained HTML page that opens with the
+findings (charts embedded as PNG, then tables), with ``findings.json``, the
+chart files and the Parquet frames beside it."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import charts, tables
+from analysis.frames import COMPLETE_STATES
 from analysis.parquet import export
+from analysis.questions import findings as find, headline
+from analysis.questions.text import by_question
 from analysis.results import Results
 
 REPORT_FILE = "report.html"
+FINDINGS_FILE = "findings.json"
 TRIAL_STATE_COLUMNS = ["experiment", "trial_id", "normalizer", "setting", "seed", "state", "epochs_done",
                        "best_val_acc", "best_epoch", "error"]
 TABLES = {
@@ -29,22 +34,37 @@ table { border-collapse: collapse; font-size: 0.85em; margin-bottom: 1.5em; }
 th, td { padding: 0.2em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }
 img { max-width: 100%; } figure { margin: 0 0 2em 0; } pre { background: #f5f5f5; padding: 1em; }
 .warning { color: #a40; }
+.headline { border-left: 4px solid #c00; background: #fff3f3; padding: 0.3em 1em; font-weight: 600; }
+li { margin-bottom: 0.3em; } .note { color: #555; }
+li.worse, li.failed, li.unsupported { color: #a00; } li.better { color: #060; }
+li.equivalent { color: #036; } li.inconclusive { color: #666; }
 """
 
 
-def write_report(results: Results, out_dir: str | os.PathLike) -> Path:
-    """Write ``report.html``, ``charts/*.png|svg`` and the Parquet frames into
-    ``out_dir``; returns the HTML path."""
+def write_report(results: Results, out_dir: str | os.PathLike, findings: pd.DataFrame | None = None,
+                 margin: float = 0.01, confidence: float = 0.95) -> Path:
+    """Write ``report.html``, ``findings.json`` (records: ``pandas.read_json``
+    reads it back), ``charts/*.png|svg`` and the Parquet frames into
+    ``out_dir``; returns the HTML path.
+
+    ``findings`` defaults to ``analysis.findings(results, margin, confidence)``.
+    Charts and tables show complete trials only (finished or diverged).
+    """
     out = Path(out_dir)
-    chart_files = charts.save_all(results, out / "charts")
+    if findings is None:
+        findings = find(results, margin=margin, confidence=confidence)
+    done = results.where(results.trials["state"].isin(COMPLETE_STATES))
+    chart_files = charts.save_all(done, out / "charts")
     export(results, out)
+    findings.to_json(out / FINDINGS_FILE, orient="records", indent=2, force_ascii=False)
     sections = [
-        _section("summary", "Trials by state", _table(pd.crosstab(results.trials["experiment"],
-                                                                   results.trials["state"]).reset_index())),
-        _section("spec", "Sweep spec", _specs(results)),
+        _section("findings", "Findings", findings_html(findings, margin, confidence)),
         _section("charts", "Charts", "".join(_figure(name, files) for name, files in chart_files.items())),
         _section("tables", "Tables", "".join(f"<h3>{html.escape(title)}</h3>{_table(table(results.trials))}"
                                              for title, table in TABLES.items())),
+        _section("summary", "Trials by state", _table(pd.crosstab(results.trials["experiment"],
+                                                                   results.trials["state"]).reset_index())),
+        _section("spec", "Sweep spec", _specs(results)),
         _section("trials", "Trial states", _table(results.trials[TRIAL_STATE_COLUMNS])),
         _section("unreadable", "Files that could not be read", _warnings(results.warnings)),
     ]
@@ -54,6 +74,23 @@ def write_report(results: Results, out_dir: str | os.PathLike) -> Path:
     path = out / REPORT_FILE
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def findings_html(findings: pd.DataFrame, margin: float, confidence: float) -> str:
+    """The headline, then one sentence per finding grouped by question (long groups folded)."""
+    note = (f"<p class='note'>{confidence:.0%} bootstrap intervals over runs; <i>equivalent</i> means the interval "
+            f"lies within \u00b1{100 * margin:.1f} accuracy points. Every number is in {FINDINGS_FILE}.</p>")
+    top = "".join(f"<p class='headline'>{html.escape(line)}</p>" for line in headline(findings, margin))
+    groups = []
+    for question, shown, folded in by_question(findings):
+        more = (f"<details><summary>{len(folded)} more</summary>{_sentences(folded)}</details>" if len(folded) else "")
+        groups.append(f"<h3>{html.escape(question)}</h3>{_sentences(shown)}{more}")
+    return note + top + "".join(groups)
+
+
+def _sentences(rows: pd.DataFrame) -> str:
+    return "<ul>" + "".join(f"<li class='{html.escape(str(v))}'>{html.escape(s)}</li>"
+                            for v, s in zip(rows["verdict"], rows["sentence"])) + "</ul>"
 
 
 def _section(anchor: str, title: str, body: str) -> str:

@@ -37,6 +37,7 @@ EXTRA_OF_MODULE = {
     "ray": "sweep",
     "pyarrow": "sweep",
     "pandas": "analysis",
+    "scipy": "analysis",
     "seaborn": "analysis",
     "matplotlib": "analysis",
 }

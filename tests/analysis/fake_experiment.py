@@ -54,18 +54,19 @@ def config(norm="online", ecm="ac", clamp_value=1.0, alpha_fwd=0.999, alpha_bkw=
     }
 
 
-def rows(val_accs, layer_fractions=None, diverged_at=None):
-    """Metric rows: val_loss = 1.5 - val_acc, val_acc_unclamped = val_acc - 0.005,
-    layer clamp fraction = layer_fractions[layer] / epoch, clamp_fraction = their mean."""
+def rows(val_accs, layer_fractions=None, diverged_at=None, unclamped=None, steady_fractions=False):
+    """Metric rows: val_loss = 1.5 - val_acc, val_acc_unclamped = val_acc - 0.005
+    (or the constant ``unclamped``), layer clamp fraction = layer_fractions[layer] / epoch
+    (``steady_fractions``: the same every epoch), clamp_fraction = their mean."""
     out = []
     for epoch, acc in enumerate(val_accs, start=1):
         row = {
             "epoch": epoch, "train_loss": 1.2 - 0.1 * epoch, "train_acc": 0.4 + 0.1 * epoch,
             "val_loss": float("nan") if epoch == diverged_at else 1.5 - acc,
-            "val_acc": acc, "val_acc_unclamped": acc - 0.005,
+            "val_acc": acc, "val_acc_unclamped": acc - 0.005 if unclamped is None else unclamped,
         }
         if layer_fractions is not None:
-            per_layer = {name: f / epoch for name, f in zip(LAYERS, layer_fractions)}
+            per_layer = {name: f if steady_fractions else f / epoch for name, f in zip(LAYERS, layer_fractions)}
             row["clamp_fraction"] = sum(per_layer.values()) / len(per_layer)
             row.update({f"clamp_fraction/{name}": v for name, v in per_layer.items()})
         row.update({"samples_per_s": 1000.0, "lr": 0.1 if epoch < 3 else 0.01,
@@ -123,6 +124,70 @@ def standard_experiment(root: Path, name: str = "sweep_a") -> Path:
                             rows([0.3, 0.1], CLAMP_LAYER_FRACTIONS[8.0], diverged_at=2)))
     trials.append(FakeTrial(config(clamp_value=8.0, seed=1), [], status="PENDING"))
     return write_experiment(root / name, trials, spec_text=SPEC_TEXT)
+
+
+PLANTED_EPOCHS = 5
+PLANTED_SEEDS = (0, 1, 2, 3)
+BATCH_CURVE = (0.50, 0.82, 0.86, 0.88, 0.90)  # + 0.002 * seed: final 0.900..0.906, median 0.903
+LAYER_SCALING_CURVE = (0.20, 0.50, 0.70, 0.83, 0.895)  # + 0.002 * seed
+PLANTED_RATIOS = {1.0: (1, 1, 1), 2.0: (1, 1, 1), 3.0: (1, 3, 5), 5.0: (2, 2, 2), 8.0: (1, 1, 1)}
+PLANTED_REFERENCE = """name: planted
+reference:
+  source: "Planted figures"
+  results:
+    - {norm: batch, val_acc: 0.903}
+    - {norm: online, ecm: ls, val_acc: 0.95}
+    - {norm: group, val_acc: 0.9}
+"""
+
+
+def planted_experiment(root: Path, name: str = "planted") -> Path:
+    """Planted effects, one decay-factor pair (0.999, 0.99), seeds 0-3, 5 epochs, every curve
+    rising to its last epoch (best = final), each trial's values + 0.002 * seed:
+
+    - batch norm: BATCH_CURVE; layer scaling: LAYER_SCALING_CURVE (final 0.5 points below batch
+      norm: equivalent; reaches 90% of batch norm's final accuracy at epoch 4, 95% at epoch 5,
+      where batch norm needs 2 and 3);
+    - clamping c=3: BATCH_CURVE exactly (equivalent to batch norm by construction);
+    - c=2: BATCH_CURVE - 0.02 (2 points worse);
+    - c=1: BATCH_CURVE - 0.005, but val_acc_unclamped 0.20 (removing the clamp collapses it);
+    - c=5: BATCH_CURVE, except seed 3 which fails to learn (0.10 .. 0.15);
+    - c=8: seed 0 only, BATCH_CURVE - 0.03 (a single run);
+    - c=3 seed 4: stopped by the scheduler after epoch 1 at 0.99 (must be left out);
+    - clamp fractions steady over epochs at PLANTED_RATIOS[c][layer] * erfc(c / sqrt 2)
+      (c=3: 1x, 3x, 5x by depth, 3x overall);
+    - spec.yaml: PLANTED_REFERENCE (batch norm's published figure its mean; layer scaling's 5.5
+      points above it; a group-norm entry no trial matches).
+    """
+    from math import erfc, sqrt
+
+    def trial(curve, offset, seed, norm="online", ecm="ac", c=1.0, unclamped=None, epochs=PLANTED_EPOCHS):
+        fractions = None if ecm != "ac" else tuple(r * erfc(c / sqrt(2)) for r in PLANTED_RATIOS[c])
+        accs = [a + offset + 0.002 * seed for a in curve]
+        return FakeTrial(config(norm=norm, ecm=ecm, clamp_value=c, seed=seed) | {"epochs": epochs},
+                         rows(accs, fractions, unclamped=unclamped, steady_fractions=True))
+
+    trials = []
+    for seed in PLANTED_SEEDS:
+        trials += [trial(BATCH_CURVE, 0.0, seed, norm="batch", ecm="none", c=5.0),
+                   trial(LAYER_SCALING_CURVE, 0.0, seed, ecm="ls", c=5.0),
+                   trial(BATCH_CURVE, 0.0, seed, c=3.0),
+                   trial(BATCH_CURVE, -0.02, seed, c=2.0),
+                   trial(BATCH_CURVE, -0.005, seed, c=1.0, unclamped=0.20),
+                   trial((0.10, 0.12, 0.15, 0.15, 0.15) if seed == 3 else BATCH_CURVE, 0.0, seed, c=5.0)]
+    trials.append(trial(BATCH_CURVE, -0.03, 0, c=8.0))
+    trials.append(trial((0.99,), 0.0, 4, c=3.0))  # stopped: 1 of 5 epochs, TERMINATED
+    return write_experiment(root / name, trials, spec_text=PLANTED_REFERENCE)
+
+
+def grid_experiment(root: Path, name: str = "grid") -> Path:
+    """The standard experiment's balanced clamping grid alone (finished, accuracy
+    ``grid_accuracy``): clamp value, alpha_fwd, alpha_bkw and seed explain 4/18, 9/18,
+    1/18 and 4/18 of the variance of best accuracy."""
+    trials = [FakeTrial(config(clamp_value=c, alpha_fwd=a_f, alpha_bkw=a_b, seed=seed),
+                        rows(curve(grid_accuracy(c, a_f, a_b, seed))))
+              for c in (1.0, 2.0) for a_f in (0.99, 0.999) for a_b in (0.9, 0.99) for seed in (0, 1)]
+    return write_experiment(root / name, trials)
 
 
 def many_trials_experiment(root: Path, n_trials: int, name: str = "big_sweep", epochs: int = 30) -> Path:

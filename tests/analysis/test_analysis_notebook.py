@@ -22,5 +22,10 @@ def test_notebook_executes(experiment, tmp_path):
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 6
-    assert "24 trials" in "".join(o.get("text", "") for o in outputs)
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "24 trials" in text
+    findings_cell = next(i for i, cell in enumerate(notebook.cells) if "analysis.findings(" in cell.source)
+    assert findings_cell < next(i for i, cell in enumerate(notebook.cells) if "results.trials.head()" in cell.source)
+    assert "Findings (95% bootstrap intervals over runs" in text
+    assert "Is it as good as the baselines?" in text
     assert (tmp_path / "frames" / "trials.parquet").exists()

@@ -1,12 +1,14 @@
-"""The analysis reads what real Ray Tune writes, an errored trial included.
+"""The analysis reads what real Ray Tune writes, an errored trial and a trial
+stopped by ASHA included, and draws its findings from it.
 
-Runs a 3-trial ``tune.Tuner`` (one trial raises) in a subprocess, so Ray never
-starts inside the test process. The analysis of a real ``onlinenorm sweep``
+Runs a 3-trial ``tune.Tuner`` (one trial raises) and a 2-trial one under ASHA
+in a subprocess, so Ray never starts inside the test process. The analysis of a real ``onlinenorm sweep``
 directory is tested beside the sweep itself, in ``tests/test_sweep_ray.py``.
 """
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -43,6 +45,15 @@ TUNER_SCRIPT = textwrap.dedent("""
         run_config=RunConfig(storage_path=sys.argv[1], name="real", verbose=0,
                              failure_config=FailureConfig(max_failures=0)),
     ).fit()
+    # ASHA stops the second trial at its first rung: it is below the first trial there.
+    tune.Tuner(
+        trainable,
+        param_space={"norm": "online", "ecm": "ac", "alpha_fwd": 0.999, "alpha_bkw": 0.99, "seed": 0,
+                     "epochs": 3, "clamp_value": tune.grid_search([5.0, 1.0])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=1, scheduler=tune.schedulers.ASHAScheduler(
+            metric="val_acc", mode="max", grace_period=1, max_t=3)),
+        run_config=RunConfig(storage_path=sys.argv[1], name="asha", verbose=0),
+    ).fit()
     ray.shutdown()
 """)
 
@@ -64,3 +75,20 @@ def test_reads_a_real_ray_tune_experiment(tmp_path):
     layers = results.layers.drop_duplicates("layer").set_index("layer")["depth"].to_dict()
     assert layers == {"layer1.0.norm1": 0, "layer0.norm": 1}  # the order reported, not sorted
     assert len(results.epochs) == 3 + 1 + 3
+
+    found = analysis.findings(results).set_index(["kind", "subject"])
+    assert found.loc["baseline", "reason"].tolist() == ["no complete BatchNorm run",
+                                                        "no complete OnlineNorm (Layer Scaling) run"]
+    assert found.loc[("gaussian", "c=1"), "estimate"] == pytest.approx(0.1 / math.erfc(1 / math.sqrt(2)))
+    assert found.loc[("gaussian_depth", "c=5, depth 0 (layer1.0.norm1)"), "estimate"] == pytest.approx(
+        0.04 / math.erfc(5 / math.sqrt(2)))
+    removal = found.loc["removal"]
+    assert removal["estimate"].tolist() == [0, 0] and removal["verdict"].eq("inconclusive").all()
+    assert found.loc["knob", "reason"].tolist() == ["fewer than three complete clamping runs"]
+
+    asha = analysis.load(tmp_path / "asha")
+    assert asha.trials.set_index("clamp_value")[["state", "epochs_done"]].to_dict("index") == {
+        5.0: {"state": "finished", "epochs_done": 3}, 1.0: {"state": "stopped", "epochs_done": 1}}
+    stopped = analysis.findings(asha).query("kind == 'stopped'")["sentence"].tolist()
+    assert stopped == ["1 of 2 trials were stopped early by the scheduler (1 at epoch 1; "
+                       "OnlineNorm (Activation Clamping)) and are left out of every comparison, table and chart."]

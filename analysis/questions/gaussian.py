@@ -1,0 +1,101 @@
+"""Clamp fraction against the Gaussian prediction: if the normalized
+activations were standard normal, clamping at ``c`` would clamp a fraction
+
+    p(c) = P(|y| > c) = erfc(c / sqrt(2))
+
+of them. Per clamp value (and per layer depth where layers were recorded):
+the ratio measured / p(c) of each run's mean clamp fraction over training,
+averaged over runs, with its interval. A ratio above 1 means heavier tails
+than Gaussian.
+
+Verdicts: ``heavier`` (interval above ``TOLERANCE``), ``lighter`` (below
+``1 / TOLERANCE``), ``gaussian`` (inside both), else ``inconclusive``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.special import erfc
+
+from analysis.frames import KEYS
+from analysis.questions import stats
+from analysis.questions.rows import number, runs as count
+from analysis.questions.stats import INCONCLUSIVE, UNSUPPORTED
+
+QUESTION = "Is the clamp fraction what a Gaussian predicts?"
+TOLERANCE = 1.25
+
+
+def gaussian_tails(runs: pd.DataFrame, trials: pd.DataFrame, layers: pd.DataFrame, confidence: float) -> list[dict]:
+    """Finding rows: kind ``gaussian`` per clamp value, ``gaussian_depth`` per clamp value and depth."""
+    clamped = runs[runs["clamping"]].dropna(subset=["clamp_value", "clamp_fraction_mean"])
+    if clamped.empty:
+        return [{"kind": "gaussian", "question": QUESTION, "subject": "clamping", "verdict": UNSUPPORTED,
+                 "reason": "no complete clamping run reported a clamp fraction",
+                 "sentence": "Cannot compare clamp fractions with the Gaussian prediction: "
+                             "no complete clamping run reported a clamp fraction."}]
+    per_run = clamped[KEYS + ["clamp_value", "clamp_fraction_mean"]].assign(depth=-1, layer="")
+    by_layer = _layer_means(layers, trials["experiment"].nunique() > 1).merge(clamped[KEYS + ["clamp_value"]], on=KEYS)
+    measured = pd.concat([per_run, by_layer], ignore_index=True)
+    measured["ratio"] = measured["clamp_fraction_mean"] / erfc(measured["clamp_value"] / np.sqrt(2))
+    measured["per_layer"] = measured["depth"].ge(0)  # the overall rows first, then per depth
+    groups = [(key[1:], group) for key, group in measured.groupby(["per_layer", "clamp_value", "depth"], sort=True)]
+    figures = stats.intervals([(group["ratio"].to_numpy(),) for _, group in groups], confidence)
+    rows = []
+    for ((c, depth), group), (ratio, low, high) in zip(groups, figures):
+        where = f"c={c:g}" if depth < 0 else f"c={c:g}, depth {depth} ({group['layer'].mode().iloc[0]})"
+        predicted = erfc(c / np.sqrt(2))
+        verdict = _verdict(low, high)
+        interval = "no interval" if np.isnan(low) else f"{confidence:.0%} CI [{number(low)}, {number(high)}]"
+        rows.append({
+            "kind": "gaussian" if depth < 0 else "gaussian_depth", "question": QUESTION, "subject": where,
+            "against": "erfc(c/sqrt(2))", "metric": "measured / predicted clamp fraction", "estimate": ratio,
+            "ci_low": low, "ci_high": high, "n_runs": len(group), "verdict": verdict,
+            "reason": "a single run gives no interval" if len(group) < 2 else None,
+            "sentence": f"{where}: measured clamp fraction {number(group['clamp_fraction_mean'].mean())} against "
+                        f"the Gaussian {number(predicted)}: {number(ratio)}x ({interval}, {count(len(group))}): "
+                        f"{verdict}.",
+        })
+    return rows
+
+
+def _layer_means(layers: pd.DataFrame, several_experiments: bool) -> pd.DataFrame:
+    """Mean clamp fraction over epochs per trial and depth, with the layer's
+    name (as the first trial to report that depth named it).
+
+    One ``np.bincount`` over integer keys instead of a groupby on string keys:
+    ``layers`` has a row per trial, epoch and layer (millions in a large sweep).
+    """
+    trial, trial_ids = pd.factorize(layers["trial_id"])
+    if several_experiments:
+        experiment, experiments = pd.factorize(layers["experiment"])
+    else:  # factorizing millions of copies of one name is a third of the work
+        experiment, experiments = np.zeros(len(layers), dtype=np.int64), layers["experiment"].iloc[:1].to_numpy()
+    depth = layers["depth"].to_numpy(dtype=np.int64)
+    depths = int(depth.max()) + 1 if len(depth) else 0
+    key = (experiment.astype(np.int64) * len(trial_ids) + trial) * depths + depth
+    count = np.bincount(key, minlength=len(experiments) * len(trial_ids) * depths)
+    total = np.bincount(key, weights=layers["clamp_fraction"].to_numpy(dtype=float), minlength=len(count))
+    present = np.flatnonzero(count)
+    trial_key, depth_of = np.divmod(present, depths) if depths else (present, present)
+    first = layers["depth"].drop_duplicates()
+    names = pd.Series(layers.loc[first.index, "layer"].to_numpy(), index=first.to_numpy())
+    return pd.DataFrame({
+        "experiment": np.asarray(experiments)[trial_key // len(trial_ids)],
+        "trial_id": np.asarray(trial_ids)[trial_key % len(trial_ids)],
+        "depth": depth_of, "layer": names.reindex(depth_of).to_numpy(),
+        "clamp_fraction_mean": total[present] / count[present],
+    })
+
+
+def _verdict(low: float, high: float) -> str:
+    if np.isnan(low):
+        return INCONCLUSIVE
+    if low > TOLERANCE:
+        return "heavier"
+    if high < 1 / TOLERANCE:
+        return "lighter"
+    if low >= 1 / TOLERANCE and high <= TOLERANCE:
+        return "gaussian"
+    return INCONCLUSIVE
