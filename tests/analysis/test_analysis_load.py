@@ -41,7 +41,7 @@ def test_trial_states(results):
 
 def test_a_trial_that_a_retry_finished_is_finished_despite_its_error_file(tmp_path):
     """A trial on a lost node fails once (error.txt) and a retry finishes it: Ray says TERMINATED."""
-    retried = fx.FakeTrial(fx.config(), fx.rows([0.5, 0.6]), status="TERMINATED", error="RayActorError: node died")
+    retried = fx.FakeTrial(fx.config(), fx.rows([0.5 + 0.01 * e for e in range(fx.EPOCHS)]), status="TERMINATED", error="RayActorError: node died")
     results = analysis.load(fx.write_experiment(tmp_path / "retried", [retried]))
     assert results.trials["state"].tolist() == ["finished"]
 
