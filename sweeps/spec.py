@@ -9,7 +9,9 @@ A spec maps onto training configs (:mod:`onlinenorm.config`) like this: the
 ``dataset`` section gives ``dataset`` (from ``name``) and the data keys, the
 top-level ``model`` and the ``train`` section give fixed keys, and every point
 of ``grid`` (a full cartesian product) and of ``extra_trials`` (each its own
-small product: scalars fixed, lists swept) overrides them.
+small product: scalars fixed, lists swept) overrides them. With ``search``
+random, ``space`` points (:mod:`sweeps.search`) are sampled and crossed with the
+grid; ``tracking`` names the experiment trackers (:mod:`sweeps.tracking`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import yaml
 
 from onlinenorm.config import SCHEMA, parse_assignment, validate_config
 from onlinenorm.data import DATASETS
+from sweeps.search import Search, check_search
+from sweeps.tracking import check_tracking, select_trackers
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Data keys live in the dataset section only, so one sweep reads one dataset (prepared once per node).
@@ -47,7 +51,7 @@ TOP_LEVEL_DEFAULTS = {
 }
 REQUIRED_KEYS = ("name", "dataset")
 TOP_LEVEL_KEYS = ("name", "dataset", "model", "train", "grid", "extra_trials", "resources", "max_concurrent",
-                  "max_failures", "scheduler")
+                  "max_failures", "scheduler", "search", "space", "tracking")
 
 
 class SpecError(ValueError):
@@ -84,6 +88,8 @@ class SweepSpec:
     max_failures: int
     scheduler: Scheduler | None
     swept_keys: list[str] = field(default_factory=list)  # config keys whose value differs between trials
+    search: Search = Search()  # grid (the trials above), random (sampled points x grid) or optuna (grid templates)
+    tracking: dict = field(default_factory=dict)  # tracker name -> settings (sweeps.tracking)
 
     @property
     def data_config(self) -> dict:
@@ -237,9 +243,9 @@ def _as_axes(point: Mapping[str, Any]) -> dict[str, list]:
     return {k: v if _is_axis(k, v) else [v] for k, v in point.items()}
 
 
-def _expand(problems: _Problems, raw: dict, base: dict) -> list[dict]:
+def _expand(problems: _Problems, raw: dict, base: dict, search: Search) -> list[dict]:
     """Every trial's resolved config, grid first; problems for invalid combinations and repeats."""
-    sources = [("grid", point) for point in _product(raw["grid"])] if "grid" in raw else []
+    sources = search.sources(_product(raw["grid"]) if "grid" in raw else [])
     for index, extra in enumerate(raw["extra_trials"]):
         sources += [(f"extra_trials[{index}]", point) for point in _product(_as_axes(extra))]
     trials, seen = [], {}
@@ -308,6 +314,8 @@ def parse_spec(raw: dict, source: str = "spec") -> SweepSpec:
         _check_config_keys(problems, f"extra_trials[{index}]", _mapping(problems, f"extra_trials[{index}]", extra),
                            values_are_lists=None)
     scheduler = _check_scheduler(problems, raw["scheduler"])
+    search = check_search(problems, raw)
+    tracking = check_tracking(problems, raw.get("tracking"))
     if problems:
         raise SpecError(source, problems)
 
@@ -322,17 +330,21 @@ def parse_spec(raw: dict, source: str = "spec") -> SweepSpec:
         "device": "cuda" if resources["gpu"] > 0 else "cpu",
         **train,
     }
-    trials = _expand(problems, raw, base)
+    trials = _expand(problems, raw, base, search)
     if problems:
         raise SpecError(source, problems)
     swept = [key for key in trials[0] if len({json.dumps(t[key]) for t in trials}) > 1]
     return SweepSpec(
         name=raw["name"], raw=raw, trials=trials, synthetic=synthetic, cpu=resources["cpu"], gpu=resources["gpu"],
         max_concurrent=raw["max_concurrent"], max_failures=raw["max_failures"], scheduler=scheduler, swept_keys=swept,
+        search=search, tracking=tracking,
     )
 
 
-def load_spec(path: str | Path, overrides: list[str] = (), name: str | None = None) -> SweepSpec:
-    """The checked spec in file ``path`` with ``--set`` ``overrides`` applied and, if given, another ``name``."""
+def load_spec(path: str | Path, overrides: list[str] = (), name: str | None = None,
+              tracking: str | None = None) -> SweepSpec:
+    """The checked spec in file ``path`` with ``--set`` ``overrides`` applied and, if given, another ``name``
+    and the ``--tracking`` choice of trackers."""
     raw = apply_overrides(read_yaml(path), list(overrides))
+    raw = select_trackers(raw, tracking) if tracking is not None else raw
     return parse_spec({**raw, "name": name} if name is not None else raw, str(path))
