@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pickle
+import signal
 import socket
+import struct
 import subprocess
 import sys
 import urllib.request
@@ -21,10 +24,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from ray import tune
 
 from sweeps.run import resume_sweep, run_sweep
 from sweeps.spec import load_spec
-from test_sweep_ray import canonical, kill_process_tree, local_ray, trials_on_disk, wait_for
+from sweeps.status import experiment_counts
+from test_sweep_ray import canonical, kill_process_tree, trials_on_disk, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +41,7 @@ SPACE = {
 }
 SAMPLED = ("clamp_value", "alpha_fwd", "alpha_bkw")
 WANDB = {"project": "clamp-study", "mode": "offline"}
+WANDB_HEADER, WANDB_BLOCK = 7, 32768
 SERVER_START_S = 90
 
 
@@ -59,15 +65,26 @@ def write_spec(folder: Path, name: str, search: dict, *, tracking: dict, epochs:
     return path
 
 
-@contextlib.contextmanager
-def offline_wandb(folder: Path):
-    """W&B's settings and cache kept in ``folder`` (set before Ray starts, so its workers inherit them)."""
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """One fresh embedded Ray for the module (``address="local"``: never a cluster left by ``ray start``).
+
+    W&B keeps its settings and cache in a temporary folder; the variables are set before Ray starts, so
+    its workers inherit them. ``WANDB_MODE`` is cleared: the spec's ``mode: offline`` must take effect.
+    """
+    import ray
+
+    home = tmp_path_factory.mktemp("wandb-home")
     with pytest.MonkeyPatch.context() as patch:
         for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-            patch.setenv(variable, str(folder / "wandb-home"))
+            patch.setenv(variable, str(home))
         patch.setenv("WANDB_SILENT", "true")
-        patch.delenv("WANDB_MODE", raising=False)  # the spec's mode: offline must be what takes effect
-        yield
+        patch.delenv("WANDB_MODE", raising=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 @contextlib.contextmanager
@@ -99,13 +116,11 @@ def mlflow_server(folder: Path):
 
 def run_sampled(folder: Path, name: str, search: dict, tracking: dict, **extra):
     spec = load_spec(write_spec(folder, name, search, tracking=tracking, **extra))
-    with offline_wandb(folder), local_ray():
-        outcome = run_sweep(spec, storage=str(folder / "results"), verbose=0)
-    return spec, outcome
+    return spec, run_sweep(spec, storage=str(folder / "results"), verbose=0)
 
 
 @pytest.fixture(scope="module")
-def random_sweep(tmp_path_factory):
+def random_sweep(local_ray, tmp_path_factory):
     folder = tmp_path_factory.mktemp("random-search")
     store = f"sqlite:///{folder / 'mlflow.db'}"
     spec, outcome = run_sampled(folder, "random-clamp", {"type": "random", "num_samples": 2, "seed": 0},
@@ -114,7 +129,7 @@ def random_sweep(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def optuna_sweep(tmp_path_factory):
+def optuna_sweep(local_ray, tmp_path_factory):
     folder = tmp_path_factory.mktemp("optuna-search")
     with mlflow_server(folder) as uri:
         spec, outcome = run_sampled(
@@ -159,18 +174,29 @@ def check_mlflow(uri: str, outcome) -> None:
 
 
 def wandb_records(trial_dir: Path) -> list:
-    """The records of the one offline W&B run in ``trial_dir``, read with W&B's own data store."""
+    """The records of the one offline W&B run in ``trial_dir``, as W&B's own ``Record`` protobufs.
+
+    A ``.wandb`` file is a LevelDB-style log: a 7-byte ``:W&B`` header, then 32 KiB blocks of chunks,
+    each with a 7-byte header (crc32, length, type: 1 whole record, 2 first, 3 middle, 4 last part);
+    a block's tail shorter than a header is zero padding. (W&B ships no Python reader for it.)
+    """
     from wandb.proto import wandb_internal_pb2
-    from wandb.sdk.internal.datastore import DataStore
 
     (run_file,) = trial_dir.glob("wandb/offline-run-*/run-*.wandb")
-    store = DataStore()
-    store.open_for_scan(str(run_file))
-    records = []
-    while (data := store.scan_data()) is not None:
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(data)
-        records.append(record)
+    data = run_file.read_bytes()
+    assert data[:4] == b":W&B"
+    position, record, records = WANDB_HEADER, b"", []
+    while position + WANDB_HEADER <= len(data):
+        left_in_block = WANDB_BLOCK - position % WANDB_BLOCK
+        _, length, kind = struct.unpack("<IHB", data[position:position + WANDB_HEADER])
+        if left_in_block < WANDB_HEADER or kind == 0:
+            position += left_in_block
+            continue
+        record += data[position + WANDB_HEADER:position + WANDB_HEADER + length]
+        position += WANDB_HEADER + length
+        if kind in (1, 4):
+            records.append(wandb_internal_pb2.Record.FromString(record))
+            record = b""
     return records
 
 
@@ -182,8 +208,9 @@ def check_wandb(outcome, group: str) -> None:
         assert run.project == WANDB["project"] and run.run_group == group
         config = {item.key: json.loads(item.value_json) for item in run.config.update}
         assert config["clamp_value"] == result.config["clamp_value"] and config["seed"] == result.config["seed"]
-        history = [{item.key: json.loads(item.value_json) for item in r.history.item}
+        history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
                    for r in records if r.HasField("history")]
+        history = [row for row in history if "epoch" in row]  # W&B's own rows (runtime) left out
         rows = result.metrics_dataframe
         assert [row["epoch"] for row in history] == list(rows["epoch"])
         assert [row["val_acc"] for row in history] == pytest.approx(list(rows["val_acc"]))
@@ -202,8 +229,6 @@ def test_random_search_runs_the_sampled_points_at_every_seed(random_sweep):
 
 
 def test_run_sweep_returns_rays_result_grid(random_sweep):
-    from ray import tune
-
     _, outcome, _ = random_sweep
     assert isinstance(outcome.results, tune.ResultGrid)
     best = outcome.results.get_best_result(metric="val_acc", mode="max")
@@ -248,8 +273,8 @@ def test_analysis_loads_a_sampled_experiment(random_sweep):
     assert sorted(trials["clamp_value"]) == sorted(t["clamp_value"] for t in spec.trials)
     assert len(results.epochs) == 4 * EPOCHS
     assert len(analysis.tables.setting_medians(trials)) == 2  # two sampled settings, two seeds each
-    assert not analysis.tables.sensitivity(trials).empty
-    assert not analysis.tables.comparison(trials).empty
+    assert len(analysis.tables.best_settings(trials)) == 2
+    assert analysis.tables.comparison(trials)["runs"].tolist() == [2]
 
 
 # --- optuna search ----------------------------------------------------------------------------------------
@@ -290,31 +315,38 @@ def test_optuna_search_writes_offline_wandb_runs(optuna_sweep):
     check_wandb(outcome, group="optuna-clamp")
 
 
-# --- a killed random search, resumed ------------------------------------------------------------------------
+# --- an interrupted random search, resumed --------------------------------------------------------------
 
 
-def test_a_killed_random_search_resumes_its_own_points(tmp_path):
-    epochs = 4
-    path = write_spec(tmp_path, "killed-random", {"type": "random", "num_samples": 2, "seed": 5}, tracking={},
-                      epochs=epochs, images=400, max_concurrent=1)
-    experiment = tmp_path / "results" / "killed-random"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "onlinenorm.cli", "sweep", "run", str(path), "--storage", str(tmp_path / "results")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: any(len(rows) == epochs for _, rows in trials_on_disk(experiment).values()),
-                 "a finished trial")
-    finally:
-        kill_process_tree(driver.pid)
-    before = trials_on_disk(experiment)
-    assert sum(len(rows) == epochs for _, rows in before.values()) < 4
+class InterruptAtFirstCompletion(tune.Callback):
+    """Presses Ctrl-C (SIGINT to the driver) once, when the first trial completes.
 
-    with local_ray():
-        outcome = resume_sweep(str(experiment))
+    Tune saves its callbacks with the experiment and restores them on resume: the class-level flag
+    keeps the restored copy from interrupting the resumed sweep.
+    """
 
-    after = trials_on_disk(experiment)
+    fired = False
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if not InterruptAtFirstCompletion.fired:
+            InterruptAtFirstCompletion.fired = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_an_interrupted_random_search_resumes_its_own_points(local_ray, tmp_path):
+    path = write_spec(tmp_path, "stopped-random", {"type": "random", "num_samples": 2, "seed": 5}, tracking={})
+    spec = load_spec(path)
+    stopped = run_sweep(spec, storage=str(tmp_path / "results"), verbose=0, callbacks=[InterruptAtFirstCompletion()])
+    saved = experiment_counts(stopped.path)  # the states Tune saved when interrupted
+    assert saved["TERMINATED"] >= 1 and sum(saved.values()) - saved["TERMINATED"] >= 1, saved
+    before = trials_on_disk(Path(stopped.path))
+
+    outcome = resume_sweep(stopped.path)
+
+    after = trials_on_disk(Path(stopped.path))
     assert outcome.counts == {"TERMINATED": 4}
-    assert canonical(config for config, _ in after.values()) == canonical(load_spec(path).trials)
+    assert canonical(config for config, _ in after.values()) == canonical(spec.trials)  # the same 4, once each
     for name, (_, rows) in after.items():
-        assert {row["epoch"] for row in rows} == set(range(1, epochs + 1)), name
+        assert {row["epoch"] for row in rows} == set(range(1, EPOCHS + 1)), name
+        if len(before.get(name, ({}, []))[1]) == EPOCHS:
+            assert rows == before[name][1], f"{name} finished before the interruption and ran again"
