@@ -268,8 +268,11 @@ def describe(spec) -> str:
                  f"({search.mode}imizing the mean {search.metric} over each point's {len(spec.trials)} grid "
                  f"runs, seed {search.seed})"]
     elif search.type == "random":
+        grid = spec.raw.get("grid") or {}
+        extras = len(spec.trials) - search.num_samples * math.prod(len(values) for values in grid.values())
         lines = [f"sweep {spec.name}: {len(spec.trials)} trials: {search.num_samples} random points "
-                 f"(seed {search.seed}) x {len(spec.trials) // max(1, search.num_samples)} grid points"]
+                 f"(seed {search.seed}) x {math.prod(len(values) for values in grid.values())} grid points"
+                 + (f" + {extras} extra trials" if extras else "")]
         trial_keys = spec.swept_keys
     else:
         lines = [f"sweep {spec.name}: {len(spec.trials)} trials over {', '.join(spec.swept_keys) or 'nothing'}"]

@@ -77,6 +77,31 @@ def test_optuna_spec_keeps_the_grid_as_templates():
     assert [axis.key for axis in spec.search.space] == ["clamp_value", "alpha_fwd", "alpha_bkw"]
 
 
+def test_optuna_suggestions_repeat_over_the_grid_and_survive_save_and_restore(tmp_path):
+    """Each suggestion runs at both seeds; TPE is told the mean; a restored searcher continues a half-run group."""
+    from sweeps.searchers import tune_search
+
+    spec = parse_spec(OPTUNA)
+    searcher = tune_search(spec)[1]["search_alg"]
+    configs = [searcher.suggest(f"t{index}") for index in range(3)]
+    sampled = [{key: config[key] for key in SPACE} for config in configs]
+    assert [config["seed"] for config in configs] == [0, 1, 0]
+    assert sampled[0] == sampled[1] != sampled[2]
+    template = {k: v for k, v in spec.trials[0].items() if k not in SPACE}
+    assert {k: v for k, v in configs[0].items() if k not in SPACE} == template  # the grid point's config
+    searcher.on_trial_complete("t0", {"val_acc": 0.5})
+    searcher.on_trial_complete("t1", {"val_acc": 0.7})
+    searcher.save(str(tmp_path / "state.pkl"))
+
+    restored = tune_search(spec)[1]["search_alg"]
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert restored.suggest("t3") == {**configs[2], "seed": 1}  # the second seed of the running suggestion
+    restored.on_trial_complete("t2", {"val_acc": 0.1})
+    restored.on_trial_complete("t3", {"val_acc": 0.3})
+    values = [trial.value for trial in restored.searcher._ot_study.trials]
+    assert values == pytest.approx([0.6, 0.2])
+
+
 def test_dry_run_shows_what_is_sampled_and_the_same_points_twice(tmp_path, capsys):
     path = tmp_path / "sampled.yaml"
     path.write_text(yaml.safe_dump(RANDOM))
