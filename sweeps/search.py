@@ -34,8 +34,9 @@ finish. Repeats over the grid (typically seeds) go through Ray Tune's
 told the mean of ``metric`` over those runs, so it models the seed-averaged
 outcome rather than chasing one lucky seed.
 
-Nothing here imports Ray at import time; the Ray Tune searchers these
-settings build are in :mod:`sweeps.searchers`.
+Nothing here imports Ray at import time (drawing a random search's points
+does, when its spec is read); the Ray Tune searchers these settings build are
+in :mod:`sweeps.searchers`. With ``seed: null`` every reading draws new points.
 """
 
 from __future__ import annotations
