@@ -5,17 +5,31 @@ from __future__ import annotations
 import os
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.air.integrations.wandb import WandbLoggerCallback
+from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 
 WANDB_MODE_VARIABLE = "WANDB_MODE"
 
 
+class WandbFlushingActor(_WandbLoggingActor):
+    """Ray's per-trial W&B logging actor, which also waits for W&B's service to write the run out.
+
+    Ray ends the actor as soon as ``run`` returns, so W&B's own exit hook never runs and the service
+    can be stopped before it has written the run's history (seen on a busy machine).
+    """
+
+    def run(self):
+        super().run()
+        self._wandb.teardown()
+
+
 class WandbCallback(WandbLoggerCallback):
-    """Ray's W&B callback, whose ``mode`` also reaches Ray's own API-key check.
+    """Ray's W&B callback, with :class:`WandbFlushingActor`, and a ``mode`` that reaches Ray's API-key check.
 
     Ray asks for a W&B API key unless the ``WANDB_MODE`` variable says ``offline`` or ``disabled``;
     an offline sweep needs none, so the spec's mode is exported before that check.
     """
+
+    _logger_actor_cls = WandbFlushingActor
 
     def setup(self, *args, **kwargs):
         if self.kwargs.get("mode"):

@@ -9,11 +9,6 @@
 
 from __future__ import annotations
 
-import os
-import pickle
-import tempfile
-from pathlib import Path
-
 from ray import tune
 from ray.tune.search import Repeater
 from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -38,9 +33,7 @@ class GridRepeater(Repeater):
 
     Each suggestion becomes ``len(templates)`` trials with configs ``{**templates[i], **suggested}``;
     once all of them complete, the wrapped searcher is told the mean of its metric over them.
-    Its saved state (what ``sweep resume`` restores) holds the groups of trials as well as the wrapped
-    searcher's state: Ray's ``Repeater`` saves only the latter, so a resumed sweep could not tell
-    which suggestion a still-running trial belongs to.
+    Tune saves and restores its groups (``get_state``) beside the wrapped searcher's own state.
     """
 
     def __init__(self, searcher, templates: list[dict]) -> None:
@@ -52,21 +45,6 @@ class GridRepeater(Repeater):
         if not isinstance(config, dict):
             return config  # None (wait for results) or Searcher.FINISHED
         return {**self.templates[config.pop(TRIAL_INDEX)], **config}
-
-    def save(self, checkpoint_path: str) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            inner = os.path.join(folder, "searcher.pkl")
-            self.searcher.save(inner)
-            searcher_state = Path(inner).read_bytes()
-        Path(checkpoint_path).write_bytes(pickle.dumps({"searcher": searcher_state, "repeater": self.get_state()}))
-
-    def restore(self, checkpoint_path: str) -> None:
-        state = pickle.loads(Path(checkpoint_path).read_bytes())
-        self.set_state(state["repeater"])
-        with tempfile.TemporaryDirectory() as folder:
-            inner = Path(folder, "searcher.pkl")
-            inner.write_bytes(state["searcher"])
-            self.searcher.restore(str(inner))
 
 
 def listed_space(trials: list[dict], swept_keys: list[str]) -> dict:

@@ -77,8 +77,10 @@ def test_optuna_spec_keeps_the_grid_as_templates():
     assert [axis.key for axis in spec.search.space] == ["clamp_value", "alpha_fwd", "alpha_bkw"]
 
 
-def test_optuna_suggestions_repeat_over_the_grid_and_survive_save_and_restore(tmp_path):
+def test_optuna_suggestions_repeat_over_the_grid_and_survive_a_resume(tmp_path):
     """Each suggestion runs at both seeds; TPE is told the mean; a restored searcher continues a half-run group."""
+    from ray.tune.search import SearchGenerator
+
     from sweeps.searchers import tune_search
 
     spec = parse_spec(OPTUNA)
@@ -91,10 +93,10 @@ def test_optuna_suggestions_repeat_over_the_grid_and_survive_save_and_restore(tm
     assert {k: v for k, v in configs[0].items() if k not in SPACE} == template  # the grid point's config
     searcher.on_trial_complete("t0", {"val_acc": 0.5})
     searcher.on_trial_complete("t1", {"val_acc": 0.7})
-    searcher.save(str(tmp_path / "state.pkl"))
+    SearchGenerator(searcher).save_to_dir(str(tmp_path), "session")  # what Tune saves, and restores on resume
 
     restored = tune_search(spec)[1]["search_alg"]
-    restored.restore(str(tmp_path / "state.pkl"))
+    SearchGenerator(restored).restore_from_dir(str(tmp_path))
     assert restored.suggest("t3") == {**configs[2], "seed": 1}  # the second seed of the running suggestion
     restored.on_trial_complete("t2", {"val_acc": 0.1})
     restored.on_trial_complete("t3", {"val_acc": 0.3})

@@ -297,7 +297,7 @@ def test_optuna_is_told_the_mean_over_seeds(optuna_sweep):
     """The searcher state Ray saved: one Optuna trial per point, valued at the mean last val_acc of its seeds."""
     _, outcome, _ = optuna_sweep
     (state,) = Path(outcome.path).glob("searcher-state-*.pkl")
-    study = pickle.loads(pickle.loads(state.read_bytes())["searcher"])["_ot_study"]
+    study = pickle.loads(state.read_bytes())["_ot_study"]
     told = {t.params["clamp_value"]: t.value for t in study.trials}
     assert len(told) == 2
     for clamp_value, value in told.items():
