@@ -5,36 +5,28 @@ from __future__ import annotations
 import os
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+from ray.air.integrations.wandb import WandbLoggerCallback
 
 WANDB_MODE_VARIABLE = "WANDB_MODE"
 
 
-class WandbFlushingActor(_WandbLoggingActor):
-    """Ray's per-trial W&B logging actor, which also waits for W&B's service to write the run out.
-
-    Ray ends the actor as soon as ``run`` returns, so W&B's own exit hook never runs and the service
-    can be stopped before it has written the run's history (seen on a busy machine).
-    """
-
-    def run(self):
-        super().run()
-        self._wandb.teardown()
-
-
 class WandbCallback(WandbLoggerCallback):
-    """Ray's W&B callback, with :class:`WandbFlushingActor`, and a ``mode`` that reaches Ray's API-key check.
+    """Ray's W&B callback, with a ``mode`` that reaches Ray's API-key check, and no early kills.
 
     Ray asks for a W&B API key unless the ``WANDB_MODE`` variable says ``offline`` or ``disabled``;
-    an offline sweep needs none, so the spec's mode is exported before that check.
+    an offline sweep needs none, so the spec's mode is exported before that check. When the callback
+    is released, Ray gives each trial's logging actor 2 s to finish its W&B run before killing it,
+    which on a busy machine loses the run's records; here it gets ``upload_timeout``, as at the
+    experiment's end.
     """
-
-    _logger_actor_cls = WandbFlushingActor
 
     def setup(self, *args, **kwargs):
         if self.kwargs.get("mode"):
             os.environ[WANDB_MODE_VARIABLE] = self.kwargs["mode"]
         super().setup(*args, **kwargs)
+
+    def _cleanup_logging_actors(self, timeout: int = 0, kill_on_timeout: bool = False):
+        super()._cleanup_logging_actors(self._upload_timeout if kill_on_timeout else timeout, kill_on_timeout)
 
 
 def tracking_callbacks(name: str, trackers: dict[str, dict]) -> list:
