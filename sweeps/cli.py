@@ -35,7 +35,11 @@ def register(subparsers) -> None:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a spec key by its dotted path, VALUE parsed as YAML, e.g. train.epochs=2 "
                           "or grid.seed=[0,1] (repeatable)")
-    run.add_argument("--dry-run", action="store_true", help="check the spec and list the trials; start nothing")
+    run.add_argument("--tracking", metavar="TRACKERS",
+                     help="experiment trackers to log to, overriding the spec's tracking section: mlflow, wandb, "
+                          "both comma-separated, or none (TensorBoard files are always written)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the spec and list the trials (and what is sampled); start nothing")
     run.set_defaults(func=run_command)
 
     resume = actions.add_parser("resume", help="continue an interrupted sweep from its checkpoints",
@@ -61,17 +65,9 @@ def _checked_spec(args: argparse.Namespace):
     from sweeps.spec import SpecError, load_spec
 
     try:
-        return load_spec(args.spec, args.set, args.name)
+        return load_spec(args.spec, args.set, args.name, args.tracking)
     except SpecError as err:
         raise UsageError(str(err)) from None
-
-
-def _describe(spec) -> str:
-    swept = ", ".join(spec.swept_keys) or "nothing"
-    lines = [f"sweep {spec.name}: {len(spec.trials)} trials over {swept}"]
-    lines += [f"  {index:3d}  " + " ".join(f"{key}={trial[key]}" for key in spec.swept_keys)
-              for index, trial in enumerate(spec.trials)]
-    return "\n".join(lines)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -80,7 +76,9 @@ def run_command(args: argparse.Namespace) -> int:
 
     spec = _checked_spec(args)
     if args.dry_run:
-        print(_describe(spec))
+        from sweeps.search import describe
+
+        print(describe(spec))
         return 0
     try:
         outcome = run_sweep(spec, address=args.address, storage=args.storage)

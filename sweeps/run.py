@@ -2,10 +2,12 @@
 
 A sweep is one ``tune.Tuner``: the trials are fed by Tune's
 ``BasicVariantGenerator`` (``points_to_evaluate`` = the spec's resolved
-configs, the param space = each key's set of values), trials run with the
+configs, the param space = each key's set of values) or, for an optuna search,
+by ``OptunaSearch`` (:mod:`sweeps.searchers`), trials run with the
 spec's resources, ``CheckpointConfig`` keeps the latest epochs,
 ``FailureConfig`` retries a crashed trial from its last checkpoint, and an
-optional ASHA scheduler stops weak trials early. ``Tuner.restore`` resumes.
+optional ASHA scheduler stops weak trials early, and the spec's trackers log
+every trial (:mod:`sweeps.callbacks`). ``Tuner.restore`` resumes.
 
 The experiment directory is ``STORAGE/NAME`` in Ray Tune's layout, plus
 ``spec.yaml`` (the effective spec, from which a resume rebuilds the trainable).
@@ -14,9 +16,9 @@ The experiment directory is ``STORAGE/NAME`` in Ray Tune's layout, plus
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from onlinenorm.constants import SPEC_FILE
 from sweeps.spec import SweepSpec, parse_spec
@@ -36,11 +38,12 @@ class ExperimentError(ValueError):
 
 @dataclass(frozen=True)
 class SweepOutcome:
-    """Where a finished (or stopped) sweep is, and its trial counts by state."""
+    """Where a finished (or stopped) sweep is, its trial counts by state, and Ray Tune's ``ResultGrid``."""
 
     name: str
     path: str
     counts: dict[str, int]
+    results: Any = field(default=None, repr=False, compare=False)  # ray.tune.ResultGrid
 
     @property
     def failed(self) -> bool:
@@ -124,20 +127,6 @@ def connected(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def _param_space(spec: SweepSpec) -> dict:
-    """Each config key's domain: a constant, or ``tune.choice`` of the values the trials use."""
-    from ray import tune
-
-    space = dict(spec.trials[0])
-    for key in spec.swept_keys:
-        values = []
-        for trial in spec.trials:
-            if trial[key] not in values:
-                values.append(trial[key])
-        space[key] = tune.choice(values)
-    return space
-
-
 def _scheduler(spec: SweepSpec):
     if spec.scheduler is None:
         return None
@@ -152,14 +141,16 @@ def _scheduler(spec: SweepSpec):
 
 def _tuner(spec: SweepSpec, storage_path: str, name: str, verbose: int, callbacks: list):
     from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from sweeps.callbacks import tracking_callbacks
+    from sweeps.searchers import tune_search
+
+    param_space, search = tune_search(spec)
     return tune.Tuner(
         make_trainable(spec.synthetic, spec.cpu, spec.gpu),
-        param_space=_param_space(spec),
+        param_space=param_space,
         tune_config=tune.TuneConfig(
-            search_alg=BasicVariantGenerator(points_to_evaluate=list(spec.trials)),
-            num_samples=len(spec.trials),
+            **search,
             scheduler=_scheduler(spec),
             max_concurrent_trials=spec.max_concurrent or None,
         ),
@@ -169,7 +160,7 @@ def _tuner(spec: SweepSpec, storage_path: str, name: str, verbose: int, callback
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=verbose,
-            callbacks=callbacks,
+            callbacks=tracking_callbacks(name, spec.tracking) + callbacks,
         ),
     )
 
@@ -183,7 +174,7 @@ def _outcome(name: str, path: str, results) -> SweepOutcome:
         "ERROR": results.num_errors,
         UNFINISHED: len(results) - results.num_terminated - results.num_errors,
     }
-    return SweepOutcome(name, path, {state: n for state, n in counts.items() if n})
+    return SweepOutcome(name, path, {state: n for state, n in counts.items() if n}, results)
 
 
 def _prepare(spec: SweepSpec) -> None:

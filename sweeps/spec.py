@@ -13,7 +13,9 @@ small product: scalars fixed, lists swept) overrides them.
 
 Values are checked with the rules of :mod:`onlinenorm.rules`, the training
 config's own. Optional top-level sections (``scheduler``, ``reference``, ...)
-are each checked by one function registered in :data:`SECTIONS`.
+are each checked by one function registered in :data:`SECTIONS`. With ``search``
+random, ``space`` points (:mod:`sweeps.search`) are sampled and crossed with the
+grid; ``tracking`` names the experiment trackers (:mod:`sweeps.tracking`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from onlinenorm.config import SCHEMA, parse_assignment, validate_config
 from onlinenorm.constants import DATASETS
 from onlinenorm.rules import Rule, choice, integer, optional, real, text
 from onlinenorm.yaml12 import YAMLError, load_yaml
+from sweeps.search import Search, check_search
+from sweeps.tracking import check_tracking, select_trackers
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Data keys live in the dataset section only, so one sweep reads one dataset (prepared once per node).
@@ -104,6 +108,8 @@ class SweepSpec:
     scheduler: Scheduler | None
     reference: Reference | None = None
     swept_keys: list[str] = field(default_factory=list)  # config keys whose value differs between trials
+    search: Search = Search()  # grid (the trials above), random (sampled points x grid) or optuna (grid templates)
+    tracking: dict = field(default_factory=dict)  # tracker name -> settings (sweeps.tracking)
 
     @property
     def data_config(self) -> dict:
@@ -260,6 +266,7 @@ class Section:
 SECTIONS: dict[str, Section] = {
     "scheduler": Section(None, _check_scheduler),
     "reference": Section(None, _check_reference),
+    "tracking": Section(None, lambda problems, path, value: check_tracking(problems, value)),
 }
 TOP_LEVEL_DEFAULTS = {
     "model": None,
@@ -271,7 +278,7 @@ TOP_LEVEL_DEFAULTS = {
 }
 REQUIRED_KEYS = ("name", "dataset")
 TOP_LEVEL_KEYS = ("name", "dataset", "model", "train", "grid", "extra_trials", "resources", "max_concurrent",
-                  "max_failures", *SECTIONS)
+                  "max_failures", "search", "space", *SECTIONS)
 
 
 def _check_top_level(problems: Problems, raw: dict) -> None:
@@ -304,9 +311,9 @@ def _as_axes(point: Mapping[str, Any]) -> dict[str, list]:
     return {k: v if _is_axis(k, v) else [v] for k, v in point.items()}
 
 
-def _expand(problems: Problems, raw: dict, base: dict) -> list[dict]:
+def _expand(problems: Problems, raw: dict, base: dict, search: Search) -> list[dict]:
     """Every trial's resolved config, grid first; problems for invalid combinations and repeats."""
-    sources = [("grid", point) for point in _product(raw["grid"])] if "grid" in raw else []
+    sources = search.sources(_product(raw["grid"]) if "grid" in raw else [])
     for index, extra in enumerate(raw["extra_trials"]):
         sources += [(f"extra_trials[{index}]", point) for point in _product(_as_axes(extra))]
     trials, seen = [], {}
@@ -375,6 +382,7 @@ def parse_spec(raw: dict, source: str = "spec") -> SweepSpec:
         _check_config_keys(problems, f"extra_trials[{index}]", _mapping(problems, f"extra_trials[{index}]", extra),
                            values_are_lists=None)
     sections = {name: section.check(problems, name, raw[name]) for name, section in SECTIONS.items()}
+    search = check_search(problems, raw)
     if problems:
         raise SpecError(source, problems)
 
@@ -389,17 +397,21 @@ def parse_spec(raw: dict, source: str = "spec") -> SweepSpec:
         "device": "cuda" if resources["gpu"] > 0 else "cpu",
         **train,
     }
-    trials = _expand(problems, raw, base)
+    trials = _expand(problems, raw, base, search)
     if problems:
         raise SpecError(source, problems)
     swept = [key for key in trials[0] if len({json.dumps(t[key]) for t in trials}) > 1]
     return SweepSpec(
         name=raw["name"], raw=raw, trials=trials, synthetic=synthetic, cpu=resources["cpu"], gpu=resources["gpu"],
-        max_concurrent=raw["max_concurrent"], max_failures=raw["max_failures"], swept_keys=swept, **sections,
+        max_concurrent=raw["max_concurrent"], max_failures=raw["max_failures"], swept_keys=swept, search=search,
+        **sections,
     )
 
 
-def load_spec(path: str | Path, overrides: list[str] = (), name: str | None = None) -> SweepSpec:
-    """The checked spec in file ``path`` with ``--set`` ``overrides`` applied and, if given, another ``name``."""
+def load_spec(path: str | Path, overrides: list[str] = (), name: str | None = None,
+              tracking: str | None = None) -> SweepSpec:
+    """The checked spec in file ``path`` with ``--set`` ``overrides`` applied and, if given, another ``name``
+    and the ``--tracking`` choice of trackers."""
     raw = apply_overrides(read_yaml(path), list(overrides))
+    raw = select_trackers(raw, tracking) if tracking is not None else raw
     return parse_spec({**raw, "name": name} if name is not None else raw, str(path))
