@@ -86,9 +86,9 @@ def _rows(config: dict, trial_id: str, epochs: int, layer_names: list[str], rng:
     progress = 1 - np.exp(-np.arange(1, epochs + 1) / (0.15 * epochs))
     val_acc = np.clip(plateau * progress + rng.normal(0, 0.005, epochs), 0, 1)
     gaussian = math.erfc(c / math.sqrt(2)) if clamps else 0.0
-    depth = 1 + 2 * np.arange(len(layer_names)) / len(layer_names)
-    fractions = gaussian * depth[None, :] * (1 + 1 / np.arange(1, epochs + 1))[:, None]
-    fractions *= rng.lognormal(0, 0.1, fractions.shape)
+    depth = 0.5 + np.arange(len(layer_names)) / len(layer_names)
+    fractions = gaussian * depth[None, :] * (1 + 0.5 / np.arange(1, epochs + 1))[:, None]
+    fractions = np.minimum(1.0, fractions * rng.lognormal(0, 0.1, fractions.shape))
     rows = []
     for epoch in range(1, epochs + 1):
         row = {"epoch": epoch, "train_loss": float(2.3 * (1 - progress[epoch - 1]) + 0.1 + rng.normal(0, 0.01)),
@@ -105,3 +105,57 @@ def _rows(config: dict, trial_id: str, epochs: int, layer_names: list[str], rng:
                "iterations_since_restore": epoch}
         rows.append(row)
     return rows
+
+
+def bench_report(experiment: Path, out: Path, rounds: int = 3, workers: int = 2,
+                 progress=lambda message: None) -> list[tuple[str, float]]:
+    """Median seconds over ``rounds`` of each stage of the report of ``experiment``.
+
+    Stages: ``onlinenorm report`` as a user runs it (a fresh process, imports
+    included), then in this process ``analysis.load``, the findings (where
+    this version has them), the charts drawn one after another and in
+    ``workers`` processes, the tables and the Parquet export.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import importlib.util
+
+    import analysis
+    from analysis import charts, tables
+    from analysis.parquet import export
+
+    findings = importlib.util.find_spec("analysis.findings") is not None
+    stages: dict[str, list[float]] = {}
+
+    def timed(stage: str, action):
+        start = time.perf_counter()
+        value = action()
+        stages.setdefault(stage, []).append(time.perf_counter() - start)
+        return value
+
+    command = [sys.executable, "-c", "import sys; from onlinenorm.cli import main; sys.exit(main(sys.argv[1:]))",
+               "report", str(experiment), "--out", str(out / "cli")]
+    for round_ in range(1, rounds + 1):
+        progress(f"round {round_}/{rounds}")
+        timed("onlinenorm report (fresh process, all stages)", lambda: subprocess.run(command, check=True,
+                                                                                        capture_output=True))
+        results = timed("analysis.load", lambda: analysis.load(experiment))
+        if findings:
+            timed("analysis.findings", lambda: analysis.findings(results))
+        timed("charts, one process", lambda: charts.save_all(results, out / "serial"))
+        timed(f"charts, {workers} processes", lambda: charts.save_all(results, out / "parallel", workers=workers))
+        timed("tables", lambda: [table(results.trials) for table in (tables.comparison, tables.variability,
+                                                                      tables.sensitivity, tables.best_settings)])
+        timed("Parquet export", lambda: export(results, out / "parquet"))
+    return [(stage, float(np.median(times))) for stage, times in stages.items()]
+
+
+def format_report_bench(rows: list[tuple[str, float]], description: str) -> str:
+    """One line per stage: median seconds, and the whole report against ``TARGET_S``."""
+    width = max(len(stage) for stage, _ in rows)
+    lines = [description, f"{'stage':<{width}}  median s"]
+    lines += [f"{stage:<{width}}  {seconds:8.2f}" for stage, seconds in rows]
+    whole = rows[0][1]
+    lines.append(f"whole report: {whole:.2f} s = {whole / TARGET_S:.2f} x the {TARGET_S:g} s target")
+    return "\n".join(lines)

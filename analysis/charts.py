@@ -73,7 +73,7 @@ def accuracy_vs_clamp_fraction(results: Results) -> Figure:
     data = trials[clamping(trials) & trials["clamp_fraction_mean"].gt(0)]
     _require(data, "no complete clamping trial with a positive clamp fraction")
     panels = _decay_panels(results, data)
-    fig, axes = _panels(len(panels))
+    fig, axes = _panels(len(panels), share=True)
     colors, legend = _clamp_colors(results, data, fig, axes)
     for ax, (title, rows) in zip(axes, panels):
         ax.scatter(rows["clamp_fraction_mean"], rows["best_val_acc"], c=list(colors[rows.index]), **_point_style(len(data)))
@@ -165,31 +165,33 @@ def clamp_fraction_by_layer(results: Results) -> Figure:
     """Median clamp fraction per layer (rows, in model order) and epoch, one
     panel per clamp value (per range of c when c was sampled), on a log colour scale."""
     clamped = results.trials.loc[clamping(results.trials), KEYS + ["clamp_value"]].dropna()
-    data = results.layers.merge(clamped, on=KEYS)
-    _require(data, "no clamping trial reported per-layer clamp fractions")
+    _require(clamped, "no clamping trial with a clamp value")
     if is_sampled(results, clamped, "clamp_value"):
-        data["panel"] = pd.qcut(data["clamp_value"], 4, duplicates="drop").map(
-            lambda r: f"c in ({r.left:.2g}, {r.right:.2g}]").astype(str)
+        ranges = pd.qcut(clamped["clamp_value"], 4, duplicates="drop")
+        clamped["panel"] = ranges.cat.rename_categories([f"c in ({r.left:.2g}, {r.right:.2g}]"
+                                                         for r in ranges.cat.categories])
     else:
-        data["panel"] = "c = " + data["clamp_value"].map("{:g}".format)
-    medians = data.groupby(["panel", "depth", "epoch"], sort=True)["clamp_fraction"].median()
+        values = sorted(clamped["clamp_value"].unique())
+        clamped["panel"] = pd.Categorical(clamped["clamp_value"], categories=values).rename_categories(
+            [f"c = {v:g}" for v in values])
+    data = results.layers[KEYS + ["epoch", "layer", "depth", "clamp_fraction"]].merge(clamped, on=KEYS)
+    _require(data, "no clamping trial reported per-layer clamp fractions")
+    medians = data.groupby(["panel", "depth", "epoch"], observed=True)["clamp_fraction"].median()
     names = data.drop_duplicates("depth").set_index("depth")["layer"].sort_index()
     positive = medians[medians > 0]
     _require(positive, "every per-layer clamp fraction is zero")
     norm = LogNorm(positive.min(), positive.max() if positive.max() > positive.min() else positive.min() * 10)
     cmap = plt.get_cmap(CMAP).with_extremes(bad="0.85", under="0.85")
-    panels = list(medians.index.unique("panel"))
-    if not is_sampled(results, clamped, "clamp_value"):
-        panels.sort(key=lambda p: float(p.removeprefix("c = ")))
-    fig, axes = _panels(len(panels), columns=3)
+    panels = [p for p in clamped["panel"].cat.categories if p in medians.index.unique("panel")]
+    fig, axes = _panels(len(panels), share=True)
     for ax, panel in zip(axes, panels):
-        table = medians.loc[panel].unstack("epoch")
+        table = medians.loc[panel].unstack("epoch").reindex(names.index)  # every depth: shared axes
         mesh = ax.pcolormesh(table.columns, np.arange(len(table.index)), table.where(table > 0).to_numpy(),
                              cmap=cmap, norm=norm, shading="nearest", rasterized=True)
         step = max(1, len(table.index) // 20)
         ax.set_yticks(np.arange(0, len(table.index), step),
                       [f"{d} {names.get(d, '')}" for d in table.index[::step]], fontsize="x-small")
-        ax.invert_yaxis()
+        ax.set_ylim(len(table.index) - 0.5, -0.5)  # depth 0 on top
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(panel, fontsize="medium")
     _labels(fig, axes, "epoch", "layer (depth, name)")
@@ -289,9 +291,10 @@ def _decay_heatmaps(data: pd.DataFrame, unit: str) -> Figure:
     medians = data.groupby(["clamp_value", "alpha_fwd", "alpha_bkw"])["best_val_acc"].median()
     norm = plt.Normalize(medians.min(), medians.max())
     clamp_values = list(medians.index.unique("clamp_value"))
-    fig, axes = _panels(len(clamp_values), columns=4)
+    forward, backward = sorted(data["alpha_fwd"].unique()), sorted(data["alpha_bkw"].unique())
+    fig, axes = _panels(len(clamp_values), share=True)
     for ax, c in zip(axes, clamp_values):
-        table = medians.loc[c].unstack("alpha_bkw")
+        table = medians.loc[c].unstack("alpha_bkw").reindex(index=forward, columns=backward)  # shared axes
         mesh = ax.imshow(table.to_numpy(), cmap=CMAP, norm=norm, aspect="auto")
         ax.set_xticks(range(len(table.columns)), [format_decay(a) for a in table.columns], fontsize="small")
         ax.set_yticks(range(len(table.index)), [format_decay(a) for a in table.index], fontsize="small")
@@ -353,16 +356,19 @@ def _sampled_keys(results: Results) -> set[str]:
     return keys
 
 
-def _panels(n: int, columns: int = 3, scale: float = 1.0) -> tuple[Figure, list]:
-    """A figure of ``n`` panels, ``columns`` to a row, laid out by matplotlib's constrained layout."""
+def _panels(n: int, columns: int = 3, scale: float = 1.0, share: bool = False) -> tuple[Figure, list]:
+    """A figure of ``n`` panels, ``columns`` to a row, laid out by matplotlib's
+    constrained layout; ``share``: one x and one y scale, ticks labelled on the outer panels only."""
     cols = min(n, columns)
     rows = math.ceil(n / cols)
     width, height = PANEL[0] * scale, PANEL[1] * scale
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 2.4, height * rows + 0.6), squeeze=False,
-                             layout="constrained")
+                             sharex=share, sharey=share, layout="constrained")
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.remove()
+    for ax in flat[n - cols:n]:  # the lowest panel of each column shows its x ticks
+        ax.xaxis.set_tick_params(labelbottom=True)
     return fig, flat[:n]
 
 
@@ -370,7 +376,7 @@ def _labels(fig: Figure, axes: list, x: str, y: str | None) -> None:
     """Axis labels on the bottom row and the left column only."""
     for ax in axes:
         spec = ax.get_subplotspec()
-        ax.set_xlabel(x if spec.is_last_row() or ax is axes[-1] else "")
+        ax.set_xlabel(x if ax in axes[-spec.get_gridspec().ncols:] else "")
         if y is not None:
             ax.set_ylabel(y if spec.is_first_col() else "")
 
