@@ -184,7 +184,8 @@ def _parse_rows(lines: bytes, path: Path, warnings: list[str]) -> pa.Table:
             rows.append({k: v for k, v in json.loads(line).items() if k not in SKIPPED_COLUMNS})
         except ValueError:
             warnings.append(f"{path}: line {number} is not valid JSON; skipped")
-    return pa.Table.from_pylist([{k: _scalar(v) for k, v in row.items()} for row in rows])
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return pa.table({k: _column([row.get(k) for row in rows]) for k in columns})
 
 
 _READ = pa_json.ReadOptions(use_threads=False, block_size=1 << 26)  # one block per file: files are read in parallel
@@ -206,9 +207,13 @@ def _schema(rows: list[dict]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _scalar(value):
-    """A list or object left in a result line becomes its JSON text, so the column has one type."""
-    return json.dumps(value) if isinstance(value, (list, dict)) else value
+def _column(values: list) -> pa.Array:
+    """One column's values; one of mixed kinds (numbers and text, lists) becomes JSON text."""
+    kinds = {bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else type(v)
+             for v in values if v is not None}
+    if len(kinds) <= 1 and not kinds & {list, dict}:
+        return pa.array(values)
+    return pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string())
 
 
 def _read_config(params: Path, meta: dict | None, lines: bytes, warnings: list[str]) -> dict:
