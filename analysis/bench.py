@@ -143,7 +143,7 @@ def bench_report(experiment: Path, out: Path, rounds: int = 3, workers: int = 2,
         results = timed("analysis.load", lambda: analysis.load(experiment))
         if findings:
             timed("analysis.findings", lambda: analysis.findings(results))
-        timed("charts, one process", lambda: charts.save_all(results, out / "serial"))
+        timed("charts, one process", lambda: charts.save_all(results, out / "serial", workers=1))
         timed(f"charts, {workers} processes", lambda: charts.save_all(results, out / "parallel", workers=workers))
         timed("tables", lambda: [table(results.trials) for table in (tables.comparison, tables.variability,
                                                                       tables.sensitivity, tables.best_settings)])
