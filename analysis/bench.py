@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -95,26 +96,30 @@ def _rows(config: dict, trial_id: str, epochs: int, layer_names: list[str], rng:
                "train_acc": float(val_acc[epoch - 1] + 0.03), "val_loss": float(2.0 - 1.8 * val_acc[epoch - 1]),
                "val_acc": float(val_acc[epoch - 1]),
                "val_acc_unclamped": float(val_acc[epoch - 1] - (0.5 if clamps and c < 1.5 else 0.001)),
-               "clamp_fraction": float(fractions[epoch - 1].mean()),
-               **{f"clamp_fraction/{name}": float(f) for name, f in zip(layer_names, fractions[epoch - 1])},
                "samples_per_s": float(rng.normal(1500, 50)), "lr": 0.1, "diverged": False,
                "timestamp": 1767268800 + epoch, "checkpoint_dir_name": f"checkpoint_{epoch - 1:06d}",
                "should_checkpoint": True, "done": False, "training_iteration": epoch, "trial_id": trial_id,
                "date": DATE, "time_this_iter_s": 30.0, "time_total_s": 30.0 * epoch, "pid": 1234,
                "hostname": "node", "node_ip": "10.0.0.1", "config": config, "time_since_restore": 30.0 * epoch,
                "iterations_since_restore": epoch}
+        if config["norm"] == "online":  # the layers that clamp (or could) report their fractions
+            row["clamp_fraction"] = float(fractions[epoch - 1].mean())
+            row.update({f"clamp_fraction/{name}": float(f) for name, f in zip(layer_names, fractions[epoch - 1])})
         rows.append(row)
     return rows
 
 
 def bench_report(experiment: Path, out: Path, rounds: int = 3, workers: int = 2,
-                 progress=lambda message: None) -> list[tuple[str, float]]:
-    """Median seconds over ``rounds`` of each stage of the report of ``experiment``.
+                 progress=lambda message: None) -> list[tuple[str, float, float]]:
+    """(stage, median wall seconds, median CPU seconds) over ``rounds`` for
+    each stage of the report of ``experiment``.
 
     Stages: ``onlinenorm report`` as a user runs it (a fresh process, imports
     included), then in this process ``analysis.load``, the findings (where
     this version has them), the charts drawn one after another and in
-    ``workers`` processes, the tables and the Parquet export.
+    ``workers`` processes, the tables and the Parquet export. CPU seconds
+    count every thread and child process, so they show the work apart from
+    what other processes on the machine take.
     """
     import matplotlib
 
@@ -126,12 +131,12 @@ def bench_report(experiment: Path, out: Path, rounds: int = 3, workers: int = 2,
     from analysis.parquet import export
 
     findings = importlib.util.find_spec("analysis.findings") is not None
-    stages: dict[str, list[float]] = {}
+    stages: dict[str, list[tuple[float, float]]] = {}
 
     def timed(stage: str, action):
-        start = time.perf_counter()
+        cpu, start = _cpu_seconds(), time.perf_counter()
         value = action()
-        stages.setdefault(stage, []).append(time.perf_counter() - start)
+        stages.setdefault(stage, []).append((time.perf_counter() - start, _cpu_seconds() - cpu))
         return value
 
     command = [sys.executable, "-c", "import sys; from onlinenorm.cli import main; sys.exit(main(sys.argv[1:]))",
@@ -148,14 +153,21 @@ def bench_report(experiment: Path, out: Path, rounds: int = 3, workers: int = 2,
         timed("tables", lambda: [table(results.trials) for table in (tables.comparison, tables.variability,
                                                                       tables.sensitivity, tables.best_settings)])
         timed("Parquet export", lambda: export(results, out / "parquet"))
-    return [(stage, float(np.median(times))) for stage, times in stages.items()]
+    return [(stage, float(np.median([w for w, _ in runs])), float(np.median([c for _, c in runs])))
+            for stage, runs in stages.items()]
 
 
-def format_report_bench(rows: list[tuple[str, float]], description: str) -> str:
-    """One line per stage: median seconds, and the whole report against ``TARGET_S``."""
-    width = max(len(stage) for stage, _ in rows)
-    lines = [description, f"{'stage':<{width}}  median s"]
-    lines += [f"{stage:<{width}}  {seconds:8.2f}" for stage, seconds in rows]
+def _cpu_seconds() -> float:
+    """User + system time of this process, its threads and its finished children."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def format_report_bench(rows: list[tuple[str, float, float]], description: str) -> str:
+    """One line per stage (median wall and CPU seconds), and the whole report against ``TARGET_S``."""
+    width = max(len(stage) for stage, _, _ in rows)
+    lines = [description, f"{'stage':<{width}}  wall s   CPU s"]
+    lines += [f"{stage:<{width}}  {wall:6.2f}  {cpu:6.2f}" for stage, wall, cpu in rows]
     whole = rows[0][1]
     lines.append(f"whole report: {whole:.2f} s = {whole / TARGET_S:.2f} x the {TARGET_S:g} s target")
     return "\n".join(lines)
