@@ -1,5 +1,5 @@
 """Reading Online Normalization sweeps: experiment directories to tidy frames,
-seaborn charts, tables, Parquet and an HTML report.
+matplotlib charts, tables, Parquet and an HTML report.
 
 Reads Ray Tune's files directly; never imports torch, Ray, ``onlinenorm`` or
 ``sweeps``. Names are resolved on first use, so ``import analysis.cli`` (done
