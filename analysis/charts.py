@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -252,16 +251,15 @@ CHARTS = {
 COSTLIEST = ("clamp_fraction_by_layer", "accuracy_vs_clamp_fraction")  # most panels and text
 
 
-def save_all(results: Results, out_dir: Path, workers: int | None = None) -> dict[str, list[Path] | str]:
+def save_all(results: Results, out_dir: Path, workers: int = 1) -> dict[str, list[Path] | str]:
     """Write every chart as PNG; returns the files per chart, or why it was skipped.
 
     ``workers > 1`` draws the charts in that many forked processes (each
-    inherits ``results`` without copying it); the default is two where the
-    machine has two cores and processes can fork (Linux), else one.
+    inherits ``results`` without copying it; Linux only). On the project's
+    2-core VM two processes were slower than one (BENCHMARKS.md, "Report"),
+    hence the default.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if "fork" in multiprocessing.get_all_start_methods() else 1
     if workers <= 1:
         return {name: _save(results, name, out_dir) for name in CHARTS}
     global _FORKED_RESULTS
