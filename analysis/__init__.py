@@ -1,5 +1,5 @@
 """Reading Online Normalization sweeps: experiment directories to tidy frames,
-findings with confidence intervals, seaborn charts, tables, Parquet and an
+findings with confidence intervals, matplotlib charts, tables, Parquet and an
 HTML report.
 
 Reads Ray Tune's files directly; never imports torch, Ray, ``onlinenorm`` or

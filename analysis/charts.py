@@ -1,110 +1,203 @@
 """The sensitivity charts: each a function of ``Results`` returning a figure.
 
-Each chart is one seaborn call on a tidy frame whose columns are renamed to
-what the reader should see (legend and facet titles name the variable).
-A chart with nothing to show raises ``NoData`` with the reason. Nothing
-here picks a matplotlib backend: notebooks show the figures inline, and
-``onlinenorm report`` selects Agg.
+Each chart aggregates with pandas first (a median per clamp value, epoch or
+layer), then draws the few resulting points with matplotlib, so its cost does
+not grow with the number of epochs reported. A chart with nothing to show
+raises ``NoData`` with the reason. Nothing here picks a matplotlib backend:
+notebooks show the figures inline, and ``onlinenorm report`` selects Agg.
+
+Grid or sampled: a swept parameter is drawn as categories (one colour, panel
+or heatmap cell per value) when the sweep repeats a few values, and on a
+continuous axis (c linear, ``1 - alpha`` on a log axis, c as a log colour
+scale) when it is sampled (named under ``space:`` in the spec, or more than
+``CATEGORY_LIMIT`` distinct values). Decay factors are written as
+``1-2^-10`` when ``1 - alpha`` is a power of two, else as ``1-1e-3``.
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+import yaml
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 from analysis.frames import KEYS, clamping, complete
 from analysis.results import Results
 
 C = "clamp value c"
-A_FWD = "alpha_fwd (forward decay)"
-A_BKW = "alpha_bkw (backward decay)"
-NORMALIZER = "normalizer / ECM"
 FRACTION = "fraction of activations clamped"
-HEATMAP_CMAP = "viridis"
+DECAYS = {"alpha_fwd": "α_fwd", "alpha_bkw": "α_bkw"}
+CMAP = "viridis"
 BASELINE_LINESTYLES = ["--", ":", "-.", (0, (5, 1))]
-SIZE = 3.2  # inches per facet
+CATEGORY_LIMIT = 8  # more distinct values than this: a continuous axis
+PANEL = (4.8, 3.6)  # inches per panel
+DPI = 100
 
 
 class NoData(Exception):
     """The results hold nothing this chart can show; the message says why."""
 
 
+def format_decay(alpha: float) -> str:
+    """A decay factor as a reader thinks of it: ``1-2^-10`` when ``1 - alpha``
+    is a power of two, else ``1-1e-3`` (two significant digits at most)."""
+    gap = 1.0 - float(alpha)
+    if not 0.0 < gap < 1.0:
+        return f"{alpha:g}"
+    exponent = math.log2(gap)
+    if exponent == round(exponent):
+        return f"1-2^{int(exponent)}"
+    mantissa, power = f"{gap:.1e}".split("e")
+    return f"1-{mantissa.rstrip('0').rstrip('.')}e{int(power)}"
+
+
+def is_sampled(results: Results, trials: pd.DataFrame, column: str) -> bool:
+    """Whether ``column`` was sampled rather than taken from a few grid values."""
+    return column in _sampled_keys(results) or trials[column].nunique() > CATEGORY_LIMIT
+
+
 def accuracy_vs_clamp_fraction(results: Results) -> Figure:
     """Best val_acc against mean clamp fraction (log x), one point per trial,
-    hue by clamp value, facets by decay factors; crosses show mean +- sd over
-    seeds; baselines are horizontal lines at their median best accuracy."""
+    coloured by clamp value, one panel per decay-factor pair where the sweep
+    ran several; crosses show mean +- sd over seeds; baselines are horizontal
+    lines at their median best accuracy."""
     trials = complete(results.trials)
     data = trials[clamping(trials) & trials["clamp_fraction_mean"].gt(0)]
     _require(data, "no complete clamping trial with a positive clamp fraction")
-    unit = _accuracy_unit(data["best_val_acc"])
-    g = sns.relplot(data=_readable(data), x="clamp_fraction_mean", y="best_val_acc", hue=C, palette="viridis",
-                    col=A_FWD, row=A_BKW, kind="scatter", height=SIZE, facet_kws={"margin_titles": True},
-                    **_point_style(len(data)))
-    g.map_dataframe(_seed_spread, x="clamp_fraction_mean", y="best_val_acc")
-    g.set(xscale="log")
-    g.tick_params(axis="x", which="minor", labelsize="x-small", labelrotation=45)
-    g.set_axis_labels("mean clamp fraction (log scale)", f"best val. accuracy ({unit})")
-    baselines = complete(results.trials).query("baseline").groupby("normalizer")["best_val_acc"].median()
-    handles = [Line2D([], [], color="black", marker="+", markersize=10, linestyle="", label="mean ± sd over seeds")]
+    panels = _decay_panels(results, data)
+    fig, axes = _panels(len(panels), share=True, scale=1.3 if len(panels) == 1 else 1.0)
+    colors, legend = _clamp_colors(results, data, fig, axes)
+    for ax, (title, rows) in zip(axes, panels):
+        ax.scatter(rows["clamp_fraction_mean"], rows["best_val_acc"], c=list(colors[rows.index]), **_point_style(len(data)))
+        _seed_spread(ax, rows, "clamp_fraction_mean", "best_val_acc")
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize="medium")
+    baselines = trials.query("baseline").groupby("normalizer")["best_val_acc"].median()
+    legend.append(Line2D([], [], color="black", marker="+", markersize=10, linestyle="", label="mean ± sd over seeds"))
     for (name, value), style in zip(baselines.items(), BASELINE_LINESTYLES):
-        g.refline(y=value, color="0.3", linestyle=style)
-        handles.append(Line2D([], [], color="0.3", linestyle=style, label=f"{name} median {value:.3g}"))
-    return _finish(g, "Accuracy vs fraction of clamped activations", handles, "reference")
+        for ax in axes:
+            ax.axhline(value, color="0.3", linestyle=style, linewidth=1)
+        legend.append(Line2D([], [], color="0.3", linestyle=style, label=f"{name} median {value:.3g}"))
+    _labels(fig, axes, "mean clamp fraction (log scale)", f"best val. accuracy ({_accuracy_unit(data['best_val_acc'])})")
+    return _finish(fig, "Accuracy vs fraction of clamped activations", legend)
 
 
 def measured_vs_predicted_clamp_fraction(results: Results) -> Figure:
-    """Mean measured clamp fraction per clamp value (line through the median,
-    bars from min to max over trials) with the Gaussian prediction erfc(c / sqrt 2)."""
+    """Measured clamp fraction (mean over training) per clamp value, against
+    the Gaussian prediction erfc(c / sqrt 2): the median over trials with a
+    bar from min to max for grid values, one point per trial for sampled c."""
     trials = complete(results.trials)
     measured = trials[clamping(trials)].dropna(subset=["clamp_value", "clamp_fraction_mean"])
     _require(measured, "no complete clamping trial reported a clamp fraction")
+    fig, (ax,) = _panels(1, scale=1.3)
+    if is_sampled(results, measured, "clamp_value"):
+        ax.scatter(measured["clamp_value"], measured["clamp_fraction_mean"].where(lambda f: f > 0),
+                   color="C0", label="measured (mean over training), one point per trial", **_point_style(len(measured)))
+    else:
+        spread = measured.groupby("clamp_value")["clamp_fraction_mean"].agg(["median", "min", "max"])
+        ax.errorbar(spread.index, spread["median"], yerr=[spread["median"] - spread["min"], spread["max"] - spread["median"]],
+                    fmt="o-", color="C0", capsize=3, label="measured (mean over training): median, min-max over trials")
     c = np.linspace(0.9 * measured["clamp_value"].min(), 1.1 * measured["clamp_value"].max(), 200)
-    data = pd.concat([
-        pd.DataFrame({C: measured["clamp_value"], FRACTION: measured["clamp_fraction_mean"],
-                      "source": "measured (mean over training)"}),
-        pd.DataFrame({C: c, FRACTION: np.vectorize(math.erfc)(c / math.sqrt(2)),
-                      "source": "Gaussian prediction erfc(c/√2)"}),
-    ], ignore_index=True)
-    g = sns.relplot(data=data, x=C, y=FRACTION, hue="source", style="source", kind="line",
-                    markers={"measured (mean over training)": "o", "Gaussian prediction erfc(c/√2)": ","},
-                    estimator="median", errorbar=("pi", 100), err_style="bars", height=SIZE * 1.3, aspect=1.4)
-    g.ax.set_yscale("log", nonpositive="mask")
-    g.ax.set_ylim(bottom=0.1 * measured["clamp_fraction_mean"].where(lambda f: f > 0).min())
-    g.set_axis_labels(f"{C} (units of the normalized activation's std)", f"{FRACTION} (log scale)")
-    return _finish(g, "Measured vs predicted clamp fraction")
+    ax.plot(c, [math.erfc(v / math.sqrt(2)) for v in c], color="C1", label="Gaussian prediction erfc(c/√2)")
+    ax.set_yscale("log", nonpositive="mask")
+    positive = measured["clamp_fraction_mean"].where(lambda f: f > 0).min()
+    if positive == positive:
+        ax.set_ylim(bottom=0.1 * positive)
+    ax.legend(loc="lower left", frameon=False, fontsize="small")
+    _labels(fig, [ax], f"{C} (units of the normalized activation's std)", f"{FRACTION} (log scale)")
+    return _finish(fig, "Measured vs predicted clamp fraction")
 
 
 def sensitivity_heatmaps(results: Results) -> Figure:
-    """Median best val_acc over alpha_fwd x alpha_bkw, one panel per clamp value."""
+    """Median best val_acc over what the sweep varied among c, alpha_fwd and alpha_bkw.
+
+    With both decay factors on a grid of several values: an alpha_fwd x
+    alpha_bkw heatmap per clamp value. Otherwise (one decay factor varied,
+    none, or sampled values): best accuracy against each varied parameter,
+    one panel each (c linear, ``1 - alpha`` log), a point per trial and the
+    median per grid value.
+    """
     trials = complete(results.trials)
-    data = trials[clamping(trials)].dropna(subset=["alpha_fwd", "alpha_bkw", "clamp_value", "best_val_acc"])
-    _require(data, "no complete clamping trial with decay factors and an accuracy")
+    data = trials[clamping(trials)].dropna(subset=["clamp_value", "best_val_acc"])
+    _require(data, "no complete clamping trial with a clamp value and an accuracy")
     unit = _accuracy_unit(data["best_val_acc"])
-    g = _heatmap_grid(_readable(data), facet=C, index=A_FWD, columns=A_BKW, values="best_val_acc",
-                      label=f"median best validation accuracy ({unit})", fmt=".3f")
-    return _finish(g, "Sensitivity of best accuracy to the decay factors, per clamp value")
+    decays = [d for d in DECAYS if d in data and data[d].nunique() > 1]
+    if len(decays) == 2 and not any(is_sampled(results, data, d) for d in decays) \
+            and not is_sampled(results, data, "clamp_value"):
+        return _decay_heatmaps(data, unit)
+    varied = [p for p in ["clamp_value", *DECAYS] if p in data and data[p].nunique() > 1]
+    if not varied:
+        raise NoData("the clamping trials ran a single clamp value and decay pair")
+    fig, axes = _panels(len(varied), scale=1.3 if len(varied) == 1 else 1.0)
+    for ax, parameter in zip(axes, varied):
+        x = data[parameter] if parameter == "clamp_value" else 1 - data[parameter]
+        ax.scatter(x, data["best_val_acc"], color="C0", **_point_style(len(data)))
+        if not is_sampled(results, data, parameter):
+            medians = data["best_val_acc"].groupby(x).median()
+            ax.plot(medians.index, medians.to_numpy(), "o-", color="C1", label="median over runs")
+        if parameter == "clamp_value":
+            ax.set_xlabel(C)
+        else:
+            ax.set_xscale("log")
+            ax.set_xlabel(f"1 - {DECAYS[parameter]} (log scale)")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            if not is_sampled(results, data, parameter):
+                ax.xaxis.set_major_locator(FixedLocator(sorted(x.unique())))
+                ax.xaxis.set_minor_locator(NullLocator())
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_decay(1 - v).removeprefix("1-")))
+    fixed = [f"{DECAYS.get(p, 'c')} = {format_decay(data[p].iloc[0]) if p in DECAYS else f'{data[p].iloc[0]:g}'}"
+             for p in ["clamp_value", *DECAYS] if p in data and p not in varied]
+    axes[0].set_ylabel(f"best val. accuracy ({unit})")
+    handles = axes[0].get_legend_handles_labels()[0]
+    title = "Sensitivity of best accuracy to what the sweep varied" + (f"\n(fixed: {', '.join(fixed)})" if fixed else "")
+    return _finish(fig, title, handles)
 
 
 def clamp_fraction_by_layer(results: Results) -> Figure:
-    """Median clamp fraction per layer (rows, in model order) and epoch, one panel per clamp value."""
-    clamped = results.trials[clamping(results.trials)][KEYS + ["clamp_value"]]
-    data = results.layers.merge(clamped, on=KEYS)
+    """Median clamp fraction per layer (rows, in model order) and epoch, one
+    panel per clamp value (per range of c when c was sampled), on a log colour scale."""
+    clamped = results.trials.loc[clamping(results.trials), KEYS + ["clamp_value"]].dropna()
+    _require(clamped, "no clamping trial with a clamp value")
+    if is_sampled(results, clamped, "clamp_value"):
+        ranges = pd.qcut(clamped["clamp_value"], 4, duplicates="drop")
+        clamped["panel"] = ranges.cat.rename_categories([f"c in ({r.left:.2g}, {r.right:.2g}]"
+                                                         for r in ranges.cat.categories])
+    else:
+        values = sorted(clamped["clamp_value"].unique())
+        clamped["panel"] = pd.Categorical(clamped["clamp_value"], categories=values).rename_categories(
+            [f"c = {v:g}" for v in values])
+    data = results.layers[KEYS + ["epoch", "layer", "depth", "clamp_fraction"]].merge(clamped, on=KEYS)
     _require(data, "no clamping trial reported per-layer clamp fractions")
-    width = len(str(data["depth"].max()))
-    data["layer (depth)"] = data["depth"].astype(str).str.zfill(width) + " " + data["layer"]
-    g = _heatmap_grid(_readable(data), facet=C, index="layer (depth)", columns="epoch", values="clamp_fraction",
-                      label=f"median {FRACTION}", fmt=".2g")
-    return _finish(g, "Where clamping fires: clamp fraction per layer over epochs")
+    medians = data.groupby(["panel", "depth", "epoch"], observed=True)["clamp_fraction"].median()
+    names = data.drop_duplicates("depth").set_index("depth")["layer"].sort_index()
+    positive = medians[medians > 0]
+    _require(positive, "every per-layer clamp fraction is zero")
+    norm = LogNorm(positive.min(), positive.max() if positive.max() > positive.min() else positive.min() * 10)
+    cmap = plt.get_cmap(CMAP).with_extremes(bad="0.85", under="0.85")
+    panels = [p for p in clamped["panel"].cat.categories if p in medians.index.unique("panel")]
+    fig, axes = _panels(len(panels), share=True)
+    for ax, panel in zip(axes, panels):
+        table = medians.loc[panel].unstack("epoch").reindex(names.index)  # every depth: shared axes
+        mesh = ax.pcolormesh(table.columns, np.arange(len(table.index)), table.where(table > 0).to_numpy(),
+                             cmap=cmap, norm=norm, shading="nearest", rasterized=True)
+        step = max(1, len(table.index) // 20)
+        ax.set_yticks(np.arange(0, len(table.index), step),
+                      [f"{d} {names.get(d, '')}" for d in table.index[::step]], fontsize="x-small")
+        ax.set_ylim(len(table.index) - 0.5, -0.5)  # depth 0 on top
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(panel, fontsize="medium")
+    _labels(fig, axes, "epoch", "layer (depth, name)")
+    fig.colorbar(mesh, ax=axes, label=f"median {FRACTION} (log scale; grey: none)", shrink=0.8)
+    return _finish(fig, "Where clamping fires: clamp fraction per layer over epochs")
 
 
 def unclamped_vs_clamped_accuracy(results: Results) -> Figure:
@@ -114,33 +207,36 @@ def unclamped_vs_clamped_accuracy(results: Results) -> Figure:
     data = trials[clamping(trials)].dropna(subset=["best_val_acc", "val_acc_unclamped_at_best"])
     _require(data, "no complete clamping trial reported val_acc_unclamped")
     unit = _accuracy_unit(data["best_val_acc"])
-    g = sns.relplot(data=_readable(data), x="best_val_acc", y="val_acc_unclamped_at_best", hue=C,
-                    palette="viridis", kind="scatter", height=SIZE * 1.3, **_point_style(len(data)))
-    g.ax.axline((data["best_val_acc"].min(),) * 2, slope=1, color="0.3", linestyle="--")
-    g.set_axis_labels(f"validation accuracy, clamped ({unit})", f"validation accuracy, clamp removed ({unit})")
-    identity = Line2D([], [], color="0.3", linestyle="--", label="identity: no change")
-    return _finish(g, "Removing the clamp at inference (at each trial's best epoch)", [identity], "reference")
+    fig, (ax,) = _panels(1, scale=1.3)
+    colors, legend = _clamp_colors(results, data, fig, [ax])
+    ax.scatter(data["best_val_acc"], data["val_acc_unclamped_at_best"], c=list(colors[data.index]), **_point_style(len(data)))
+    ax.axline((data["best_val_acc"].min(),) * 2, slope=1, color="0.3", linestyle="--")
+    legend.append(Line2D([], [], color="0.3", linestyle="--", label="identity: no change"))
+    _labels(fig, [ax], f"validation accuracy, clamped ({unit})", f"validation accuracy, clamp removed ({unit})")
+    return _finish(fig, "Removing the clamp at inference (at each trial's best epoch)", legend)
 
 
 def training_curves(results: Results) -> Figure:
-    """val_acc and train_loss over epochs by normalizer/ECM (median line, band
-    from the 25th to the 75th percentile over trials)."""
+    """val_acc and train_loss over epochs by normalizer/ECM: the median over
+    trials, with a band from the 25th to the 75th percentile."""
     metrics = {"val_acc": f"validation accuracy ({_accuracy_unit(results.epochs['val_acc'])})",
                "train_loss": "training loss (cross-entropy)"}
-    data = (results.epochs.merge(results.trials[KEYS + ["normalizer"]], on=KEYS)
-                          .melt(id_vars=["epoch", "normalizer"], value_vars=list(metrics), var_name="metric")
-                          .dropna(subset=["value"])
-                          .assign(metric=lambda d: d["metric"].map(metrics)))
-    _require(data, "no trial reported val_acc or train_loss")
-    g = sns.relplot(data=_readable(data), x="epoch", y="value", hue=NORMALIZER, col="metric", kind="line",
-                    estimator="median", errorbar=("pi", 50), height=SIZE, aspect=1.3,
-                    facet_kws={"sharey": False})
-    g.set_titles("{col_name}")
-    for name, ax in g.axes_dict.items():
-        ax.set_ylabel(name)
+    data = results.epochs[KEYS + ["epoch", *metrics]].merge(results.trials[KEYS + ["normalizer"]], on=KEYS)
+    quantiles = data.groupby(["normalizer", "epoch"])[list(metrics)].quantile([0.25, 0.5, 0.75]).unstack()
+    quantiles = quantiles.dropna(how="all")
+    _require(quantiles, "no trial reported val_acc or train_loss")
+    fig, axes = _panels(2, scale=1.0)
+    for ax, (metric, label) in zip(axes, metrics.items()):
+        for color, (normalizer, rows) in enumerate(quantiles.groupby(level="normalizer")):
+            epochs = rows.index.get_level_values("epoch")
+            ax.plot(epochs, rows[(metric, 0.5)], color=f"C{color}", label=normalizer)
+            ax.fill_between(epochs, rows[(metric, 0.25)], rows[(metric, 0.75)], color=f"C{color}", alpha=0.2, linewidth=0)
+        ax.set_title(label, fontsize="medium")
+        ax.set_ylabel(label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    g.set_xlabels("epoch")
-    return _finish(g, "Training curves by normalizer")
+    _labels(fig, axes, "epoch", None)
+    return _finish(fig, "Training curves by normalizer (median, 25-75th percentile band)",
+                   axes[0].get_legend_handles_labels()[0])
 
 
 CHARTS = {
@@ -152,79 +248,167 @@ CHARTS = {
     "training_curves": training_curves,
 }
 
+COSTLIEST = ("clamp_fraction_by_layer", "accuracy_vs_clamp_fraction")  # most panels and text
 
-def save_all(results: Results, out_dir: Path) -> dict[str, list[Path] | str]:
-    """Write every chart as PNG and SVG; returns the files per chart, or why it was skipped."""
+
+def save_all(results: Results, out_dir: Path, workers: int = 1) -> dict[str, list[Path] | str]:
+    """Write every chart as PNG; returns the files per chart, or why it was skipped.
+
+    ``workers > 1`` draws the charts in that many forked processes (each
+    inherits ``results`` without copying it; Linux only). On the project's
+    2-core VM two processes were slower than one (BENCHMARKS.md, "Report"),
+    hence the default.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, list[Path] | str] = {}
-    for name, chart in CHARTS.items():
-        try:
-            figure = chart(results)
-        except NoData as reason:
-            written[name] = str(reason)
-            continue
-        written[name] = [out_dir / f"{name}.{ext}" for ext in ("png", "svg")]
-        for path in written[name]:
-            figure.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(figure)
-    return written
+    if workers <= 1:
+        return {name: _save(results, name, out_dir) for name in CHARTS}
+    global _FORKED_RESULTS
+    _FORKED_RESULTS = results
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            order = sorted(CHARTS, key=lambda name: name not in COSTLIEST)  # the slowest two start first
+            drawn = dict(zip(order, pool.map(_save_forked, order, [out_dir] * len(order))))
+        return {name: drawn[name] for name in CHARTS}
+    finally:
+        _FORKED_RESULTS = None
 
 
-def _heatmap_grid(data: pd.DataFrame, facet: str, index: str, columns: str, values: str,
-                  label: str, fmt: str) -> sns.FacetGrid:
-    """One heatmap panel per value of ``facet``, sharing one colour scale."""
-    color_scale = Normalize(data[values].min(), data[values].max())
-    g = sns.FacetGrid(data, col=facet, col_wrap=min(data[facet].nunique(), 4), height=SIZE, aspect=1.2,
-                      sharex=False, sharey=False)
-    g.map_dataframe(_heatmap_panel, index=index, columns=columns, values=values, norm=color_scale, fmt=fmt)
-    g.set_axis_labels(columns, index)
-    g.figure.colorbar(ScalarMappable(norm=color_scale, cmap=HEATMAP_CMAP), ax=g.axes.ravel().tolist(), label=label)
-    return g
+_FORKED_RESULTS: Results | None = None
 
 
-def _heatmap_panel(data: pd.DataFrame, index: str, columns: str, values: str, norm: Normalize, fmt: str,
-                   **_facet_kws) -> None:
-    table = data.pivot_table(index=index, columns=columns, values=values, aggfunc="median")
-    rows, columns = table.shape
-    sns.heatmap(table, ax=plt.gca(), cmap=HEATMAP_CMAP, vmin=norm.vmin, vmax=norm.vmax, cbar=False,
-                annot=table.size <= 36, fmt=fmt,
-                xticklabels=max(1, columns // 5), yticklabels=max(1, rows // 24))  # every k-th label
+def _save_forked(name: str, out_dir: Path) -> list[Path] | str:
+    return _save(_FORKED_RESULTS, name, out_dir)
 
 
-def _seed_spread(data: pd.DataFrame, x: str, y: str, **_facet_kws) -> None:
+def _save(results: Results, name: str, out_dir: Path) -> list[Path] | str:
+    try:
+        figure = CHARTS[name](results)
+    except NoData as reason:
+        return str(reason)
+    path = out_dir / f"{name}.png"
+    figure.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(figure)
+    return [path]
+
+
+def _decay_heatmaps(data: pd.DataFrame, unit: str) -> Figure:
+    """One alpha_fwd x alpha_bkw heatmap of median best accuracy per clamp value, one colour scale."""
+    medians = data.groupby(["clamp_value", "alpha_fwd", "alpha_bkw"])["best_val_acc"].median()
+    norm = plt.Normalize(medians.min(), medians.max())
+    clamp_values = list(medians.index.unique("clamp_value"))
+    forward, backward = sorted(data["alpha_fwd"].unique()), sorted(data["alpha_bkw"].unique())
+    fig, axes = _panels(len(clamp_values), share=True)
+    for ax, c in zip(axes, clamp_values):
+        table = medians.loc[c].unstack("alpha_bkw").reindex(index=forward, columns=backward)  # shared axes
+        mesh = ax.imshow(table.to_numpy(), cmap=CMAP, norm=norm, aspect="auto")
+        ax.set_xticks(range(len(table.columns)), [format_decay(a) for a in table.columns], fontsize="small")
+        ax.set_yticks(range(len(table.index)), [format_decay(a) for a in table.index], fontsize="small")
+        for (i, j), value in np.ndenumerate(table.to_numpy()):
+            if value == value and table.size <= 36:
+                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize="x-small",
+                        color="white" if norm(value) < 0.5 else "black")
+        ax.set_title(f"c = {c:g}", fontsize="medium")
+    _labels(fig, axes, f"{DECAYS['alpha_bkw']} (backward decay)", f"{DECAYS['alpha_fwd']} (forward decay)")
+    fig.colorbar(mesh, ax=axes, label=f"median best val. accuracy ({unit})", shrink=0.8)
+    return _finish(fig, "Sensitivity of best accuracy to the decay factors, per clamp value")
+
+
+def _decay_panels(results: Results, data: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, trials) per decay-factor pair when the sweep ran several on a grid; else one panel."""
+    decays = [d for d in DECAYS if d in data]
+    if len(decays) < 2 or any(is_sampled(results, data, d) for d in decays) \
+            or len(data.groupby(decays).size()) < 2:
+        return [("", data)]
+    return [(f"{DECAYS['alpha_fwd']} = {format_decay(f)}, {DECAYS['alpha_bkw']} = {format_decay(b)}", rows)
+            for (f, b), rows in data.groupby(decays)]
+
+
+def _clamp_colors(results: Results, data: pd.DataFrame, fig: Figure, axes) -> tuple[pd.Series, list]:
+    """A colour per trial by clamp value, and the legend handles: one per grid
+    value, or a log colour bar when c was sampled."""
+    c = data["clamp_value"]
+    cmap = plt.get_cmap(CMAP)
+    if is_sampled(results, data, "clamp_value"):
+        norm = LogNorm(c.min(), c.max() if c.max() > c.min() else c.min() * 2)
+        bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label=f"{C} (log scale)", shrink=0.8)
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        bar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        return pd.Series(list(cmap(norm(c.to_numpy()))), index=data.index), []
+    values = sorted(c.unique())
+    palette = {v: cmap(i / max(1, len(values) - 1)) for i, v in enumerate(values)}
+    handles = [Line2D([], [], color=palette[v], marker="o", linestyle="", label=f"c = {v:g}") for v in values]
+    return c.map(palette), handles
+
+
+def _seed_spread(ax, data: pd.DataFrame, x: str, y: str) -> None:
     """Mean +- sd cross for each setting run with more than one seed."""
     spread = data.groupby("setting")[[x, y]].agg(["mean", "std", "count"])
     spread = spread[spread[(x, "count")] > 1]
-    plt.gca().errorbar(spread[(x, "mean")], spread[(y, "mean")], xerr=spread[(x, "std")], yerr=spread[(y, "std")],
-                       fmt="+", color="black", markersize=10, capsize=2, linewidth=0.8)
+    ax.errorbar(spread[(x, "mean")], spread[(y, "mean")], xerr=spread[(x, "std")], yerr=spread[(y, "std")],
+                fmt="+", color="black", markersize=10, capsize=2, linewidth=0.8)
 
 
-def _readable(data: pd.DataFrame) -> pd.DataFrame:
-    """Columns renamed for the reader; clamp values as ordered categories (one colour each)."""
-    readable = data.rename(columns={"clamp_value": C, "alpha_fwd": A_FWD, "alpha_bkw": A_BKW,
-                                    "normalizer": NORMALIZER})
-    if C in readable:
-        readable[C] = pd.Categorical(readable[C], categories=sorted(readable[C].dropna().unique()), ordered=True)
-    return readable
+def _sampled_keys(results: Results) -> set[str]:
+    """The keys the experiments' specs sample (their ``space:`` section)."""
+    keys = set()
+    for text in results.specs.values():
+        try:
+            spec = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue
+        if isinstance(spec, dict) and isinstance(spec.get("space"), dict):
+            keys |= set(spec["space"])
+    return keys
+
+
+def _panels(n: int, columns: int = 3, scale: float = 1.0, share: bool = False) -> tuple[Figure, list]:
+    """A figure of ``n`` panels, ``columns`` to a row, spaced for their tick
+    labels and titles (fixed spacing: a third cheaper to draw than a layout
+    engine); ``share``: one x and one y scale, ticks labelled on the outer
+    panels only. Titles and the legend lie outside the panels' box, so save
+    with ``bbox_inches="tight"`` (as notebooks show figures)."""
+    cols = min(n, columns)
+    rows = math.ceil(n / cols)
+    width, height = PANEL[0] * scale, PANEL[1] * scale
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
+                             sharex=share, sharey=share)
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=1, wspace=0.12 if share else 0.3, hspace=0.3)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.remove()
+    for ax in flat[n - cols:n]:  # the lowest panel of each column shows its x ticks
+        ax.xaxis.set_tick_params(labelbottom=True)
+    return fig, flat[:n]
+
+
+def _labels(fig: Figure, axes: list, x: str, y: str | None) -> None:
+    """Axis labels on the bottom row and the left column only."""
+    for ax in axes:
+        spec = ax.get_subplotspec()
+        ax.set_xlabel(x if ax in axes[-spec.get_gridspec().ncols:] else "")
+        if y is not None:
+            ax.set_ylabel(y if spec.is_first_col() else "")
 
 
 def _point_style(n: int) -> dict:
-    """Markers that stay readable from 2 points to 500."""
-    return {"s": 60, "alpha": 0.9} if n <= 50 else {"s": 18, "alpha": 0.5, "linewidth": 0}
+    """Markers that stay readable from 2 points to 1,000."""
+    return {"s": 50, "alpha": 0.9} if n <= 50 else {"s": 14, "alpha": 0.5, "linewidth": 0}
 
 
 def _accuracy_unit(values: pd.Series) -> str:
     return "%" if values.max() > 1.5 else "fraction correct"
 
 
-def _require(data: pd.DataFrame, reason: str) -> None:
+def _require(data: pd.DataFrame | pd.Series, reason: str) -> None:
     if data.empty:
         raise NoData(reason)
 
 
-def _finish(g: sns.FacetGrid, title: str, handles: list | None = None, handles_title: str = "") -> Figure:
-    g.figure.suptitle(title, y=1.02, fontsize="large")
+def _finish(fig: Figure, title: str, handles: list | None = None) -> Figure:
+    fig.suptitle(title, fontsize="large", y=1 + 0.35 / fig.get_figheight(), va="bottom")
     if handles:
-        g.figure.legend(handles=handles, title=handles_title, loc="upper left", bbox_to_anchor=(1.0, 0.35),
-                        frameon=False)
-    return g.figure
+        right = max(ax.get_position().x1 for ax in fig.axes)  # beside the panels or their colour bar
+        gap = 0.7 if any(ax.get_label() == "<colorbar>" for ax in fig.axes) else 0.15  # inches
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(right + gap / fig.get_figwidth(), 0.5),
+                   frameon=False, fontsize="small")
+    return fig

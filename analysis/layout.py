@@ -17,19 +17,37 @@ Things the files do not say directly: rows of a function trainable all carry
 ``"done": false`` (only experiment_state marks a trial TERMINATED); a pending
 trial is an empty directory; a resumed trial re-reports the epochs after its
 checkpoint; an interrupted sweep leaves trials RUNNING. Nothing here writes.
+
+A sweep may be running while it is read: each file is read once, whole, and
+only its complete lines count (a line without its newline is still being
+written); what cannot be parsed becomes a warning, never an error. Result
+lines are parsed by pyarrow's JSON reader, one Arrow table per trial, with
+the columns named in the trial's first and last line (Ray's ``config`` copy
+and bookkeeping skipped); a file that does not fit that schema is parsed with
+inferred types, and one that pyarrow cannot read at all line by line.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.json as pa_json
 
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"
 ERROR_FILES = ("error.txt", "error.pkl")
 SPEC_FILE = "spec.yaml"
 TRIAL_ID_IN_DIRNAME = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
+READ_THREADS = min(4, os.cpu_count() or 1)
+SKIPPED_COLUMNS = frozenset({  # Ray's copy of the config and its bookkeeping, in every result line
+    "config", "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "date", "pid", "hostname",
+    "node_ip", "time_since_restore", "iterations_since_restore", "experiment_tag"})
 
 
 @dataclass
@@ -39,9 +57,14 @@ class RawTrial:
     trial_id: str
     directory: Path
     config: dict
-    rows: list[dict]
+    rows: pa.Table  # one row per complete result line; columns as first reported, less SKIPPED_COLUMNS
     ray_status: str | None  # from experiment_state; None when that file is missing
     error: str | None  # last line of error.txt, or a note when only error.pkl exists
+
+    @property
+    def last_row(self) -> dict:
+        """The last complete result line's values ({} before the first report)."""
+        return self.rows.slice(self.rows.num_rows - 1).to_pylist()[0] if self.rows.num_rows else {}
 
 
 @dataclass
@@ -72,11 +95,13 @@ def read_experiment(path: Path, name: str) -> RawExperiment:
     warnings: list[str] = []
     state = _read_state(path, warnings)
     directories = {p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    trials = [
-        trial
-        for relative in sorted(directories | state.keys())
-        if (trial := _read_trial(path / relative, state.get(relative), warnings)) is not None
-    ]
+    relatives = sorted(directories | state.keys())
+    per_trial_warnings: list[list[str]] = [[] for _ in relatives]
+    with ThreadPoolExecutor(READ_THREADS) as pool:  # pyarrow parses without the GIL
+        read = list(pool.map(lambda i: _read_trial(path / relatives[i], state.get(relatives[i]), per_trial_warnings[i]),
+                             range(len(relatives))))
+    trials = [trial for trial in read if trial is not None]
+    warnings += [w for ws in per_trial_warnings for w in ws]
     spec_path = path / SPEC_FILE
     spec = _read_text(spec_path, warnings) if spec_path.exists() else None
     return RawExperiment(name=name, path=path, trials=trials, spec=spec, warnings=warnings)
@@ -100,9 +125,12 @@ def _read_trial(directory: Path, meta: dict | None, warnings: list[str]) -> RawT
     params, results = directory / "params.json", directory / "result.json"
     if meta is None and not params.exists() and not results.exists():
         return None  # not a trial directory
-    rows = _read_rows(results, warnings) if results.exists() else []
-    config = _read_config(params, meta, rows, warnings)
-    trial_id = (meta or {}).get("trial_id") or next((r["trial_id"] for r in rows if "trial_id" in r), None)
+    lines = _complete_lines(results, warnings) if results.exists() else b""
+    rows = _parse_rows(lines, results, warnings)
+    config = _read_config(params, meta, lines, warnings)
+    trial_id = (meta or {}).get("trial_id")
+    if trial_id is None and "trial_id" in rows.column_names:
+        trial_id = next((t for t in rows["trial_id"].to_pylist() if t is not None), None)
     if trial_id is None:
         match = TRIAL_ID_IN_DIRNAME.search(directory.name)
         trial_id = match.group(1) if match else directory.name
@@ -116,36 +144,97 @@ def _read_trial(directory: Path, meta: dict | None, warnings: list[str]) -> RawT
     )
 
 
-def _read_rows(path: Path, warnings: list[str]) -> list[dict]:
-    """Parsed result.json lines (Ray's ``config`` copy included); a line that
-    is not JSON (a trial still writing) is skipped."""
-    text = _read_text(path, warnings) or ""
+def _complete_lines(path: Path, warnings: list[str]) -> bytes:
+    """The file's bytes up to its last newline; a non-blank rest (a line still
+    being written) is skipped with a warning."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        warnings.append(f"{path}: cannot be read ({err})")
+        return b""
+    end = data.rfind(b"\n") + 1
+    if data[end:].strip():
+        number = data.count(b"\n", 0, end) + 1
+        warnings.append(f"{path}: line {number} is not valid JSON (still being written?); skipped")
+    return data[:end]
+
+
+def _parse_rows(lines: bytes, path: Path, warnings: list[str]) -> pa.Table:
+    """Result lines as one table: with the schema of the first and last line,
+    else with inferred types, else line by line (skipping lines that are not JSON)."""
+    if not lines.strip():
+        return pa.table({})
+    first, _, rest = lines.partition(b"\n")
+    try:
+        schema = _schema([json.loads(first), json.loads(rest.rstrip().rpartition(b"\n")[2] or first)])
+        options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        return pa_json.read_json(io.BytesIO(lines), read_options=_READ, parse_options=options)
+    except (ValueError, pa.ArrowException):
+        pass
+    try:
+        table = pa_json.read_json(io.BytesIO(lines), read_options=_READ)
+        return table.drop_columns([c for c in table.column_names if c in SKIPPED_COLUMNS])
+    except pa.ArrowException:
+        pass
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            rows.append({k: v for k, v in json.loads(line).items() if k not in SKIPPED_COLUMNS})
         except ValueError:
-            warnings.append(f"{path}: line {number} is not valid JSON (still being written?); skipped")
-            continue
-        rows.append(row)
-    return rows
+            warnings.append(f"{path}: line {number} is not valid JSON; skipped")
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return pa.table({k: _column([row.get(k) for row in rows]) for k in columns})
 
 
-def _read_config(params: Path, meta: dict | None, rows: list[dict], warnings: list[str]) -> dict:
+_READ = pa_json.ReadOptions(use_threads=False, block_size=1 << 26)  # one block per file: files are read in parallel
+_ARROW_TYPES = {bool: pa.bool_(), str: pa.string(), int: pa.int64()}
+
+
+def _schema(rows: list[dict]) -> pa.Schema:
+    """Columns of ``rows`` in first-seen order: booleans, strings, int64 for
+    integers, float64 for other numbers and nulls; a list or object (other than
+    skipped) raises ValueError."""
+    fields = {}
+    for row in rows:
+        for key, value in row.items():
+            if key in SKIPPED_COLUMNS or key in fields:
+                continue
+            if isinstance(value, (list, dict)):
+                raise ValueError(f"{key} is nested")
+            fields[key] = _ARROW_TYPES.get(type(value), pa.float64())
+    return pa.schema(fields)
+
+
+def _column(values: list) -> pa.Array:
+    """One column's values; one of mixed kinds (numbers and text, lists) becomes JSON text."""
+    kinds = {bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else type(v)
+             for v in values if v is not None}
+    if len(kinds) <= 1 and not kinds & {list, dict}:
+        return pa.array(values)
+    return pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string())
+
+
+def _read_config(params: Path, meta: dict | None, lines: bytes, warnings: list[str]) -> dict:
     """params.json, else the config in experiment_state, else the one Ray copies into
-    every result row, else empty (with a warning)."""
+    the last result line, else empty (with a warning)."""
     if params.exists():
         text = _read_text(params, warnings)
         try:
             return json.loads(text) if text is not None else {}
         except ValueError as err:
             warnings.append(f"{params}: not valid JSON ({err}); using the config Ray recorded elsewhere")
-    for source in ([meta] if meta else []) + rows[::-1]:
-        if isinstance(source.get("config"), dict):
-            return source["config"]
-    if params.exists() or rows:
+    if meta and isinstance(meta.get("config"), dict):
+        return meta["config"]
+    for line in reversed(lines.splitlines()):
+        try:
+            config = json.loads(line).get("config")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(config, dict):
+            return config
+    if params.exists() or lines.strip():
         warnings.append(f"{params.parent}: no readable config; its config columns are empty")
     return {}
 

@@ -22,7 +22,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def register(subparsers) -> None:
     bench = subparsers.add_parser(
-        "bench", help="benchmarks: the layer and a training step against batch norm, sweep parallel efficiency",
+        "bench", help="benchmarks: the layer and a training step against batch norm, sweep parallel efficiency, the report's speed",
         description="Speed figures measured side by side in one process: candidates interleaved round by round "
                     "in a shuffled order, reported as the median over rounds and as ratios to a baseline.")
     kinds = bench.add_subparsers(dest="bench_kind", metavar="KIND", required=True)
@@ -73,6 +73,21 @@ def register(subparsers) -> None:
                     "Needs the sweep extra: pip install 'onlinenorm[sweep]'.")
     sweep.add_argument("--cpus", type=int, default=None, metavar="N", help="CPUs of the embedded Ray (default: all)")
     sweep.set_defaults(func=run_sweep)
+
+    report = kinds.add_parser(
+        "report", help="the stages of `onlinenorm report` timed on a generated experiment (1,000 trials by default)",
+        description="Generate an experiment directory (or take --experiment), then time each stage of "
+                    "`onlinenorm report` on it (load, findings, charts, tables, Parquet) and the whole report in a "
+                    "fresh process, printing wall and CPU seconds per stage. Needs the analysis extra.")
+    report.add_argument("--trials", type=int, default=1000, metavar="N", help="trials of the generated experiment")
+    report.add_argument("--epochs", type=int, default=100, metavar="N", help="epochs per trial")
+    report.add_argument("--layers", type=int, default=20, metavar="N",
+                        help="normalization layers reporting a clamp fraction")
+    report.add_argument("--rounds", type=int, default=3, metavar="N", help="rounds per stage (median reported)")
+    report.add_argument("--workers", type=int, default=2, metavar="N", help="processes of the parallel chart stage")
+    report.add_argument("--experiment", metavar="DIR",
+                        help="time this experiment directory instead of generating one")
+    report.set_defaults(func=run_report)
 
 
 def _set_up_machine(args) -> None:
@@ -128,6 +143,38 @@ def run_sweep(args) -> int:
     from sweeps.bench import bench_sweep, format_sweep_bench
 
     print(format_sweep_bench(bench_sweep(args.cpus)))
+    return 0
+
+
+def run_report(args) -> int:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from onlinenorm.cli import UsageError
+
+    if min(args.trials, args.epochs, args.layers, args.rounds, args.workers) < 1:
+        raise UsageError("--trials, --epochs, --layers, --rounds and --workers must be >= 1")
+    if args.experiment is not None and not Path(args.experiment).is_dir():
+        raise UsageError(f"--experiment {args.experiment}: no such directory")
+    # analysis is imported here, inside the handler: the dispatcher's lazy boundary.
+    from analysis.bench import bench_report, format_report_bench, write_experiment
+
+    with tempfile.TemporaryDirectory(prefix="bench_report_") as scratch:
+        if args.experiment is None:
+            print(f"writing {args.trials} trials x {args.epochs} epochs x {args.layers} layers ...",
+                  file=sys.stderr, flush=True)
+            experiment = write_experiment(Path(scratch) / "experiment", args.trials, args.epochs, args.layers)
+            size = sum(p.stat().st_size for p in experiment.glob("*/result.json")) / 1e6
+            description = (f"generated experiment: {args.trials} trials x {args.epochs} epochs x {args.layers} "
+                           f"layers, {size:.0f} MB of result lines")
+        else:
+            experiment = Path(args.experiment).resolve()
+            description = f"experiment {experiment}"
+        description += f"; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; median of {args.rounds} rounds"
+        rows = bench_report(experiment, Path(scratch) / "out", rounds=args.rounds, workers=args.workers,
+                            progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(format_report_bench(rows, description))
     return 0
 
 

@@ -47,7 +47,7 @@ def read_states(path: str | Path) -> list[tuple[str, bool]]:
         raise ValueError(
             f"{path}: no {EXPERIMENT_STATE_GLOB} here; pass an experiment directory written by `onlinenorm sweep run`")
     trials = read_experiment(path, path.name).trials
-    return [(t.ray_status, bool(t.rows and t.rows[-1].get("diverged"))) for t in trials if t.ray_status is not None]
+    return [(t.ray_status, bool(t.last_row.get("diverged"))) for t in trials if t.ray_status is not None]
 
 
 def experiment_counts(path: str | Path) -> dict[str, int]:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import pickle
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,6 +204,59 @@ def many_trials_experiment(root: Path, n_trials: int, name: str = "big_sweep", e
         cfg = config(clamp_value=c, alpha_fwd=a_f, alpha_bkw=a_b, seed=i // 30) | {"epochs": epochs}
         trials.append(FakeTrial(cfg, rows(accs, fractions)))
     return write_experiment(root / name, trials)
+
+
+ONE_PAIR_CLAMPS = (0.5, 1.0, 2.0, 3.0, 5.0)
+ONE_PAIR_ALPHAS = (1 - 2.0 ** -10, 1 - 2.0 ** -7)  # the CIFAR-10 recipe's decay factors
+
+
+def one_decay_pair_experiment(root: Path, name: str = "one_pair", epochs: int = 6) -> Path:
+    """A study like a user's first real sweep: one decay-factor pair, clamp values
+    ONE_PAIR_CLAMPS, batch-norm and layer-scaling baselines, seeds 0 and 1.
+
+    best val_acc = 0.90 + 0.01 c (c < 5) - 0.01 seed; removing the clamp
+    collapses accuracy to 0.2 at c <= 1; layer fractions erfc(c/sqrt 2) x (2, 1, 0.5).
+    """
+    a_f, a_b = ONE_PAIR_ALPHAS
+    trials = []
+    for seed in (0, 1):
+        for c in ONE_PAIR_CLAMPS:
+            best = 0.90 + 0.01 * min(c, 4.0) - 0.01 * seed
+            accs = [best * min(1.0, (e + 1) / (0.7 * epochs)) for e in range(epochs)]
+            gaussian = math.erfc(c / math.sqrt(2))
+            rows_ = rows(accs, (2 * gaussian, gaussian, 0.5 * gaussian))
+            if c <= 1:
+                rows_ = [r | {"val_acc_unclamped": 0.2} for r in rows_]
+            trials.append(FakeTrial(config(clamp_value=c, alpha_fwd=a_f, alpha_bkw=a_b, seed=seed) | {"epochs": epochs},
+                                    rows_))
+        for norm, ecm, best in (("batch", "none", 0.95), ("online", "ls", 0.94)):
+            accs = [(best - 0.01 * seed) * min(1.0, (e + 1) / (0.5 * epochs)) for e in range(epochs)]
+            fractions = (0.0, 0.0, 0.0) if norm == "online" else None
+            trials.append(FakeTrial(config(norm=norm, ecm=ecm, alpha_fwd=a_f, alpha_bkw=a_b, seed=seed)
+                                    | {"epochs": epochs}, rows(accs, fractions)))
+    return write_experiment(root / name, trials, spec_text=f"name: {name}\ngrid:\n  clamp_value: {list(ONE_PAIR_CLAMPS)}\n")
+
+
+SAMPLED_SPEC = ("name: sampled\nsearch: {type: random, num_samples: 12, seed: 0}\nspace:\n"
+                "  clamp_value: {loguniform: [0.5, 8]}\n  alpha_fwd: {decay: [0.99, 0.9999]}\n"
+                "  alpha_bkw: {decay: [0.9, 0.999]}\ngrid: {seed: [0, 1]}\n")
+
+
+def sampled_experiment(root: Path, name: str = "sampled", points: int = 12) -> Path:
+    """A random search: ``points`` sampled (c, alpha_fwd, alpha_bkw), each run with seeds 0 and 1,
+    and SAMPLED_SPEC as its spec; best val_acc = 0.8 + 0.02 log2(c) - 0.01 seed."""
+    rng = random.Random(0)
+    trials = []
+    for _ in range(points):
+        c = math.exp(rng.uniform(math.log(0.5), math.log(8)))
+        a_f = 1 - math.exp(rng.uniform(math.log(1e-4), math.log(1e-2)))
+        a_b = 1 - math.exp(rng.uniform(math.log(1e-3), math.log(1e-1)))
+        for seed in (0, 1):
+            best = 0.8 + 0.02 * math.log2(c) - 0.01 * seed
+            gaussian = math.erfc(c / math.sqrt(2))
+            trials.append(FakeTrial(config(clamp_value=c, alpha_fwd=a_f, alpha_bkw=a_b, seed=seed),
+                                    rows(curve(best), (2 * gaussian, gaussian, 0.5 * gaussian))))
+    return write_experiment(root / name, trials, spec_text=SAMPLED_SPEC)
 
 
 def write_experiment(path: Path, trials: list[FakeTrial], spec_text: str | None = None) -> Path:

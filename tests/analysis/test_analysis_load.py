@@ -180,3 +180,61 @@ def test_cli_module_imports_no_pandas():
     code = "import sys, analysis.cli; print('pandas' in sys.modules or 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def files_state(path):
+    """Every file and directory under ``path`` with its size, mtime and content."""
+    return {p: (p.stat().st_mtime_ns, p.is_file() and p.read_bytes()) for p in [path, *path.rglob("*")]}
+
+
+def test_a_running_sweep_is_read_as_a_snapshot_and_never_written(experiment, tmp_path, capsys):
+    """Files caught mid-write (a result line, params.json, experiment_state) are skipped and listed;
+    neither load nor ``onlinenorm report`` changes anything in the experiment."""
+    from onlinenorm.cli import main
+
+    copy = shutil.copytree(experiment, tmp_path / "running")
+    trial_dirs = sorted(p for p in copy.iterdir() if (p / "result.json").exists())
+    (trial_dirs[1] / "params.json").write_text('{"clamp_value": 1.0, "no')  # half-written
+    with (trial_dirs[2] / "result.json").open("a") as f:
+        f.write('{"epoch": 4, "val_acc": 0.9')  # a fourth epoch being written
+    state = next(copy.glob("experiment_state-*.json"))
+    state.write_text(state.read_text()[:100])
+    before = files_state(copy)
+    loaded = analysis.load(copy)
+    assert files_state(copy) == before
+    assert len(loaded.trials) == 23  # the pending trial was known only from experiment_state
+    assert f"{trial_dirs[2] / 'result.json'}: line 4 is not valid JSON (still being written?); skipped" in loaded.warnings
+    assert any(w.startswith(f"{trial_dirs[1] / 'params.json'}: not valid JSON") for w in loaded.warnings)
+    assert any(w.startswith(f"{state}: unreadable") for w in loaded.warnings)
+    assert len(loaded.warnings) == 4  # and the running trial's half-written line
+    growing = loaded.trials[loaded.trials["trial_dir"] == str(trial_dirs[2])].iloc[0]
+    assert growing["epochs_done"] == 3
+    half_config = loaded.trials[loaded.trials["trial_dir"] == str(trial_dirs[1])].iloc[0]
+    assert half_config["clamp_value"] == 1.0 and half_config["alpha_bkw"] == 0.9  # Ray's copy in result.json
+    assert main(["report", str(copy), "--out", str(tmp_path / "report")]) == 0
+    assert files_state(copy) == before
+    assert "4 file(s) could not be read" in capsys.readouterr().err
+
+
+def test_a_corrupt_line_mid_file_is_skipped_and_listed(tmp_path):
+    path = fx.write_experiment(tmp_path / "corrupt", [fx.FakeTrial(fx.config(), fx.rows([0.5, 0.6, 0.7]))])
+    result = next(path.glob("*/result.json"))
+    lines = result.read_text().splitlines(keepends=True)
+    result.write_text(lines[0] + "{garbage\n" + "".join(lines[1:]))
+    loaded = analysis.load(path)
+    assert loaded.warnings == [f"{result}: line 2 is not valid JSON; skipped"]
+    assert loaded.epochs["val_acc"].tolist() == pytest.approx([0.5, 0.6, 0.7])
+
+
+def test_metrics_of_other_types_or_first_seen_mid_run_are_kept(tmp_path):
+    """The fast schema comes from a trial's first and last line; other lines that do not fit it
+    (a string where a number was, a list) are read with inferred types instead of dropped."""
+    rows = fx.rows([0.5, 0.6, 0.7])
+    rows[1] = rows[1] | {"note": "lr restarted", "lr": "warm"}
+    rows[2] = rows[2] | {"milestones": [2, 3]}
+    path = fx.write_experiment(tmp_path / "mixed", [fx.FakeTrial(fx.config(), rows)])
+    loaded = analysis.load(path)
+    assert loaded.warnings == []
+    assert loaded.epochs["note"].tolist()[1] == "lr restarted"
+    assert loaded.epochs["val_acc"].tolist() == pytest.approx([0.5, 0.6, 0.7])
+    assert loaded.trials.iloc[0]["best_val_acc"] == pytest.approx(0.7)
