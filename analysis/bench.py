@@ -124,13 +124,10 @@ def bench_report(experiment: Path, out: Path, rounds: int = 3, workers: int = 2,
     import matplotlib
 
     matplotlib.use("Agg")
-    import importlib.util
-
     import analysis
     from analysis import charts, tables
     from analysis.parquet import export
 
-    findings = importlib.util.find_spec("analysis.findings") is not None
     stages: dict[str, list[tuple[float, float]]] = {}
 
     def timed(stage: str, action):
@@ -146,8 +143,7 @@ def bench_report(experiment: Path, out: Path, rounds: int = 3, workers: int = 2,
         timed("onlinenorm report (fresh process, all stages)", lambda: subprocess.run(command, check=True,
                                                                                         capture_output=True))
         results = timed("analysis.load", lambda: analysis.load(experiment))
-        if findings:
-            timed("analysis.findings", lambda: analysis.findings(results))
+        timed("analysis.findings", lambda: analysis.findings(results))
         timed("charts, one process", lambda: charts.save_all(results, out / "serial", workers=1))
         timed(f"charts, {workers} processes", lambda: charts.save_all(results, out / "parallel", workers=workers))
         timed("tables", lambda: [table(results.trials) for table in (tables.comparison, tables.variability,
