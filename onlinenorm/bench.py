@@ -21,20 +21,19 @@ and the fraction of outputs the clamp changed is reported beside the times.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import random
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from onlinenorm import native
-from onlinenorm.functional import _clamp_spec, layer_scale
+from onlinenorm.functional import layer_scale
 from onlinenorm.layers import DEFAULT_CLAMP_VALUE, ECMS, OnlineNorm2d, _OnlineNorm
+from onlinenorm.reference import OracleOnlineNorm
 from onlinenorm.telemetry import clamp_fractions
 
 RESNET20_SHAPES = ((128, 16, 32, 32), (128, 32, 16, 16), (128, 64, 8, 8))
@@ -42,7 +41,6 @@ RESNET50_SHAPES = ((32, 256, 56, 56),)
 DEFAULT_SHAPES = RESNET20_SHAPES + RESNET50_SHAPES
 LAYER_KERNELS = ("eager", "compiled", "native")  # timed side by side; "auto" is one of them
 KERNEL_MARKS = {"eager": "", "compiled": "*", "native": "+"}
-ORACLE_PATH = Path(__file__).resolve().parents[1] / "tests" / "oracle.py"
 # The "clamping is cheaper than layer scaling" comparisons, per kernel choice and against autograd layer scaling.
 AC_LS_PAIRS = (("ac", "ls"), ("ac*", "ls*"), ("ac+", "ls+"), ("ac", "ls-autograd"))
 
@@ -133,16 +131,6 @@ def _train_step(module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> C
     return step
 
 
-def load_oracle():
-    """The per-sample loop oracle from the source tree's tests, or None when not present."""
-    if not ORACLE_PATH.exists():
-        return None
-    spec = importlib.util.spec_from_file_location("onlinenorm_oracle", ORACLE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.OracleOnlineNorm
-
-
 def candidate_name(ecm: str, kernels: str) -> str:
     """``ac`` for eager kernels, ``ac*`` for compiled ones, ``ac+`` for the C kernels."""
     return ecm + KERNEL_MARKS[kernels]
@@ -196,9 +184,9 @@ def layer_candidates(
     return modules, x, grad_out
 
 
-def oracle_step(oracle_cls, shape: tuple[int, ...], clamp_value: float) -> Callable[[], None]:
+def oracle_step(shape: tuple[int, ...], clamp_value: float) -> Callable[[], None]:
     x, grad_out = torch.randn(shape), torch.randn(shape)
-    oracle = oracle_cls(shape[1], 0.999, 0.99, ecm="ac", clamp_value=clamp_value,
+    oracle = OracleOnlineNorm(shape[1], 0.999, 0.99, ecm="ac", clamp_value=clamp_value,
                         weight=torch.ones(shape[1]), bias=torch.zeros(shape[1]))
     return lambda: oracle.step(x, grad_out)
 
@@ -207,13 +195,12 @@ def _kernel_step(layer: _OnlineNorm, x3: torch.Tensor, grad3: torch.Tensor) -> C
     """One forward and one backward of the C kernels with ``layer``'s settings and state, as the layer calls
     them in training (the same arguments and telemetry counters), without autograd or the module around them."""
     clamp_value, ls_eps, clamp_count, seen_count = layer._ecm_arguments()  # a layer in training mode, as built
-    clamp, counters = _clamp_spec(clamp_value, torch.float32), (clamp_count, seen_count)
     weight, bias = layer.weight.detach(), layer.bias.detach()
 
     def step() -> None:
-        _, _, _, stats = native.forward(x3, weight, bias, layer.mu, layer.var, layer.alpha_fwd, layer.eps, clamp,
-                                        ls_eps, counters)
-        native.backward(grad3, x3, weight, bias, layer.u, layer.v, stats, layer.alpha_bkw, clamp)
+        _, stats = native.forward(x3, weight, bias, layer.mu, layer.var, layer.alpha_fwd, layer.eps, clamp_value,
+                                  ls_eps, clamp_count, seen_count)
+        native.backward(grad3, x3, weight, bias, layer.u, layer.v, stats, layer.alpha_bkw, clamp_value)
     return step
 
 
@@ -260,7 +247,6 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
     are timed and cover the call (float32 on the CPU), else None.
     """
     dev = torch.device(device)
-    oracle_cls = load_oracle() if oracle_rounds > 0 else None
     results = []
     for shape in shapes:
         if progress:
@@ -274,8 +260,8 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
         clamped = {name: clamp_fractions(module)["all"] for name, module in modules.items()
                    if getattr(module, "ecm", None) == "ac"}
         saved = {name: saved_bytes_per_element(module, x) for name, module in modules.items()}
-        if oracle_cls is not None:
-            loop = oracle_step(oracle_cls, shape, clamp_value)
+        if oracle_rounds > 0:
+            loop = oracle_step(shape, clamp_value)
             seconds |= medians(time_interleaved({"loop": loop}, oracle_rounds, dev, warmup=0))
         ecm_costs = None
         if "native" in kernels and native.covers(x) and ecm_rounds > 0:

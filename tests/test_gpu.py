@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import onlinenorm
-from oracle import OracleOnlineNorm
+from onlinenorm.reference import OracleOnlineNorm
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")]

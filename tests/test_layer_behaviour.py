@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import onlinenorm
-from oracle import OracleOnlineNorm
+from onlinenorm.reference import OracleOnlineNorm
 
 
 def inputs(shape, seed):
