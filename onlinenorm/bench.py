@@ -39,10 +39,11 @@ from onlinenorm.telemetry import clamp_fractions
 RESNET20_SHAPES = ((128, 16, 32, 32), (128, 32, 16, 16), (128, 64, 8, 8))
 RESNET50_SHAPES = ((32, 256, 56, 56),)
 DEFAULT_SHAPES = RESNET20_SHAPES + RESNET50_SHAPES
-LAYER_KERNELS = ("eager", "compiled", "native")  # timed side by side; "auto" is one of them
-KERNEL_MARKS = {"eager": "", "compiled": "*", "native": "+"}
+LAYER_KERNELS = ("eager", "compiled", "native", "triton")  # "auto" is native on the CPU, triton on CUDA
+DEFAULT_LAYER_KERNELS = {"cpu": ("eager", "compiled", "native"), "cuda": ("eager", "compiled", "triton")}
+KERNEL_MARKS = {"eager": "", "compiled": "*", "native": "+", "triton": "^"}
 # The "clamping is cheaper than layer scaling" comparisons, per kernel choice and against autograd layer scaling.
-AC_LS_PAIRS = (("ac", "ls"), ("ac*", "ls*"), ("ac+", "ls+"), ("ac", "ls-autograd"))
+AC_LS_PAIRS = (("ac", "ls"), ("ac*", "ls*"), ("ac+", "ls+"), ("ac^", "ls^"), ("ac", "ls-autograd"))
 
 
 def _sync(device: torch.device) -> None:
@@ -131,8 +132,20 @@ def _train_step(module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> C
     return step
 
 
+def floor_step(x: torch.Tensor, grad_out: torch.Tensor) -> Callable[[], None]:
+    """The memory-traffic floor of a normalization step: a forward that reads ``x`` and writes its output once
+    (``y.copy_(x)``) and a backward that reads ``x`` and the gradient and writes the input gradient once
+    (``torch.add(x, dy, out=dx)``); no layer can move less."""
+    y, grad_x, source = torch.empty_like(x), torch.empty_like(x), x.detach()
+
+    def step() -> None:
+        y.copy_(source)
+        torch.add(source, grad_out, out=grad_x)
+    return step
+
+
 def candidate_name(ecm: str, kernels: str) -> str:
-    """``ac`` for eager kernels, ``ac*`` for compiled ones, ``ac+`` for the C kernels."""
+    """``ac`` for eager kernels, ``ac*`` for compiled ones, ``ac+`` for the C kernels, ``ac^`` for Triton's."""
     return ecm + KERNEL_MARKS[kernels]
 
 
@@ -241,7 +254,7 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
     (:func:`paired_ratio`), ...}, "clamp_value": ..., "clamped": {"ac+": fraction
     of its outputs clamped over the rounds, ...}, "ecm_costs": ...}`` (the pairs of
     :data:`AC_LS_PAIRS` timed), candidates ``batchnorm``, each ECM per kernel
-    choice (``ac``, ``ac*``, ...), ``ls-autograd`` and, unless
+    choice (``ac``, ``ac*``, ...), ``ls-autograd``, ``floor`` (:func:`floor_step`) and, unless
     ``oracle_rounds=0``, ``loop`` (the per-sample oracle). ``ecm_costs`` is
     :func:`ecm_kernel_costs` over ``ecm_rounds`` rounds where the native kernels
     are timed and cover the call (float32 on the CPU), else None.
@@ -253,6 +266,7 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
             progress(f"timing {shape} ...")
         modules, x, grad_out = layer_candidates(shape, dev, dtype, kernels, clamp_value)
         steps = {name: _train_step(module, x, grad_out) for name, module in modules.items()}
+        steps["floor"] = floor_step(x, grad_out)
         samples = time_interleaved(steps, rounds, dev)
         seconds = medians(samples)
         ac_ls = {f"{ac}/{ls}": paired_ratio(samples[ac], samples[ls]) for ac, ls in AC_LS_PAIRS
@@ -282,9 +296,12 @@ def format_layer_table(results: list[dict]) -> str:
             shape = str(result["shape"]) if i == 0 else ""
             saved = f"{result['saved'][name]:.2f}" if name in result["saved"] else "-"
             lines.append(f"{shape:<20}{name:<14}{value:>10.2f}{value / ms['batchnorm']:>8.2f}{saved:>14}")
+        floor_ratios = ", ".join(f"{name} {value / ms['floor']:.2f}" for name, value in ms.items()
+                                 if name not in ("floor", "loop"))
+        lines.append(f"{'':<20}x floor: {floor_ratios}")
         ratios = [f"{pair} {mid:.2f} [{low:.2f}-{high:.2f}]" for pair, (low, mid, high) in result["ac_ls"].items()]
         if "loop" in ms:
-            fastest = min(ms[name] for name in ("ac", "ac*", "ac+") if name in ms)
+            fastest = min(ms[name] for name in ("ac", "ac*", "ac+", "ac^") if name in ms)
             ratios.append(f"loop/fastest ac {ms['loop'] / fastest:.1f}x")
         lines.append(f"{'':<20}{', '.join(ratios)}")
         if result["clamped"]:
@@ -295,7 +312,10 @@ def format_layer_table(results: list[dict]) -> str:
             lines.append(f"{'':<20}C kernels over none: ac {_us(costs['ac'])}, ls {_us(costs['ls'])}; "
                          f"ls beyond ac {_us(costs['ls-ac'])}")
     lines.append("* = kernels='compiled' (torch.compile-fused); + = kernels='native' (the C kernels); "
+                 "^ = kernels='triton' (the Triton kernels); "
                  "ls-autograd = ecm='none' then layer scaling as plain autograd ops; loop = per-sample float64 oracle")
+    lines.append("floor = y.copy_(x) then torch.add(x, dy, out=dx), the memory traffic of a forward and a backward; "
+                 "x floor = each candidate's time over it")
     lines.append("a/b m [lo-hi] = median of the per-round time ratios, with its 95% confidence interval; "
                  "clamped = fraction of the ac layers' outputs the clamp changed")
     lines.append("C kernels over none = what each ECM adds to the C kernels' forward+backward, no autograd "

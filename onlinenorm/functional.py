@@ -295,13 +295,15 @@ class FusedKernels:
     custom ops (:mod:`onlinenorm.ops`), which ``torch.compile`` keeps in a compiled model's graph;
     the state must be contiguous float32 (a layer's buffers are, unless the module was cast).
     ``optional``: if the kernels cannot run here (no C compiler, no triton), warn once and use
-    ``fallback`` for every call; otherwise raise.
+    ``fallback`` for every call; otherwise raise. ``device_type``: only inputs on that device go to them
+    (``"auto"`` sends only CUDA tensors to the Triton kernels, never CPU ones through Triton's interpreter).
     """
 
     _TITLES = {"native": "C kernels", "triton": "Triton kernels"}
 
-    def __init__(self, backend: str, fallback: Kernels | FusedKernels, optional: bool):
+    def __init__(self, backend: str, fallback: Kernels | FusedKernels, optional: bool, device_type: str | None = None):
         self._backend = backend
+        self._device_type = device_type
         self._fallback = fallback
         self._optional = optional
         self._available: bool | None = None  # unknown until the first covered call
@@ -309,7 +311,7 @@ class FusedKernels:
     def _use(self, x3: torch.Tensor, state: StreamState) -> bool:
         from onlinenorm import ops
 
-        if not ops.BACKENDS[self._backend].covers(x3) or any(
+        if self._device_type not in (None, x3.device.type) or not ops.BACKENDS[self._backend].covers(x3) or any(
                 t.dtype != torch.float32 or not t.is_contiguous() for t in state):
             return False
         if self._available is None:
@@ -394,7 +396,7 @@ def _kernels(name: str) -> Kernels | FusedKernels:
         else:
             compiled = Kernels(compiled=True, fallback=_kernels("eager"))
             if name == "auto":
-                triton_then_compiled = FusedKernels("triton", fallback=compiled, optional=True)
+                triton_then_compiled = FusedKernels("triton", fallback=compiled, optional=True, device_type="cuda")
                 _BUILT_KERNELS[name] = FusedKernels("native", fallback=triton_then_compiled, optional=True)
             else:
                 _BUILT_KERNELS[name] = FusedKernels(name, fallback=compiled, optional=False)
