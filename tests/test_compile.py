@@ -1,6 +1,7 @@
 """torch.compile(fullgraph=True) on a model that contains the layer: no graph break, same numbers."""
 
 import copy
+import importlib.util
 
 import pytest
 import torch
@@ -78,6 +79,7 @@ def test_native_custom_ops_pass_opcheck(ecm):
     check_ops_with_opcheck("native", ecm)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 @pytest.mark.parametrize("ecm", onlinenorm.ECMS)
 def test_triton_custom_ops_pass_opcheck(ecm):
     check_ops_with_opcheck("triton", ecm, device="cuda" if torch.cuda.is_available() else "cpu")
@@ -105,7 +107,8 @@ class GraphRecorder:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kernels", ["native", "triton"])
+@pytest.mark.parametrize("kernels", ["native", pytest.param("triton", marks=pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="triton is not installed"))])
 def test_fullgraph_compile_keeps_the_fused_kernels(kernels):
     """torch.compile(model, fullgraph=True) calls the custom ops, once per layer and direction, instead of
     tracing the math into inductor's code; the compiled model's numbers are the uncompiled one's."""

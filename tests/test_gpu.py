@@ -1,7 +1,7 @@
 """The layer on a CUDA device against the float64 oracle (skipped, with its reason, where there is none).
 
-On a machine with a GPU: ``onlinenorm bench layer --device cuda`` and
-``pytest -m gpu``.
+On a machine with a GPU: ``make bench-gpu`` runs these, the Triton kernels' oracle tests on the GPU,
+and the GPU benchmarks.
 """
 
 import pytest
@@ -20,7 +20,7 @@ def rel_err(actual, expected):
     return ((actual.double().cpu() - expected).abs().max() / expected.abs().max()).item()
 
 
-@pytest.mark.parametrize("kernels", ("eager", "compiled", "auto"))  # auto on CUDA: compiled
+@pytest.mark.parametrize("kernels", ("eager", "compiled", "triton", "auto"))  # auto on CUDA: triton
 @pytest.mark.parametrize("dtype", list(TOLERANCE), ids=str)
 @pytest.mark.parametrize("ecm", onlinenorm.ECMS)
 def test_cuda_layer_matches_oracle(kernels, dtype, ecm):
@@ -43,6 +43,17 @@ def test_cuda_layer_matches_oracle(kernels, dtype, ecm):
         assert rel_err(out, want_out) < TOLERANCE[dtype]
         assert rel_err(x_dev.grad, want_dx) < TOLERANCE[dtype]
         assert rel_err(layer.weight.grad, want_gw) < TOLERANCE[dtype]
+        assert rel_err(layer.bias.grad, want_gb) < TOLERANCE[dtype]
         for name in ("mu", "var", "u", "v"):
             assert getattr(layer, name).dtype == torch.float32
             assert rel_err(getattr(layer, name), getattr(oracle, name)) < TOLERANCE[dtype], name
+
+
+def test_auto_kernels_run_the_triton_kernels_on_cuda():
+    """On CUDA, "auto" is the Triton kernels: the profiler sees their custom ops, once per direction."""
+    layer = onlinenorm.OnlineNorm2d(8, kernels="auto").cuda()
+    x = torch.randn(4, 8, 5, 5, device="cuda")
+    with torch.profiler.profile() as profile:
+        layer(x).sum().backward()
+    names = [event.name for event in profile.events()]
+    assert names.count("onlinenorm::triton_forward") == 1 and names.count("onlinenorm::triton_backward") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 
@@ -269,6 +270,7 @@ def test_native_clamps_and_counts_an_infinite_output_but_not_a_nan():
 # 1d inputs, the half dtypes, and shapes with more channels than one scan program takes and rows longer
 # than one step of a row's loop.
 TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 HALF_TOLERANCE = {torch.bfloat16: 3e-2, torch.float16: 5e-3}
 TRITON_CASES = [(kind, n, ecm, affine) for kind, n, affine in (("2d", 7, True), ("2d", 1, False), ("1d", 5, True))
                 for ecm in onlinenorm.ECMS]
@@ -302,6 +304,7 @@ def triton_check(layer, oracle, shape, dtype=torch.float32, affine=True, seed=0)
             assert rel_err(getattr(layer, name).cpu(), getattr(oracle, name)) < tol, name
 
 
+@needs_triton
 @pytest.mark.parametrize("kind,n,ecm,affine", TRITON_CASES,
                          ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}" for k, n, e, a in TRITON_CASES])
 def test_triton_kernels_match_oracle(kind, n, ecm, affine):
@@ -309,6 +312,7 @@ def test_triton_kernels_match_oracle(kind, n, ecm, affine):
     triton_check(layer, oracle, (n, 3, 5, 3) if kind == "2d" else (n, 3), affine=affine)
 
 
+@needs_triton
 @pytest.mark.parametrize("dtype", list(HALF_TOLERANCE), ids=str)
 @pytest.mark.parametrize("ecm", onlinenorm.ECMS)
 def test_triton_kernels_match_oracle_in_half_precision(dtype, ecm):
@@ -317,6 +321,7 @@ def test_triton_kernels_match_oracle_in_half_precision(dtype, ecm):
     triton_check(layer, oracle, (6, 4, 3, 5), dtype=dtype)
 
 
+@needs_triton
 @pytest.mark.parametrize("ecm", ["ac", "ls"])
 def test_triton_kernels_match_oracle_at_odd_shapes(ecm):
     """37 channels (two scan programs, the second part-full; layer scaling sums a sample's channels over two
@@ -327,6 +332,7 @@ def test_triton_kernels_match_oracle_at_odd_shapes(ecm):
     triton_check(layer, oracle, (2, 2, 44, 25))
 
 
+@needs_triton
 def test_triton_kernels_mask_exactly_the_rows_that_clamped_and_count_them():
     """As the C kernels: the backward recomputes the clamp mask only in rows the forward flagged; both kinds of
     rows give the oracle's numbers, and the clamp counter matches the oracle's clamped elements."""
