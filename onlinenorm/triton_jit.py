@@ -25,6 +25,19 @@ def _clamp_outside(y, clamp_value):
 
 
 @triton.jit
+def _load_f64(ptr, at, live):
+    return tl.load(ptr + at, mask=live, other=0.0).to(tl.float64)
+
+
+@triton.jit
+def _affine(weight_ptr, bias_ptr, ch, live, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """``gamma``, ``beta`` of channels ``ch`` in float64 (1 and 0 without the affine)."""
+    gamma = tl.load(weight_ptr + ch, mask=live, other=1.0).to(tl.float64) if HAS_WEIGHT else 1.0
+    beta = tl.load(bias_ptr + ch, mask=live, other=0.0).to(tl.float64) if HAS_BIAS else 0.0
+    return gamma, beta
+
+
+@triton.jit
 def forward_row_moments(x_ptr, mean_ptr, s2_ptr, m, BLOCK: tl.constexpr):
     """(1) Per row: mean and biased variance of its ``m`` values."""
     row = tl.program_id(0)
@@ -53,8 +66,7 @@ def forward_scan(mean_ptr, s2_ptr, weight_ptr, bias_ptr, mu_ptr, var_ptr, mu_pre
     live = ch < channels
     mu = tl.load(mu_ptr + ch, mask=live, other=0.0).to(tl.float64)
     var = tl.load(var_ptr + ch, mask=live, other=1.0).to(tl.float64)
-    gamma = tl.load(weight_ptr + ch, mask=live, other=1.0).to(tl.float64) if HAS_WEIGHT else 1.0
-    beta = tl.load(bias_ptr + ch, mask=live, other=0.0).to(tl.float64) if HAS_BIAS else 0.0
+    gamma, beta = _affine(weight_ptr, bias_ptr, ch, live, HAS_WEIGHT, HAS_BIAS)
     for t in range(0, n):
         at = t * channels + ch
         mean = tl.load(mean_ptr + at, mask=live, other=0.0).to(tl.float64)
@@ -129,6 +141,26 @@ def forward_output(x_ptr, out_ptr, scale_ptr, shift_ptr, ls_scale_ptr, clamped_p
 
 
 @triton.jit
+def _row_flagged(clamped_ptr, row, CLAMP: tl.constexpr):
+    """Whether the forward clamped anything in ``row`` (never without clamping: no flags are read)."""
+    if CLAMP:
+        return tl.load(clamped_ptr + row) != 0
+    else:
+        return False
+
+
+@triton.jit
+def _masked_grad_and_x(grad_row, x_row, offsets, live, scale, shift, clamp_value, MASKED: tl.constexpr):
+    """One step of a row's loop in the backward: ``g'`` (``g``, zero where the forward clamped if ``MASKED``) and
+    ``x``, as float32."""
+    g = tl.load(grad_row + offsets, mask=live, other=0.0).to(tl.float32)
+    xv = tl.load(x_row + offsets, mask=live, other=0.0).to(tl.float32)
+    if MASKED:
+        g = tl.where(_clamp_outside(tl.fma(xv, scale, shift), clamp_value), 0.0, g)
+    return g, xv
+
+
+@triton.jit
 def _row_grad_sums(grad_row, x_row, m, scale, shift, mu_prev, clamp_value, MASKED: tl.constexpr,
                    BLOCK: tl.constexpr):
     """``sum(g')`` and ``sum(g' (x - mu_prev))`` over one row, ``g' = g`` where the forward did not clamp, else 0.
@@ -138,10 +170,7 @@ def _row_grad_sums(grad_row, x_row, m, scale, shift, mu_prev, clamp_value, MASKE
     for start in range(0, m, BLOCK):
         offsets = start + tl.arange(0, BLOCK)
         live = offsets < m
-        g = tl.load(grad_row + offsets, mask=live, other=0.0).to(tl.float32)
-        xv = tl.load(x_row + offsets, mask=live, other=0.0).to(tl.float32)
-        if MASKED:
-            g = tl.where(_clamp_outside(tl.fma(xv, scale, shift), clamp_value), 0.0, g)
+        g, xv = _masked_grad_and_x(grad_row, x_row, offsets, live, scale, shift, clamp_value, MASKED)
         total += g
         total_x += tl.where(live, g * (xv - mu_prev), 0.0)
     return tl.sum(total, axis=0), tl.sum(total_x, axis=0)
@@ -156,13 +185,9 @@ def backward_row_sums(grad_ptr, x_ptr, scale_ptr, shift_ptr, mu_prev_ptr, invstd
     scale = tl.load(scale_ptr + row)
     shift = tl.load(shift_ptr + row)
     mu_prev = tl.load(mu_prev_ptr + row)
-    if CLAMP:
-        if tl.load(clamped_ptr + row) != 0:
-            sum_g, sum_gx = _row_grad_sums(grad_ptr + base, x_ptr + base, m, scale, shift, mu_prev, clamp_value,
-                                           True, BLOCK)
-        else:
-            sum_g, sum_gx = _row_grad_sums(grad_ptr + base, x_ptr + base, m, scale, shift, mu_prev, clamp_value,
-                                           False, BLOCK)
+    if _row_flagged(clamped_ptr, row, CLAMP):
+        sum_g, sum_gx = _row_grad_sums(grad_ptr + base, x_ptr + base, m, scale, shift, mu_prev, clamp_value,
+                                       True, BLOCK)
     else:
         sum_g, sum_gx = _row_grad_sums(grad_ptr + base, x_ptr + base, m, scale, shift, mu_prev, clamp_value,
                                        False, BLOCK)
@@ -183,10 +208,8 @@ def backward_layer_scale(weight_ptr, bias_ptr, mean_ptr, s2_ptr, mu_prev_ptr, in
         ch = c0 + tl.arange(0, BLOCK_C)
         live = ch < channels
         at = t * channels + ch
-        gamma = tl.load(weight_ptr + ch, mask=live, other=1.0).to(tl.float64) if HAS_WEIGHT else 1.0
-        beta = tl.load(bias_ptr + ch, mask=live, other=0.0).to(tl.float64) if HAS_BIAS else 0.0
-        sum_gy = tl.load(row_sum_grad_y_ptr + at, mask=live, other=0.0).to(tl.float64)
-        sum_g = tl.load(row_sum_grad_ptr + at, mask=live, other=0.0).to(tl.float64)
+        gamma, beta = _affine(weight_ptr, bias_ptr, ch, live, HAS_WEIGHT, HAS_BIAS)
+        sum_gy, sum_g = _load_f64(row_sum_grad_y_ptr, at, live), _load_f64(row_sum_grad_ptr, at, live)
         total += tl.where(live, gamma * sum_gy + beta * sum_g, 0.0)
     r = tl.load(ls_scale_ptr + t).to(tl.float64)
     r3k = r * r * r * tl.sum(total, axis=0) / (channels * m)
@@ -195,16 +218,14 @@ def backward_layer_scale(weight_ptr, bias_ptr, mean_ptr, s2_ptr, mu_prev_ptr, in
         ch = c0 + tl.arange(0, BLOCK_C)
         live = ch < channels
         at = t * channels + ch
-        gamma = tl.load(weight_ptr + ch, mask=live, other=1.0).to(tl.float64) if HAS_WEIGHT else 1.0
-        beta = tl.load(bias_ptr + ch, mask=live, other=0.0).to(tl.float64) if HAS_BIAS else 0.0
+        gamma, beta = _affine(weight_ptr, bias_ptr, ch, live, HAS_WEIGHT, HAS_BIAS)
         invstd = tl.load(invstd_ptr + at, mask=live, other=0.0).to(tl.float64)
         dev = tl.load(mean_ptr + at, mask=live, other=0.0).to(tl.float64) - tl.load(
             mu_prev_ptr + at, mask=live, other=0.0)
         s2 = tl.load(s2_ptr + at, mask=live, other=0.0).to(tl.float64)
         sum_y = m * dev * invstd
         sum_y_sq = m * (s2 + dev * dev) * invstd * invstd
-        sum_gy = tl.load(row_sum_grad_y_ptr + at, mask=live, other=0.0).to(tl.float64)
-        sum_g = tl.load(row_sum_grad_ptr + at, mask=live, other=0.0).to(tl.float64)
+        sum_gy, sum_g = _load_f64(row_sum_grad_y_ptr, at, live), _load_f64(row_sum_grad_ptr, at, live)
         y_coef = -r3k * gamma
         const_coef = -r3k * beta
         tl.store(row_sum_grad_y_ptr + at, (r * sum_gy + y_coef * sum_y_sq + const_coef * sum_y).to(tl.float32),
@@ -227,8 +248,7 @@ def backward_scan(weight_ptr, bias_ptr, mean_ptr, s2_ptr, mu_prev_ptr, invstd_pt
     leak = 1.0 - alpha
     u = tl.load(u_ptr + ch, mask=live, other=0.0).to(tl.float64)
     v = tl.load(v_ptr + ch, mask=live, other=0.0).to(tl.float64)
-    gamma = tl.load(weight_ptr + ch, mask=live, other=1.0).to(tl.float64) if HAS_WEIGHT else 1.0
-    beta = tl.load(bias_ptr + ch, mask=live, other=0.0).to(tl.float64) if HAS_BIAS else 0.0
+    gamma, beta = _affine(weight_ptr, bias_ptr, ch, live, HAS_WEIGHT, HAS_BIAS)
     grad_weight = tl.zeros([BLOCK_C], dtype=tl.float64)
     grad_bias = tl.zeros([BLOCK_C], dtype=tl.float64)
     for t in range(0, n):
@@ -268,10 +288,7 @@ def _row_grad_x(grad_row, x_row, out_row, m, scale, shift, clamp_value, a, b, k,
     for start in range(0, m, BLOCK):
         offsets = start + tl.arange(0, BLOCK)
         live = offsets < m
-        g = tl.load(grad_row + offsets, mask=live, other=0.0).to(tl.float32)
-        xv = tl.load(x_row + offsets, mask=live, other=0.0).to(tl.float32)
-        if MASKED:
-            g = tl.where(_clamp_outside(tl.fma(xv, scale, shift), clamp_value), 0.0, g)
+        g, xv = _masked_grad_and_x(grad_row, x_row, offsets, live, scale, shift, clamp_value, MASKED)
         tl.store(out_row + offsets, tl.fma(g, a, tl.fma(xv, b, k)).to(out_row.dtype.element_ty), mask=live)
 
 
@@ -286,13 +303,9 @@ def backward_grad_x(grad_ptr, x_ptr, grad_x_ptr, scale_ptr, shift_ptr, clamped_p
     a = tl.load(grad_coef_ptr + row)
     b = tl.load(x_coef_ptr + row)
     k = tl.load(constant_ptr + row)
-    if CLAMP:
-        if tl.load(clamped_ptr + row) != 0:
-            _row_grad_x(grad_ptr + base, x_ptr + base, grad_x_ptr + base, m, scale, shift, clamp_value, a, b, k,
-                        True, BLOCK)
-        else:
-            _row_grad_x(grad_ptr + base, x_ptr + base, grad_x_ptr + base, m, scale, shift, clamp_value, a, b, k,
-                        False, BLOCK)
+    if _row_flagged(clamped_ptr, row, CLAMP):
+        _row_grad_x(grad_ptr + base, x_ptr + base, grad_x_ptr + base, m, scale, shift, clamp_value, a, b, k,
+                    True, BLOCK)
     else:
         _row_grad_x(grad_ptr + base, x_ptr + base, grad_x_ptr + base, m, scale, shift, clamp_value, a, b, k,
                     False, BLOCK)

@@ -2,7 +2,7 @@
  * with any ECM: onlinenorm/functional.py states the equations and the forms
  * evaluated here (layer scaling folds into per-row coefficients, as there).
  *
- * The structure is the speed insight of the design card, in one call per
+ * The structure that makes the layer as cheap as batch norm, in one call per
  * direction: (1) a reduction over each (sample, channel) row of M values, in
  * parallel over rows; (2) the recurrences over the batch as scans of those
  * (N, C) numbers, in parallel over channels, carrying the state in double
