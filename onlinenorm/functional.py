@@ -291,9 +291,11 @@ class FusedKernels:
     """Hand-written fused kernels where they cover a call, ``fallback`` elsewhere.
 
     ``backend`` is ``"native"`` (the C kernels of :mod:`onlinenorm.native`: float32 on the CPU) or
-    ``"triton"`` (:mod:`onlinenorm.triton_kernels`: float32, bfloat16, float16 on CUDA), called as
-    custom ops (:mod:`onlinenorm.ops`), which ``torch.compile`` keeps in a compiled model's graph;
-    the state must be contiguous float32 (a layer's buffers are, unless the module was cast).
+    ``"triton"`` (:mod:`onlinenorm.triton_kernels`: float32, bfloat16, float16 on CUDA); the state must
+    be contiguous float32 (a layer's buffers are, unless the module was cast). Under ``torch.compile``
+    they are called as custom ops (:mod:`onlinenorm.ops`), which the compiled graph keeps; eagerly,
+    directly: the Python custom-op dispatch (argument binding, autograd and version-counter wrappers)
+    costs several times what the C kernels take at small shapes.
     ``optional``: if the kernels cannot run here (no C compiler, no triton), warn once and use
     ``fallback`` for every call; otherwise raise. ``device_type``: only inputs on that device go to them
     (``"auto"`` sends only CUDA tensors to the Triton kernels, never CPU ones through Triton's interpreter).
@@ -324,10 +326,16 @@ class FusedKernels:
             return self._fallback.forward(x3, weight, bias, state, settings, counters)
         from onlinenorm import ops
 
-        out, *stats = ops.OPS[self._backend].forward(
-            x3, weight, bias, state.mu, state.var, *counters, settings.alpha_fwd, settings.eps, settings.clamp_value,
-            settings.ls_eps)
-        return out, ForwardStats(*stats[:6], *map(ops.present, stats[6:]))
+        if torch.compiler.is_compiling():
+            out, *stats = ops.OPS[self._backend].forward(
+                x3, weight, bias, state.mu, state.var, *counters, settings.alpha_fwd, settings.eps,
+                settings.clamp_value, settings.ls_eps)
+            return out, ForwardStats(*stats[:6], *map(ops.present, stats[6:]))
+        out, stats = ops.BACKENDS[self._backend].forward(
+            x3, weight, bias, state.mu, state.var, settings.alpha_fwd, settings.eps, settings.clamp_value,
+            settings.ls_eps, *counters)
+        _advanced(state.mu, state.var)
+        return out, stats
 
     def backward(self, grad3, x3, weight, bias, state: StreamState, stats: ForwardStats, settings: Settings):
         """As :meth:`Kernels.backward`, the input gradient in ``grad3``'s dtype."""
@@ -335,11 +343,24 @@ class FusedKernels:
             return self._fallback.backward(grad3, x3, weight, bias, state, stats, settings)
         from onlinenorm import ops
 
-        empty = stats.mean.new_empty(0)
-        return ops.OPS[self._backend].backward(
-            grad3, x3, weight, bias, state.u, state.v, *stats[:6], empty if stats.ls_scale is None else stats.ls_scale,
-            empty.to(torch.uint8) if stats.clamped is None else stats.clamped, settings.alpha_bkw,
-            settings.clamp_value)
+        if torch.compiler.is_compiling():
+            empty = stats.mean.new_empty(0)
+            return ops.OPS[self._backend].backward(
+                grad3, x3, weight, bias, state.u, state.v, *stats[:6],
+                empty if stats.ls_scale is None else stats.ls_scale,
+                empty.to(torch.uint8) if stats.clamped is None else stats.clamped, settings.alpha_bkw,
+                settings.clamp_value)
+        grads = ops.BACKENDS[self._backend].backward(grad3, x3, weight, bias, state.u, state.v, stats,
+                                                     settings.alpha_bkw, settings.clamp_value)
+        _advanced(state.u, state.v)
+        return grads
+
+
+def _advanced(*states: torch.Tensor) -> None:
+    """Move the version counters of state buffers a kernel advanced in place, as an in-place op (or the custom
+    op) would, so autograd still refuses a backward through values saved before the update."""
+    for state in states:
+        torch.autograd.graph.increment_version(state)
 
 
 @torch.compiler.assume_constant_result

@@ -1,4 +1,5 @@
-"""torch.compile(fullgraph=True) on a model that contains the layer: no graph break, same numbers."""
+"""torch.compile(fullgraph=True) on a model that contains the layer: no graph break, same numbers, and the fused
+kernels' custom ops (checked with torch.library.opcheck) called from the compiled graph."""
 
 import copy
 import importlib.util
@@ -11,7 +12,8 @@ import onlinenorm
 
 
 def small_model():
-    """One layer on "auto" kernels (themselves compiled: the model's compile traces into them), the rest eager."""
+    """One layer on "auto" kernels (the C kernels' custom ops, kept in the compiled graph), the rest eager (the
+    model's compile traces into their math)."""
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(3, 8, 3), onlinenorm.OnlineNorm2d(8, alpha_fwd=0.9, alpha_bkw=0.8, clamp_value=1.0, kernels="auto"), nn.ReLU(),
