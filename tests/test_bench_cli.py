@@ -26,7 +26,8 @@ def test_bench_layer_prints_ratio_table(capsys):
         block = lines[start:start + len(candidates)]
         assert block[0].startswith(shape)
         assert [row.split()[-4] for row in block] == candidates
-        assert all(float(row.split()[-3]) > 0 and float(row.split()[-2]) > 0 for row in block)
+        # the floor is a copy and an add: at these toy shapes under 0.005 ms, printed as 0.00
+        assert all(float(row.split()[-3]) > 0 and float(row.split()[-2]) > 0 for row in block if "floor" not in row)
         assert float(block[0].split()[-2]) == 1.0  # batch norm against itself
         floor = dict(re.findall(r"(\S+) ([\d.]+)", lines[start + len(candidates)].strip().removeprefix("x floor: ")))
         assert list(floor) == ["batchnorm", "ac", "ls", "none", "ls-autograd"]  # each candidate's time over the floor

@@ -3,6 +3,7 @@ and a built C library is reused from its cache."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -122,7 +123,8 @@ def test_the_default_is_auto_unless_the_environment_says_otherwise(monkeypatch):
     assert default_kernels() == "compiled"
 
 
-C_TYPES = {"ptr": "c_void_p", "int64_t": "c_int64", "double": "c_double", "float": "c_float", "int": "c_int"}
+C_TYPES = {"ptr": ctypes.c_void_p, "int64_t": ctypes.c_int64, "double": ctypes.c_double, "float": ctypes.c_float,
+           "int": ctypes.c_int}
 
 
 @pytest.mark.parametrize("function", ["onlinenorm_forward", "onlinenorm_backward"])
@@ -140,4 +142,4 @@ def test_the_ctypes_table_matches_the_c_prototype(function):
         words = parameter.replace("*", " * ").split()
         kind = "ptr" if "*" in words else words[-2]
         prototype.append((words[-1], C_TYPES[kind]))
-    assert [(name, ctype.__name__) for name, ctype in native.SIGNATURES[function]] == prototype
+    assert list(native.SIGNATURES[function]) == prototype
