@@ -344,12 +344,8 @@ class FusedKernels:
         from onlinenorm import ops
 
         if torch.compiler.is_compiling():
-            empty = stats.mean.new_empty(0)
-            return ops.OPS[self._backend].backward(
-                grad3, x3, weight, bias, state.u, state.v, *stats[:6],
-                empty if stats.ls_scale is None else stats.ls_scale,
-                empty.to(torch.uint8) if stats.clamped is None else stats.clamped, settings.alpha_bkw,
-                settings.clamp_value)
+            return ops.OPS[self._backend].backward(grad3, x3, weight, bias, state.u, state.v, *ops.carried(stats),
+                                                   settings.alpha_bkw, settings.clamp_value)
         grads = ops.BACKENDS[self._backend].backward(grad3, x3, weight, bias, state.u, state.v, stats,
                                                      settings.alpha_bkw, settings.clamp_value)
         _advanced(state.u, state.v)

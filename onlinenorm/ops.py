@@ -34,6 +34,13 @@ def present(t: Tensor) -> Optional[Tensor]:
     return t if t.numel() else None
 
 
+def carried(stats: ForwardStats) -> tuple[Tensor, ...]:
+    """``stats`` as the ops carry them: the eight tensors, an absent ``ls_scale`` or ``clamped`` empty."""
+    empty = stats.mean.new_empty(0)
+    return (*stats[:6], empty if stats.ls_scale is None else stats.ls_scale,
+            empty.to(torch.uint8) if stats.clamped is None else stats.clamped)
+
+
 def _define(name: str, backend) -> SimpleNamespace:
     """Register ``onlinenorm::<name>_forward`` and ``onlinenorm::<name>_backward`` over ``backend``'s
     ``forward`` and ``backward``; returns them as ``.forward`` and ``.backward``."""
@@ -45,9 +52,7 @@ def _define(name: str, backend) -> SimpleNamespace:
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         out, stats = backend.forward(x, weight, bias, mu, var, alpha_fwd, eps, clamp_value, ls_eps,
                                      clamp_count, seen_count)
-        empty = stats.mean.new_empty(0)
-        return (out, *stats[:6], empty if stats.ls_scale is None else stats.ls_scale,
-                empty.to(torch.uint8) if stats.clamped is None else stats.clamped)
+        return (out, *carried(stats))
 
     @forward.register_fake
     def _(x, weight, bias, mu, var, clamp_count, seen_count, alpha_fwd, eps, clamp_value, ls_eps):
