@@ -82,7 +82,7 @@ def forward(x3: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | 
     block = _row_block(m)
     rows = (n * c,)
     jit.forward_row_moments[rows](x3, mean, s2, m, BLOCK=block, num_warps=_warps(block))
-    jit.forward_scan[(triton_cdiv(c, BLOCK_C),)](
+    jit.forward_scan[(_cdiv(c, BLOCK_C),)](
         mean, s2, _or(weight, mean), _or(bias, mean), mu, var, mu_prev, invstd, scale, shift,
         _or(seen_count, mean), n, c, n * c * m, alpha_fwd, eps, HAS_WEIGHT=weight is not None,
         HAS_BIAS=bias is not None, COUNT_SEEN=seen_count is not None, BLOCK_C=BLOCK_C)
@@ -126,7 +126,7 @@ def backward(grad: torch.Tensor, x3: torch.Tensor, weight: torch.Tensor | None, 
             _or(weight, stats.mean), _or(bias, stats.mean), stats.mean, stats.s2, stats.mu_prev, stats.invstd,
             stats.ls_scale, r3k, row_sum_grad, row_sum_grad_y, c, m, HAS_WEIGHT=weight is not None,
             HAS_BIAS=bias is not None, BLOCK_C=BLOCK_C)
-    jit.backward_scan[(triton_cdiv(c, BLOCK_C),)](
+    jit.backward_scan[(_cdiv(c, BLOCK_C),)](
         _or(weight, stats.mean), _or(bias, stats.mean), stats.mean, stats.s2, stats.mu_prev, stats.invstd,
         _or(stats.ls_scale, stats.mean), _or(r3k, stats.mean), row_sum_grad, row_sum_grad_y, u, v, grad_coef,
         x_coef, constant, grad_weight, grad_bias, n, c, m, alpha_bkw, HAS_WEIGHT=weight is not None,
@@ -137,7 +137,7 @@ def backward(grad: torch.Tensor, x3: torch.Tensor, weight: torch.Tensor | None, 
     return grad_x, grad_weight, grad_bias
 
 
-def triton_cdiv(a: int, b: int) -> int:
+def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
