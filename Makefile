@@ -7,7 +7,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test bench clean
+.PHONY: install demo lint test bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -30,6 +30,16 @@ bench: install
 	$(VENV)/bin/onlinenorm bench layer
 	$(VENV)/bin/onlinenorm bench train
 	$(VENV)/bin/onlinenorm bench sweep
+
+# The GPU figures in one go (about 10 minutes on an H200): the layer's tests on the GPU (the oracle tests
+# of every kernel choice, the Triton kernels' included), then, side by side in one process per table, the
+# layer against cuDNN batch norm and the memory-traffic floor at the ResNet-20 shapes and (32, 256, 56, 56)
+# in float32 and bfloat16, and resnet20 and resnet50 training steps against batch norm.
+bench-gpu: install
+	$(PYTHON) -m pytest -q tests/test_gpu.py tests/test_layer_oracle.py tests/test_compile.py -k "gpu or triton or cuda"
+	$(VENV)/bin/onlinenorm bench layer --device cuda --dtype float32,bfloat16 --kernels triton --oracle-rounds 0 --rounds 50
+	$(VENV)/bin/onlinenorm bench train --device cuda --model resnet20 --batch-size 128 --rounds 10 --steps 10
+	$(VENV)/bin/onlinenorm bench train --device cuda --model resnet50 --batch-size 32 --image-size 224 --rounds 5 --steps 5
 
 # Lint and format are checked before the tests run: a lint error fails `make test`.
 lint: install

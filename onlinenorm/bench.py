@@ -21,30 +21,29 @@ and the fraction of outputs the clamp changed is reported beside the times.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import random
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from onlinenorm import native
-from onlinenorm.functional import _clamp_spec, layer_scale
+from onlinenorm.functional import layer_scale
 from onlinenorm.layers import DEFAULT_CLAMP_VALUE, ECMS, OnlineNorm2d, _OnlineNorm
+from onlinenorm.reference import OracleOnlineNorm
 from onlinenorm.telemetry import clamp_fractions
 
 RESNET20_SHAPES = ((128, 16, 32, 32), (128, 32, 16, 16), (128, 64, 8, 8))
 RESNET50_SHAPES = ((32, 256, 56, 56),)
 DEFAULT_SHAPES = RESNET20_SHAPES + RESNET50_SHAPES
-LAYER_KERNELS = ("eager", "compiled", "native")  # timed side by side; "auto" is one of them
-KERNEL_MARKS = {"eager": "", "compiled": "*", "native": "+"}
-ORACLE_PATH = Path(__file__).resolve().parents[1] / "tests" / "oracle.py"
+LAYER_KERNELS = ("eager", "compiled", "native", "triton")  # "auto" is native on the CPU, triton on CUDA
+DEFAULT_LAYER_KERNELS = {"cpu": ("eager", "compiled", "native"), "cuda": ("eager", "compiled", "triton")}
+KERNEL_MARKS = {"eager": "", "compiled": "*", "native": "+", "triton": "^"}
 # The "clamping is cheaper than layer scaling" comparisons, per kernel choice and against autograd layer scaling.
-AC_LS_PAIRS = (("ac", "ls"), ("ac*", "ls*"), ("ac+", "ls+"), ("ac", "ls-autograd"))
+AC_LS_PAIRS = (("ac", "ls"), ("ac*", "ls*"), ("ac+", "ls+"), ("ac^", "ls^"), ("ac", "ls-autograd"))
 
 
 def _sync(device: torch.device) -> None:
@@ -133,18 +132,20 @@ def _train_step(module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> C
     return step
 
 
-def load_oracle():
-    """The per-sample loop oracle from the source tree's tests, or None when not present."""
-    if not ORACLE_PATH.exists():
-        return None
-    spec = importlib.util.spec_from_file_location("onlinenorm_oracle", ORACLE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.OracleOnlineNorm
+def floor_step(x: torch.Tensor, grad_out: torch.Tensor) -> Callable[[], None]:
+    """The memory-traffic floor of a normalization step: a forward that reads ``x`` and writes its output once
+    (``y.copy_(x)``) and a backward that reads ``x`` and the gradient and writes the input gradient once
+    (``torch.add(x, dy, out=dx)``); no layer can move less."""
+    y, grad_x, source = torch.empty_like(x), torch.empty_like(x), x.detach()
+
+    def step() -> None:
+        y.copy_(source)
+        torch.add(source, grad_out, out=grad_x)
+    return step
 
 
 def candidate_name(ecm: str, kernels: str) -> str:
-    """``ac`` for eager kernels, ``ac*`` for compiled ones, ``ac+`` for the C kernels."""
+    """``ac`` for eager kernels, ``ac*`` for compiled ones, ``ac+`` for the C kernels, ``ac^`` for Triton's."""
     return ecm + KERNEL_MARKS[kernels]
 
 
@@ -196,9 +197,9 @@ def layer_candidates(
     return modules, x, grad_out
 
 
-def oracle_step(oracle_cls, shape: tuple[int, ...], clamp_value: float) -> Callable[[], None]:
+def oracle_step(shape: tuple[int, ...], clamp_value: float) -> Callable[[], None]:
     x, grad_out = torch.randn(shape), torch.randn(shape)
-    oracle = oracle_cls(shape[1], 0.999, 0.99, ecm="ac", clamp_value=clamp_value,
+    oracle = OracleOnlineNorm(shape[1], 0.999, 0.99, ecm="ac", clamp_value=clamp_value,
                         weight=torch.ones(shape[1]), bias=torch.zeros(shape[1]))
     return lambda: oracle.step(x, grad_out)
 
@@ -207,13 +208,12 @@ def _kernel_step(layer: _OnlineNorm, x3: torch.Tensor, grad3: torch.Tensor) -> C
     """One forward and one backward of the C kernels with ``layer``'s settings and state, as the layer calls
     them in training (the same arguments and telemetry counters), without autograd or the module around them."""
     clamp_value, ls_eps, clamp_count, seen_count = layer._ecm_arguments()  # a layer in training mode, as built
-    clamp, counters = _clamp_spec(clamp_value, torch.float32), (clamp_count, seen_count)
     weight, bias = layer.weight.detach(), layer.bias.detach()
 
     def step() -> None:
-        _, _, _, stats = native.forward(x3, weight, bias, layer.mu, layer.var, layer.alpha_fwd, layer.eps, clamp,
-                                        ls_eps, counters)
-        native.backward(grad3, x3, weight, bias, layer.u, layer.v, stats, layer.alpha_bkw, clamp)
+        _, stats = native.forward(x3, weight, bias, layer.mu, layer.var, layer.alpha_fwd, layer.eps, clamp_value,
+                                  ls_eps, clamp_count, seen_count)
+        native.backward(grad3, x3, weight, bias, layer.u, layer.v, stats, layer.alpha_bkw, clamp_value)
     return step
 
 
@@ -254,19 +254,19 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
     (:func:`paired_ratio`), ...}, "clamp_value": ..., "clamped": {"ac+": fraction
     of its outputs clamped over the rounds, ...}, "ecm_costs": ...}`` (the pairs of
     :data:`AC_LS_PAIRS` timed), candidates ``batchnorm``, each ECM per kernel
-    choice (``ac``, ``ac*``, ...), ``ls-autograd`` and, unless
+    choice (``ac``, ``ac*``, ...), ``ls-autograd``, ``floor`` (:func:`floor_step`) and, unless
     ``oracle_rounds=0``, ``loop`` (the per-sample oracle). ``ecm_costs`` is
     :func:`ecm_kernel_costs` over ``ecm_rounds`` rounds where the native kernels
     are timed and cover the call (float32 on the CPU), else None.
     """
     dev = torch.device(device)
-    oracle_cls = load_oracle() if oracle_rounds > 0 else None
     results = []
     for shape in shapes:
         if progress:
             progress(f"timing {shape} ...")
         modules, x, grad_out = layer_candidates(shape, dev, dtype, kernels, clamp_value)
         steps = {name: _train_step(module, x, grad_out) for name, module in modules.items()}
+        steps["floor"] = floor_step(x, grad_out)
         samples = time_interleaved(steps, rounds, dev)
         seconds = medians(samples)
         ac_ls = {f"{ac}/{ls}": paired_ratio(samples[ac], samples[ls]) for ac, ls in AC_LS_PAIRS
@@ -274,8 +274,8 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
         clamped = {name: clamp_fractions(module)["all"] for name, module in modules.items()
                    if getattr(module, "ecm", None) == "ac"}
         saved = {name: saved_bytes_per_element(module, x) for name, module in modules.items()}
-        if oracle_cls is not None:
-            loop = oracle_step(oracle_cls, shape, clamp_value)
+        if oracle_rounds > 0:
+            loop = oracle_step(shape, clamp_value)
             seconds |= medians(time_interleaved({"loop": loop}, oracle_rounds, dev, warmup=0))
         ecm_costs = None
         if "native" in kernels and native.covers(x) and ecm_rounds > 0:
@@ -296,9 +296,12 @@ def format_layer_table(results: list[dict]) -> str:
             shape = str(result["shape"]) if i == 0 else ""
             saved = f"{result['saved'][name]:.2f}" if name in result["saved"] else "-"
             lines.append(f"{shape:<20}{name:<14}{value:>10.2f}{value / ms['batchnorm']:>8.2f}{saved:>14}")
+        floor_ratios = ", ".join(f"{name} {value / ms['floor']:.2f}" for name, value in ms.items()
+                                 if name not in ("floor", "loop"))
+        lines.append(f"{'':<20}x floor: {floor_ratios}")
         ratios = [f"{pair} {mid:.2f} [{low:.2f}-{high:.2f}]" for pair, (low, mid, high) in result["ac_ls"].items()]
         if "loop" in ms:
-            fastest = min(ms[name] for name in ("ac", "ac*", "ac+") if name in ms)
+            fastest = min(ms[name] for name in ("ac", "ac*", "ac+", "ac^") if name in ms)
             ratios.append(f"loop/fastest ac {ms['loop'] / fastest:.1f}x")
         lines.append(f"{'':<20}{', '.join(ratios)}")
         if result["clamped"]:
@@ -309,7 +312,10 @@ def format_layer_table(results: list[dict]) -> str:
             lines.append(f"{'':<20}C kernels over none: ac {_us(costs['ac'])}, ls {_us(costs['ls'])}; "
                          f"ls beyond ac {_us(costs['ls-ac'])}")
     lines.append("* = kernels='compiled' (torch.compile-fused); + = kernels='native' (the C kernels); "
+                 "^ = kernels='triton' (the Triton kernels); "
                  "ls-autograd = ecm='none' then layer scaling as plain autograd ops; loop = per-sample float64 oracle")
+    lines.append("floor = y.copy_(x) then torch.add(x, dy, out=dx), the memory traffic of a forward and a backward; "
+                 "x floor = each candidate's time over it")
     lines.append("a/b m [lo-hi] = median of the per-round time ratios, with its 95% confidence interval; "
                  "clamped = fraction of the ac layers' outputs the clamp changed")
     lines.append("C kernels over none = what each ECM adds to the C kernels' forward+backward, no autograd "

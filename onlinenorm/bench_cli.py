@@ -20,6 +20,13 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _dtypes(text: str) -> tuple[str, ...]:
+    dtypes = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not dtypes or any(d not in DTYPES for d in dtypes):
+        raise argparse.ArgumentTypeError(f"dtype must list some of {', '.join(DTYPES)}; got {text!r}")
+    return dtypes
+
+
 def register(subparsers) -> None:
     bench = subparsers.add_parser(
         "bench", help="benchmarks: the layer and a training step against batch norm, sweep parallel efficiency, the report's speed",
@@ -38,9 +45,12 @@ def register(subparsers) -> None:
     layer.add_argument("--oracle-rounds", type=int, default=3, metavar="N",
                        help="rounds of the slow per-sample loop oracle (0 skips it)")
     layer.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu or cuda")
-    layer.add_argument("--dtype", choices=DTYPES, default="float32")
-    layer.add_argument("--kernels", default="eager,compiled,native", metavar="LIST",
-                       help="comma-separated kernel choices to time: eager, compiled, native (default: all three)")
+    layer.add_argument("--dtype", type=_dtypes, default=("float32",), metavar="DTYPE[,DTYPE]",
+                       help=f"comma-separated activation dtypes, each timed in turn: {', '.join(DTYPES)} "
+                            "(default: float32)")
+    layer.add_argument("--kernels", default=None, metavar="LIST",
+                       help="comma-separated kernel choices to time: eager, compiled, native, triton "
+                            "(default: eager, compiled and native on the CPU; eager, compiled and triton on CUDA)")
     layer.add_argument("--threads", type=int, default=None, metavar="N",
                        help="torch CPU threads (default: torch's choice, one per core)")
     layer.add_argument("--ecm-rounds", type=int, default=200, metavar="N",
@@ -63,6 +73,8 @@ def register(subparsers) -> None:
     train.add_argument("--kernels", choices=KERNEL_CHOICES, default=None,
                        help="kernels of the online layers (default: ONLINENORM_KERNELS, else auto)")
     train.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    train.add_argument("--image-size", type=int, default=32, metavar="N",
+                       help="side of the random square input images (default: 32, CIFAR's; 224 for ImageNet's)")
     train.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda or cuda:N (default: %(default)s)")
     train.set_defaults(func=run_train)
 
@@ -103,7 +115,13 @@ def _set_up_machine(args) -> None:
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1; got {args.threads}")
         torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device_type = torch.device(args.device).type
+    except RuntimeError:
+        device_type = None
+    if device_type not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be cpu or cuda (cuda:N for one of several GPUs); got {args.device!r}")
+    if device_type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
 
 
@@ -115,8 +133,8 @@ def run_train(args) -> int:
     from onlinenorm.constants import ECMS, MODELS, NORMS
 
     norms = tuple(n.strip() for n in args.norms.split(",") if n.strip())
-    if min(args.batch_size, args.steps, args.rounds) < 1:
-        raise UsageError("--batch-size, --steps and --rounds must be >= 1")
+    if min(args.batch_size, args.steps, args.rounds, args.image_size) < 1:
+        raise UsageError("--batch-size, --steps, --rounds and --image-size must be >= 1")
     if args.model not in MODELS:
         raise UsageError(f"--model must be one of {', '.join(MODELS)}; got {args.model!r}")
     allowed = [n for n in NORMS if n != "online"] + [f"online-{ecm}" for ecm in ECMS]
@@ -128,7 +146,7 @@ def run_train(args) -> int:
     from onlinenorm.bench_train import bench_train, format_train_table
 
     rows = bench_train(model=args.model, batch_size=args.batch_size, steps=args.steps, norms=norms,
-                       rounds=args.rounds, device=args.device,
+                       rounds=args.rounds, image_size=args.image_size, device=args.device,
                        progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_train_table(rows))
     return 0
@@ -183,7 +201,7 @@ def run_layer(args) -> int:
 
     import torch
 
-    from onlinenorm.bench import DEFAULT_SHAPES, LAYER_KERNELS, bench_layer, format_layer_table
+    from onlinenorm.bench import DEFAULT_LAYER_KERNELS, DEFAULT_SHAPES, LAYER_KERNELS, bench_layer, format_layer_table
     from onlinenorm.cli import UsageError
     from onlinenorm.constants import DEFAULT_CLAMP_VALUE
 
@@ -193,14 +211,19 @@ def run_layer(args) -> int:
     if not 0 < clamp_value < math.inf:  # also refuses nan
         raise UsageError(f"--clamp-value must be a positive, finite number; got {args.clamp_value}")
     _set_up_machine(args)
-    kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
+    if args.kernels is None:
+        kernels = DEFAULT_LAYER_KERNELS[torch.device(args.device).type]
+    else:
+        kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
     if not kernels or any(k not in LAYER_KERNELS for k in kernels):
         raise UsageError(f"--kernels must list some of {', '.join(LAYER_KERNELS)}; got {args.kernels!r}")
-    print(f"torch {torch.__version__}, device {args.device}, dtype {args.dtype}, "
-          f"{torch.get_num_threads()} threads; median of {args.rounds} rounds, each in a shuffled order", flush=True)
-    rows = bench_layer(args.shape or DEFAULT_SHAPES, rounds=args.rounds, device=args.device,
-                       dtype=getattr(torch, args.dtype), oracle_rounds=args.oracle_rounds, kernels=kernels,
-                       clamp_value=clamp_value, ecm_rounds=args.ecm_rounds,
-                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(format_layer_table(rows))
+    for dtype in args.dtype:
+        print(f"torch {torch.__version__}, device {args.device}, dtype {dtype}, "
+              f"{torch.get_num_threads()} threads; median of {args.rounds} rounds, each in a shuffled order",
+              flush=True)
+        rows = bench_layer(args.shape or DEFAULT_SHAPES, rounds=args.rounds, device=args.device,
+                           dtype=getattr(torch, dtype), oracle_rounds=args.oracle_rounds, kernels=kernels,
+                           clamp_value=clamp_value, ecm_rounds=args.ecm_rounds,
+                           progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        print(format_layer_table(rows), flush=True)
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 ECMS = ("ac", "ls", "none")
 DEFAULT_CLAMP_VALUE = 5.0  # the paper's c for ImageNet
 # How the online layer runs its training-mode math; "auto" picks the fastest that builds here.
-KERNEL_CHOICES = ("auto", "eager", "compiled", "native")
+KERNEL_CHOICES = ("auto", "eager", "compiled", "native", "triton")
 
 # Normalizers the norm factory builds.
 NORMS = ("online", "batch", "group", "layer", "instance", "none")

@@ -57,8 +57,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from onlinenorm import native
 from onlinenorm.constants import KERNEL_CHOICES
+from onlinenorm.kernel_types import Counters, ForwardStats, Settings, StreamState
 from onlinenorm.scan import decay_operators, geometric_scan, linear_scan
 
 
@@ -126,8 +126,8 @@ def _forward_math(x3, weight, bias, mu, var, fwd_operators, alpha_fwd: float, ep
     ``clamp`` is ``(clamp_value, _pass_bound(clamp_value))`` for activation
     clamping, ``ls_eps`` a float for layer scaling; at most one is given.
     Returns ``out``, the clamped-element count (or None), the next ``mu`` and
-    ``var``, and the statistics backward needs (``(N, C)`` tensors and, for
-    layer scaling, ``r`` as ``(N, 1)``).
+    ``var``, and the statistics backward needs (:class:`ForwardStats`, without
+    the per-row clamp flags: the mask is recomputed everywhere).
 
     ``s2 = mean(x^2) - mean(x)^2`` takes one read for both sums; its relative
     error is about ``1e-7 * (1 + m^2 / s2)`` in float32, negligible unless a
@@ -158,8 +158,7 @@ def _forward_math(x3, weight, bias, mu, var, fwd_operators, alpha_fwd: float, ep
         clamp_value, bound = clamp
         count = _count_outside(out, bound)
         out.clamp_(-clamp_value, clamp_value)
-    stats = (mean, s2, mu_prev, invstd, scale, shift, ls_scale)
-    return out, count, mu_history[-1], var_history[-1], stats
+    return out, count, mu_history[-1], var_history[-1], ForwardStats(mean, s2, mu_prev, invstd, scale, shift, ls_scale)
 
 
 def _backward_math(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw: float, eps: float,
@@ -170,7 +169,7 @@ def _backward_math(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw
     samples and positions of ``g' * y`` and ``g'``, ``g'`` the gradient at
     ``y'``; ``(C,)``), and the next ``u``, ``v``.
     """
-    mean, s2, mu_prev, invstd, scale, shift, ls_scale = stats
+    mean, s2, mu_prev, invstd, scale, shift, ls_scale, _ = stats
     n, c, positions = x3.shape
     if clamp is not None:  # zero where the forward clamped
         bound = clamp[1]
@@ -218,7 +217,7 @@ def _backward_math(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw
 
 
 class Kernels:
-    """The forward and backward math, run eagerly or through ``torch.compile``.
+    """The forward and backward math, run eagerly or through ``torch.compile``, under :class:`_OnlineNormTrain`.
 
     Compiled, inductor fuses each direction's passes over the activations
     (statistics in one read; normalize, affine, clamp and count in one
@@ -243,22 +242,38 @@ class Kernels:
         self._backward = wrap(_backward_math)
         self._fallback = fallback
 
-    def forward(self, x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps, counters):
-        """``_forward_math``'s results less the count, which goes into ``counters``: ``(clamp_count,
-        seen_count)``, 0-d int64 tensors (either may be None) incremented by the clamped and all elements."""
-        operators = decay_operators(x3.shape[0], alpha_fwd, x3.device, x3.dtype)
+    def forward(self, x3: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, state: StreamState,
+                settings: Settings, counters: Counters) -> tuple[torch.Tensor, ForwardStats]:
+        """Training forward of ``x3`` ``(N, C, M)``: the output (in the compute dtype) and the statistics for
+        :meth:`backward`; advances ``mu``, ``var`` and adds to ``counters``."""
+        dtype = _compute_dtype(x3.dtype)
+        x3 = x3.to(dtype)
+        operators = decay_operators(x3.shape[0], settings.alpha_fwd, x3.device, dtype)
         out, count, mu_next, var_next, stats = self._run(
-            "_forward", x3, weight, bias, mu, var, operators, alpha_fwd, eps, clamp, ls_eps)
-        clamp_count, seen_count = counters
-        if clamp_count is not None and count is not None:
-            clamp_count += count
-        if seen_count is not None:
-            seen_count += x3.numel()
-        return out, mu_next, var_next, stats
+            "_forward", x3, _cast(weight, dtype), _cast(bias, dtype), state.mu.to(dtype), state.var.to(dtype),
+            operators, settings.alpha_fwd, settings.eps, _clamp_spec(settings.clamp_value, dtype), settings.ls_eps)
+        state.mu.copy_(mu_next)
+        state.var.copy_(var_next)
+        if counters.clamp_count is not None and count is not None:
+            counters.clamp_count.add_(count)
+        if counters.seen_count is not None:
+            counters.seen_count.add_(x3.numel())
+        return out, stats
 
-    def backward(self, grad, x3, weight, bias, u, v, stats, alpha_bkw, eps, clamp):
-        operators = decay_operators(x3.shape[0], alpha_bkw, x3.device, x3.dtype)
-        return self._run("_backward", grad, x3, weight, bias, u, v, stats, operators, alpha_bkw, eps, clamp)
+    def backward(self, grad3: torch.Tensor, x3: torch.Tensor, weight: torch.Tensor | None,
+                 bias: torch.Tensor | None, state: StreamState, stats: ForwardStats,
+                 settings: Settings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training backward over ``grad3`` ``(N, C, M)``: the input gradient (in the compute dtype) and the
+        weight and bias gradients ``(C,)``; advances ``u``, ``v``."""
+        dtype = stats.mean.dtype
+        operators = decay_operators(x3.shape[0], settings.alpha_bkw, x3.device, dtype)
+        grad_x, grad_weight, grad_bias, u_next, v_next = self._run(
+            "_backward", grad3.to(dtype), x3.to(dtype), _cast(weight, dtype), _cast(bias, dtype), state.u.to(dtype),
+            state.v.to(dtype), stats, operators, settings.alpha_bkw, settings.eps,
+            _clamp_spec(settings.clamp_value, dtype))
+        state.u.copy_(u_next)
+        state.v.copy_(v_next)
+        return grad_x, grad_weight, grad_bias
 
     def _run(self, direction: str, *args):
         try:
@@ -273,45 +288,96 @@ class Kernels:
             return getattr(self, direction)(*args)
 
 
-class NativeKernels:
-    """The hand-written C kernels (:mod:`onlinenorm.native`) where they cover a call, ``fallback`` elsewhere.
+class FusedKernels:
+    """Hand-written fused kernels where they cover a call, ``fallback`` elsewhere.
 
-    They cover float32 on the CPU (any ECM), outside ``torch.compile``
-    tracing (a model compiled whole traces ``fallback``'s math instead).
-    ``optional``: if the kernels cannot be built (no C compiler), warn once
-    and use ``fallback`` for every call; otherwise raise.
+    ``backend`` is ``"native"`` (the C kernels of :mod:`onlinenorm.native`: float32 on the CPU) or
+    ``"triton"`` (:mod:`onlinenorm.triton_kernels`: float32, bfloat16, float16 on CUDA); the state must
+    be contiguous float32 (a layer's buffers are, unless the module was cast). Under ``torch.compile``
+    they are called as custom ops (:mod:`onlinenorm.ops`), which the compiled graph keeps; eagerly,
+    directly: the Python custom-op dispatch (argument binding, autograd and version-counter wrappers)
+    costs several times what the C kernels take at small shapes.
+    ``optional``: if the kernels cannot run here (no C compiler, no triton), warn once and use
+    ``fallback`` for every call; otherwise raise. ``device_type``: only inputs on that device go to them
+    (``"auto"`` sends only CUDA tensors to the Triton kernels, never CPU ones through Triton's interpreter).
     """
 
-    def __init__(self, fallback: Kernels, optional: bool):
+    _TITLES = {"native": "C kernels", "triton": "Triton kernels"}
+
+    def __init__(self, backend: str, fallback: Kernels | FusedKernels, optional: bool, device_type: str | None = None):
+        self._backend = backend
+        self._device_type = device_type
         self._fallback = fallback
         self._optional = optional
         self._available: bool | None = None  # unknown until the first covered call
 
-    def _use(self, x3: torch.Tensor) -> bool:
-        if torch.compiler.is_compiling() or not native.covers(x3):
+    def _use(self, x3: torch.Tensor, state: StreamState) -> bool:
+        from onlinenorm import ops
+
+        if self._device_type not in (None, x3.device.type) or not ops.BACKENDS[self._backend].covers(x3) or any(
+                t.dtype != torch.float32 or not t.is_contiguous() for t in state):
             return False
         if self._available is None:
-            try:
-                native.library()
-                self._available = True
-            except native.NativeUnavailable as err:
-                if not self._optional:
-                    raise
-                warnings.warn(f"onlinenorm: the C kernels are unavailable ({err}); using the compiled ones",
-                              RuntimeWarning, stacklevel=5)
-                self._available = False
+            self._available = _backend_available(self._backend, self._optional)
         return self._available
 
-    def forward(self, x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps, counters):
-        if self._use(x3):
-            return native.forward(x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps, counters)
-        return self._fallback.forward(x3, weight, bias, mu, var, alpha_fwd, eps, clamp, ls_eps, counters)
+    def forward(self, x3, weight, bias, state: StreamState, settings: Settings, counters: Counters):
+        """As :meth:`Kernels.forward`, the output in ``x3``'s dtype; the state advanced in place."""
+        if not self._use(x3, state):
+            return self._fallback.forward(x3, weight, bias, state, settings, counters)
+        from onlinenorm import ops
 
-    def backward(self, grad, x3, weight, bias, u, v, stats, alpha_bkw, eps, clamp):
-        if self._use(x3):
-            return native.backward(grad, x3, weight, bias, u, v, stats, alpha_bkw, clamp)
-        # the fallback's statistics are the C forward's less its last (the clamp flags per row)
-        return self._fallback.backward(grad, x3, weight, bias, u, v, stats[:7], alpha_bkw, eps, clamp)
+        if torch.compiler.is_compiling():
+            out, *stats = ops.OPS[self._backend].forward(
+                x3, weight, bias, state.mu, state.var, *counters, settings.alpha_fwd, settings.eps,
+                settings.clamp_value, settings.ls_eps)
+            return out, ForwardStats(*stats[:6], *map(ops.present, stats[6:]))
+        out, stats = ops.BACKENDS[self._backend].forward(
+            x3, weight, bias, state.mu, state.var, settings.alpha_fwd, settings.eps, settings.clamp_value,
+            settings.ls_eps, *counters)
+        _advanced(state.mu, state.var)
+        return out, stats
+
+    def backward(self, grad3, x3, weight, bias, state: StreamState, stats: ForwardStats, settings: Settings):
+        """As :meth:`Kernels.backward`, the input gradient in ``grad3``'s dtype."""
+        if not self._use(x3, state):
+            return self._fallback.backward(grad3, x3, weight, bias, state, stats, settings)
+        from onlinenorm import ops
+
+        if torch.compiler.is_compiling():
+            return ops.OPS[self._backend].backward(grad3, x3, weight, bias, state.u, state.v, *ops.carried(stats),
+                                                   settings.alpha_bkw, settings.clamp_value)
+        grads = ops.BACKENDS[self._backend].backward(grad3, x3, weight, bias, state.u, state.v, stats,
+                                                     settings.alpha_bkw, settings.clamp_value)
+        _advanced(state.u, state.v)
+        return grads
+
+
+def _advanced(*states: torch.Tensor) -> None:
+    """Move the version counters of state buffers a kernel advanced in place, as an in-place op (or the custom
+    op) would, so autograd still refuses a backward through values saved before the update."""
+    for state in states:
+        torch.autograd.graph.increment_version(state)
+
+
+@torch.compiler.assume_constant_result
+def _backend_available(backend: str, optional: bool) -> bool:
+    """Whether ``backend``'s kernels can run here (built or found; raises where they cannot and are not
+    ``optional``, else warns). Run before tracing, its answer a constant of a compiled graph."""
+    from onlinenorm import native, triton_kernels
+
+    check, unavailable = {"native": (native.library, native.NativeUnavailable),
+                          "triton": (triton_kernels.check_available, triton_kernels.TritonUnavailable)}[backend]
+    try:
+        check()
+        return True
+    except unavailable as err:
+        if not optional:
+            raise
+        title = FusedKernels._TITLES[backend]
+        warnings.warn(f"onlinenorm: the {title} are unavailable ({err}); using the compiled ones",
+                      RuntimeWarning, stacklevel=6)
+        return False
 
 
 MAX_COMPILED_SHAPES = 64
@@ -330,28 +396,33 @@ def check_kernels(name: str) -> str:
     return name
 
 
-_BUILT_KERNELS: dict[str, Kernels | NativeKernels] = {}
+_BUILT_KERNELS: dict[str, Kernels | FusedKernels] = {}
 
 
-def _kernels(name: str) -> Kernels | NativeKernels:
+def _kernels(name: str) -> Kernels | FusedKernels:
     """Built on first use, so importing the layer never imports the compiler.
 
-    ``native`` is the C kernels, with the compiled ones (themselves falling
-    back to eager) for the calls the C kernels do not cover; ``auto`` is the
-    same chain, where the C kernels failing to build is a warning, not an error.
+    ``native`` and ``triton`` are those fused kernels, with the compiled ones (themselves falling back
+    to eager) for the calls they do not cover; ``auto`` is the C kernels, then the Triton kernels, then
+    compiled, where either fused kernel failing to build is a warning, not an error.
     """
     if name not in _BUILT_KERNELS:
         check_kernels(name)
-        if name in ("auto", "native"):
-            compiled = Kernels(compiled=True, fallback=_kernels("eager"))
-            _BUILT_KERNELS[name] = NativeKernels(fallback=compiled, optional=name == "auto")
-        else:
+        if name in ("eager", "compiled"):
             _BUILT_KERNELS[name] = Kernels(compiled=name == "compiled")
+        else:
+            compiled = Kernels(compiled=True, fallback=_kernels("eager"))
+            if name == "auto":
+                triton_then_compiled = FusedKernels("triton", fallback=compiled, optional=True, device_type="cuda")
+                _BUILT_KERNELS[name] = FusedKernels("native", fallback=triton_then_compiled, optional=True)
+            else:
+                _BUILT_KERNELS[name] = FusedKernels(name, fallback=compiled, optional=False)
     return _BUILT_KERNELS[name]
 
 
 class _OnlineNormTrain(torch.autograd.Function):
-    """Training-mode normalizer + affine + ECM; updates the state in place.
+    """Training-mode normalizer + affine + ECM, the one autograd node of every kernel choice; updates the
+    state in place.
 
     ``mu``/``var`` advance in ``forward``, ``u``/``v`` in ``backward``.
     Saves only ``x`` and per-(sample, channel) statistics for backward: the
@@ -360,23 +431,14 @@ class _OnlineNormTrain(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mu, var, u, v, alpha_fwd, alpha_bkw, eps, clamp_value, ls_eps,
-                clamp_count, seen_count, kernels):
+    def forward(ctx, x, weight, bias, state: StreamState, settings: Settings, counters: Counters,
+                kernels: Kernels | FusedKernels):
         n, c = x.shape[:2]
-        dtype = _compute_dtype(x.dtype)
-        x3 = x.reshape(n, c, -1).to(dtype)
-        clamp = _clamp_spec(clamp_value, dtype)
-        out, mu_next, var_next, stats = kernels.forward(x3, _cast(weight, dtype), _cast(bias, dtype), mu.to(dtype),
-                                                        var.to(dtype), alpha_fwd, eps, clamp, ls_eps,
-                                                        (clamp_count, seen_count))
-        _advance(mu, mu_next)
-        _advance(var, var_next)
-
+        out, stats = kernels.forward(x.reshape(n, c, -1), weight, bias, state, settings, counters)
         ctx.save_for_backward(x, weight, bias, *stats)
         # u, v are the live control state, read and advanced by whichever
         # backward runs next, so they are held by reference, not saved.
-        ctx.control_state = (u, v)
-        ctx.hyper = (alpha_bkw, eps, clamp, kernels)
+        ctx.state, ctx.settings, ctx.kernels = state, settings, kernels
         # A view of a tensor made inside a Function may not be modified in
         # place later (ReLU(inplace=True) after the layer); detach() returns
         # the same storage as a plain, non-view tensor.
@@ -384,29 +446,14 @@ class _OnlineNormTrain(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, weight, bias, *stats = ctx.saved_tensors
-        u, v = ctx.control_state
-        alpha_bkw, eps, clamp, kernels = ctx.hyper
+        x, weight, bias, *saved = ctx.saved_tensors
         n, c = x.shape[:2]
-        dtype = stats[0].dtype
-        grad_x, grad_weight, grad_bias, u_next, v_next = kernels.backward(
-            grad_out.reshape(n, c, -1).to(dtype), x.reshape(n, c, -1).to(dtype), _cast(weight, dtype),
-            _cast(bias, dtype), u.to(dtype), v.to(dtype), stats, alpha_bkw, eps, clamp)
-        _advance(u, u_next)
-        _advance(v, v_next)
+        grad_x, grad_weight, grad_bias = ctx.kernels.backward(
+            grad_out.reshape(n, c, -1), x.reshape(n, c, -1), weight, bias, ctx.state, ForwardStats(*saved),
+            ctx.settings)
         grad_weight = grad_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None
         grad_bias = grad_bias.to(bias.dtype) if ctx.needs_input_grad[2] else None
-        return (grad_x.to(x.dtype).view(x.shape), grad_weight, grad_bias) + (None,) * 12
-
-
-def _advance(state: torch.Tensor, new: torch.Tensor) -> None:
-    """Make ``new`` the contents of the state buffer ``state``. The C kernels advance a float32 buffer in
-    place and return it: then only its version counter moves, as an in-place op would move it, so autograd
-    still refuses a backward through values saved before the update."""
-    if new is state:
-        torch.autograd.graph.increment_version(state)
-    else:
-        state.copy_(new)
+        return grad_x.to(x.dtype).view(x.shape), grad_weight, grad_bias, None, None, None, None
 
 
 def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -459,8 +506,10 @@ def online_norm(
             synchronisation); or ``None``.
         kernels: how training mode runs the math: ``"eager"`` (no compiler
             needed), ``"compiled"`` (``torch.compile``, fused passes),
-            ``"native"`` (the C kernels of :mod:`onlinenorm.native` where they
-            apply, compiled elsewhere) or ``"auto"`` (native, switching for
+            ``"native"`` (the C kernels of :mod:`onlinenorm.native`, float32
+            on the CPU, compiled elsewhere), ``"triton"`` (the Triton kernels
+            of :mod:`onlinenorm.triton_kernels` on CUDA, compiled elsewhere)
+            or ``"auto"`` (native on the CPU, triton on CUDA, switching for
             good to compiled and then eager, with a warning, where a compiler
             is missing).
 
@@ -478,8 +527,9 @@ def online_norm(
             if counter is not None and (counter.dtype != torch.int64 or counter.device != x.device):
                 raise ValueError(f"{name} must be a torch.int64 tensor on the input's device ({x.device}); "
                                  f"got {counter.dtype} on {counter.device}")
-        return _OnlineNormTrain.apply(x, weight, bias, mu, var, u, v, alpha_fwd, alpha_bkw, eps,
-                                      clamp_value, ls_eps, clamp_count, seen_count, _kernels(kernels))
+        return _OnlineNormTrain.apply(x, weight, bias, StreamState(mu, var, u, v),
+                                      Settings(alpha_fwd, alpha_bkw, eps, clamp_value, ls_eps),
+                                      Counters(clamp_count, seen_count), _kernels(kernels))
     dtype = _compute_dtype(x.dtype)
     out = F.batch_norm(x.to(dtype), mu.to(dtype), var.to(dtype), weight, bias, False, 0.0, eps)
     if clamp_value is not None:

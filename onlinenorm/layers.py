@@ -45,12 +45,15 @@ class _OnlineNorm(nn.Module):
         ls_eps: ``eps`` of layer scaling, > 0.
         kernels: how training mode runs: ``"native"`` (hand-written C
             kernels for float32 on the CPU, built once per machine in about
-            a second; other calls run compiled),
-            ``"compiled"`` (``torch.compile``-fused passes, a few seconds to
-            compile per input shape and process), ``"eager"`` (no compiler
-            needed) or ``"auto"`` (native, falling back with a warning to
-            compiled and then eager where a compiler is missing); default
-            from ``ONLINENORM_KERNELS``, else auto.
+            a second; other calls run compiled), ``"triton"`` (hand-written
+            Triton kernels for float32, bfloat16 and float16 on CUDA; other
+            calls run compiled), ``"compiled"`` (``torch.compile``-fused
+            passes, a few seconds to compile per input shape and process),
+            ``"eager"`` (no compiler needed) or ``"auto"`` (native on the
+            CPU, triton on CUDA, falling back with a warning to compiled and
+            then eager where a compiler is missing); default from
+            ``ONLINENORM_KERNELS``, else auto. The fused kernels keep the
+            state in float32: a module cast to another dtype runs compiled.
 
     Shape:
         - Input: ``(N, C)`` (``OnlineNorm1d``) or ``(N, C, H, W)`` (``OnlineNorm2d``)

@@ -39,6 +39,8 @@ from typing import NamedTuple
 
 import torch
 
+from onlinenorm.kernel_types import ForwardStats, float32_contiguous
+
 SOURCE = Path(__file__).with_name("csrc") / "online_norm.c"
 FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11")
 NATIVE_FLAGS = ("-march=native",)
@@ -161,16 +163,27 @@ def _usable_portable() -> Path | None:
     return path if path.exists() else None
 
 
-# Tensors go in as their data_ptr() addresses: no ctypes pointer objects to build per call.
+# The C prototypes, argument by argument: (name as in csrc/online_norm.c, ctypes type). Tensors go in as their
+# data_ptr() addresses (None for NULL): no ctypes pointer objects to build per call.
 _PTR, _I64, _F64, _INT, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int, ctypes.c_float
-_SIGNATURES = {
+SIGNATURES = {
     "onlinenorm_forward": (
-        _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR,
-        _F64, _F64, _F32, _INT, _F64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _INT),
+        ("x", _PTR), ("out", _PTR), ("n", _I64), ("channels", _I64), ("m", _I64), ("weight", _PTR),
+        ("bias", _PTR), ("mu_state", _PTR), ("var_state", _PTR), ("alpha", _F64), ("eps", _F64),
+        ("clamp_value", _F32), ("layer_scaling", _INT), ("ls_eps", _F64), ("mean_out", _PTR), ("s2_out", _PTR),
+        ("mu_prev_out", _PTR), ("invstd_out", _PTR), ("scale_out", _PTR), ("shift_out", _PTR),
+        ("ls_scale_out", _PTR), ("clamped_out", _PTR), ("clamped_total", _PTR), ("seen_total", _PTR),
+        ("threads", _INT)),
     "onlinenorm_backward": (
-        _PTR, _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR,
-        _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _F64, _F32, _PTR, _PTR, _INT),
+        ("grad", _PTR), ("x", _PTR), ("grad_x", _PTR), ("n", _I64), ("channels", _I64), ("m", _I64),
+        ("weight", _PTR), ("bias", _PTR), ("mean_in", _PTR), ("s2_in", _PTR), ("mu_prev_in", _PTR),
+        ("invstd_in", _PTR), ("scale_in", _PTR), ("shift_in", _PTR), ("ls_scale_in", _PTR), ("clamped_in", _PTR),
+        ("u_state", _PTR), ("v_state", _PTR), ("alpha", _F64), ("clamp_value", _F32), ("grad_weight_out", _PTR),
+        ("grad_bias_out", _PTR), ("threads", _INT)),
 }
+# One NamedTuple per C function, its fields the arguments in the prototype's order: calls name every argument.
+_ForwardArgs = NamedTuple("_ForwardArgs", [(name, object) for name, _ in SIGNATURES["onlinenorm_forward"]])
+_BackwardArgs = NamedTuple("_BackwardArgs", [(name, object) for name, _ in SIGNATURES["onlinenorm_backward"]])
 
 
 @functools.cache
@@ -187,9 +200,9 @@ def library() -> ctypes.CDLL:
         lib = ctypes.CDLL(str(path))
     except OSError as err:
         raise NativeUnavailable(f"could not load the built kernels: {err}") from err
-    for name, argtypes in _SIGNATURES.items():
+    for name, arguments in SIGNATURES.items():
         function = getattr(lib, name)
-        function.argtypes, function.restype = argtypes, None
+        function.argtypes, function.restype = [ctype for _, ctype in arguments], None
     return lib
 
 
@@ -202,58 +215,51 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _clamp_value(clamp: tuple[float, float] | None) -> float:
-    """The kernels' clamp value: +inf (nothing clamped, nothing counted) without clamping."""
-    return math.inf if clamp is None else clamp[0]
+def forward(x3: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, mu: torch.Tensor,
+            var: torch.Tensor, alpha_fwd: float, eps: float, clamp_value: float | None, ls_eps: float | None,
+            clamp_count: torch.Tensor | None, seen_count: torch.Tensor | None) -> tuple[torch.Tensor, ForwardStats]:
+    """Training forward of float32 CPU ``x3`` ``(N, C, M)``: returns the output and the statistics.
 
-
-def _state(t: torch.Tensor | None) -> torch.Tensor | None:
-    """A per-channel parameter or state tensor as contiguous float32 (itself when it already is: the kernels
-    only read its memory, so a parameter that requires grad can go in as it is)."""
-    if t is None or (t.dtype == torch.float32 and t.is_contiguous()):
-        return t
-    return t.detach().to(torch.float32).contiguous()
-
-
-def forward(x3, weight, bias, mu, var, alpha_fwd: float, eps: float, clamp: tuple[float, float] | None,
-            ls_eps: float | None, counters: tuple[torch.Tensor | None, torch.Tensor | None]):
-    """The same contract as ``functional.Kernels.forward`` for covered calls, except that
-
-    - the kernel advances ``mu`` and ``var`` in place when they are contiguous float32 (else a float32
-      copy), and returns the tensors it advanced: no new state tensors, no copies back;
-    - the kernel adds to ``counters`` (the clamped-element and element counts, 0-d int64 on the CPU, as
-      ``online_norm`` checks) itself;
-    - the statistics end with one more: with clamping, a uint8 flag per (sample, channel) row, whether it
-      has anything clamped (the backward recomputes the clamp mask only in those rows); else None.
+    Advances ``mu`` and ``var`` (contiguous float32 ``(C,)``) in place, and adds the clamped and all elements
+    to ``clamp_count`` and ``seen_count`` (0-d int64; either may be None) itself: no tensor operation around
+    the call. With clamping the statistics end with a uint8 flag per row, whether it has anything clamped.
     """
     x3 = x3.contiguous()
     n, c, m = x3.shape
-    weight, bias, mu, var = map(_state, (weight, bias, mu, var))
+    weight, bias = float32_contiguous(weight), float32_contiguous(bias)
     out = torch.empty_like(x3)
-    mean, s2, mu_prev, invstd, scale, shift = torch.empty((6, n, c), dtype=torch.float32)
+    # six tensors, not views of one: a custom op's outputs may not alias each other
+    mean, s2, mu_prev, invstd, scale, shift = (torch.empty((n, c), dtype=torch.float32) for _ in range(6))
     ls_scale = torch.empty((n, 1), dtype=torch.float32) if ls_eps is not None else None
-    clamped = torch.empty((n, c), dtype=torch.uint8) if clamp is not None else None
-    clamp_count, seen_count = counters
-    library().onlinenorm_forward(
-        _ptr(x3), _ptr(out), n, c, m, _ptr(weight), _ptr(bias), _ptr(mu), _ptr(var),
-        alpha_fwd, eps, _clamp_value(clamp), ls_eps is not None, ls_eps or 0.0,
-        _ptr(mean), _ptr(s2), _ptr(mu_prev), _ptr(invstd), _ptr(scale), _ptr(shift), _ptr(ls_scale),
-        _ptr(clamped), _ptr(clamp_count if clamp is not None else None), _ptr(seen_count), torch.get_num_threads())
-    stats = (mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped)
-    return out, mu, var, stats
+    clamped = torch.empty((n, c), dtype=torch.uint8) if clamp_value is not None else None
+    library().onlinenorm_forward(*_ForwardArgs(
+        x=_ptr(x3), out=_ptr(out), n=n, channels=c, m=m, weight=_ptr(weight), bias=_ptr(bias), mu_state=_ptr(mu),
+        var_state=_ptr(var), alpha=alpha_fwd, eps=eps, clamp_value=math.inf if clamp_value is None else clamp_value,
+        layer_scaling=ls_eps is not None, ls_eps=ls_eps or 0.0, mean_out=_ptr(mean), s2_out=_ptr(s2),
+        mu_prev_out=_ptr(mu_prev), invstd_out=_ptr(invstd), scale_out=_ptr(scale), shift_out=_ptr(shift),
+        ls_scale_out=_ptr(ls_scale), clamped_out=_ptr(clamped),
+        clamped_total=_ptr(clamp_count if clamp_value is not None else None), seen_total=_ptr(seen_count),
+        threads=torch.get_num_threads()))
+    return out, ForwardStats(mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped)
 
 
-def backward(grad, x3, weight, bias, u, v, stats, alpha_bkw: float, clamp: tuple[float, float] | None):
-    """The same contract as ``functional._backward_math`` for covered calls (``stats`` from :func:`forward`),
-    except that the kernel advances ``u`` and ``v`` in place as :func:`forward` does ``mu`` and ``var``."""
+def backward(grad: torch.Tensor, x3: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+             u: torch.Tensor, v: torch.Tensor, stats: ForwardStats, alpha_bkw: float,
+             clamp_value: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training backward (the control process) over float32 CPU ``grad`` ``(N, C, M)`` with :func:`forward`'s
+    statistics: returns the input gradient and the weight and bias gradients (``(C,)``, summed over the
+    batch); advances ``u`` and ``v`` (contiguous float32) in place."""
     grad, x3 = grad.contiguous(), x3.contiguous()
     n, c, m = x3.shape
-    mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped = (None if t is None else t.contiguous() for t in stats)
-    weight, bias, u, v = map(_state, (weight, bias, u, v))
+    stats = ForwardStats(*(None if t is None else t.contiguous() for t in stats))
+    weight, bias = float32_contiguous(weight), float32_contiguous(bias)
     grad_x = torch.empty_like(x3)
-    grad_weight, grad_bias = torch.empty((2, c), dtype=torch.float32)
-    library().onlinenorm_backward(
-        _ptr(grad), _ptr(x3), _ptr(grad_x), n, c, m, _ptr(weight), _ptr(bias), _ptr(mean), _ptr(s2), _ptr(mu_prev),
-        _ptr(invstd), _ptr(scale), _ptr(shift), _ptr(ls_scale), _ptr(clamped), _ptr(u), _ptr(v),
-        alpha_bkw, _clamp_value(clamp), _ptr(grad_weight), _ptr(grad_bias), torch.get_num_threads())
-    return grad_x, grad_weight, grad_bias, u, v
+    grad_weight, grad_bias = torch.empty(c, dtype=torch.float32), torch.empty(c, dtype=torch.float32)
+    library().onlinenorm_backward(*_BackwardArgs(
+        grad=_ptr(grad), x=_ptr(x3), grad_x=_ptr(grad_x), n=n, channels=c, m=m, weight=_ptr(weight),
+        bias=_ptr(bias), mean_in=_ptr(stats.mean), s2_in=_ptr(stats.s2), mu_prev_in=_ptr(stats.mu_prev),
+        invstd_in=_ptr(stats.invstd), scale_in=_ptr(stats.scale), shift_in=_ptr(stats.shift),
+        ls_scale_in=_ptr(stats.ls_scale), clamped_in=_ptr(stats.clamped), u_state=_ptr(u), v_state=_ptr(v),
+        alpha=alpha_bkw, clamp_value=math.inf if clamp_value is None else clamp_value,
+        grad_weight_out=_ptr(grad_weight), grad_bias_out=_ptr(grad_bias), threads=torch.get_num_threads()))
+    return grad_x, grad_weight, grad_bias

@@ -11,6 +11,11 @@ import torch
 # start, which inherit the environment) run eagerly unless a test asks for
 # compiled or auto kernels by name; those paths have their own tests.
 os.environ.setdefault("ONLINENORM_KERNELS", "eager")
+# Without a GPU, the Triton kernels' tests run them in Triton's interpreter, on CPU tensors. Triton reads
+# this when it is imported (the layer imports it on first use of those kernels, after this file): nothing
+# else the suite runs on the CPU goes through Triton, so setting it costs the other tests nothing.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="module")

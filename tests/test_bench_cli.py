@@ -21,18 +21,23 @@ def test_bench_layer_prints_ratio_table(capsys):
                  "--rounds", "2", "--oracle-rounds", "1", "--threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["shape", "candidate", "ms", "x", "BN", "saved", "B/elem"]
-    candidates = ["batchnorm", "ac", "ls", "none", "ls-autograd", "loop"]
-    for start, shape in ((3, "(3, 2, 5, 5)"), (3 + len(candidates) + 2, "(2, 4, 3, 3)")):
+    candidates = ["batchnorm", "ac", "ls", "none", "ls-autograd", "floor", "loop"]
+    for start, shape in ((3, "(3, 2, 5, 5)"), (3 + len(candidates) + 3, "(2, 4, 3, 3)")):
         block = lines[start:start + len(candidates)]
         assert block[0].startswith(shape)
         assert [row.split()[-4] for row in block] == candidates
-        assert all(float(row.split()[-3]) > 0 and float(row.split()[-2]) > 0 for row in block)
+        # the floor is a copy and an add: at these toy shapes under 0.005 ms, printed as 0.00
+        assert all(float(row.split()[-3]) > 0 and float(row.split()[-2]) > 0 for row in block if "floor" not in row)
         assert float(block[0].split()[-2]) == 1.0  # batch norm against itself
-        summary = lines[start + len(candidates)]
+        floor = dict(re.findall(r"(\S+) ([\d.]+)", lines[start + len(candidates)].strip().removeprefix("x floor: ")))
+        assert list(floor) == ["batchnorm", "ac", "ls", "none", "ls-autograd"]  # each candidate's time over the floor
+        assert all(float(ratio) > 0 for ratio in floor.values())
+        summary = lines[start + len(candidates) + 1]
         assert "ac/ls " in summary and "ac/ls-autograd " in summary and "loop/fastest ac " in summary
         low, middle, high = map(float, re.search(r"ac/ls ([\d.]+) \[([\d.]+)-([\d.]+)\]", summary).group(2, 1, 3))
         assert 0 < low <= middle <= high
-        assert re.fullmatch(r"clamped at c=5: ac [\d.e+-]+", lines[start + len(candidates) + 1].strip())
+        assert re.fullmatch(r"clamped at c=5: ac [\d.e+-]+", lines[start + len(candidates) + 2].strip())
+    assert lines[-3].startswith("floor = y.copy_(x) then torch.add(x, dy, out=dx)")
     assert lines[-2].startswith("a/b m [lo-hi] = median of the per-round time ratios, with its 95% confidence")
     assert lines[-1].startswith("C kernels over none = what each ECM adds")
     assert not any(line.strip().startswith("C kernels over none:") for line in lines)  # native not timed
@@ -143,18 +148,19 @@ def test_bench_layer_times_compiled_and_native_kernels_beside_eager(capsys):
     assert main(["bench", "layer", "--shape", "4x3x5x5", "--rounds", "1", "--oracle-rounds", "0",
                  "--ecm-rounds", "2", "--threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[-4] for line in lines[3:14]] == [
-        "batchnorm", "ac", "ls", "none", "ac*", "ls*", "none*", "ac+", "ls+", "none+", "ls-autograd"]
-    assert "ac*/ls* " in lines[14] and "ac+/ls+ " in lines[14]
-    assert re.fullmatch(r"clamped at c=5: ac \S+, ac\* \S+, ac\+ \S+", lines[15].strip())
-    assert lines[16].strip().startswith("C kernels over none: ac ")
-    assert lines[-3].startswith("* = kernels='compiled'")
+    assert [line.split()[-4] for line in lines[3:15]] == [
+        "batchnorm", "ac", "ls", "none", "ac*", "ls*", "none*", "ac+", "ls+", "none+", "ls-autograd", "floor"]
+    assert lines[15].strip().startswith("x floor: batchnorm ")
+    assert "ac*/ls* " in lines[16] and "ac+/ls+ " in lines[16]
+    assert re.fullmatch(r"clamped at c=5: ac \S+, ac\* \S+, ac\+ \S+", lines[17].strip())
+    assert lines[18].strip().startswith("C kernels over none: ac ")
+    assert lines[-4].startswith("* = kernels='compiled'")
 
 
 def test_bench_layer_rejects_unknown_kernels(capsys):
     assert main(["bench", "layer", "--kernels", "eager,fast"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "onlinenorm bench: error: --kernels must list some of eager, compiled, native; got 'eager,fast'")
+        "onlinenorm bench: error: --kernels must list some of eager, compiled, native, triton; got 'eager,fast'")
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -168,13 +174,41 @@ def test_bench_layer_rejects_bad_shapes(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_bench_layer_rejects_cuda_without_device(capsys):
-    import torch
+@pytest.mark.parametrize("kind", ["layer", "train"])
+def test_bench_rejects_cuda_without_device(kind, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    assert main(["bench", "layer", "--device", "cuda"]) == 2
+    assert main(["bench", kind, "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["onlinenorm bench: error: --device cuda asked for, but torch sees no CUDA device; use --device cpu"]
+
+
+@pytest.mark.parametrize("kind", ["layer", "train"])
+def test_bench_rejects_unknown_devices(kind, capsys):
+    assert main(["bench", kind, "--device", "gpu"]) == 2
+    assert capsys.readouterr().err == (
+        "onlinenorm bench: error: --device must be cpu or cuda (cuda:N for one of several GPUs); got 'gpu'\n")
+
+
+def test_bench_layer_rejects_unknown_dtypes(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "layer", "--dtype", "float32,int8"])
+    assert exit_info.value.code == 2
+    assert "dtype must list some of float32, bfloat16, float16; got 'float32,int8'" in capsys.readouterr().err
+
+
+def test_bench_layer_times_each_dtype_in_turn_with_the_triton_kernels(capsys):
+    """--dtype takes a list, one table each; kernels "triton" is a candidate (here in Triton's interpreter)."""
+    pytest.importorskip("triton")
+    assert main(["bench", "layer", "--shape", "2x2x3x3", "--kernels", "triton", "--dtype", "float32,bfloat16",
+                 "--rounds", "1", "--oracle-rounds", "0", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    headers = [line for line in out.splitlines() if line.startswith("torch ")]
+    assert [header.split(", ")[2] for header in headers] == ["dtype float32", "dtype bfloat16"]
+    for table in out.split("torch ")[1:]:
+        candidates = [line.split()[-4] for line in table.splitlines()[3:9]]
+        assert candidates == ["batchnorm", "ac^", "ls^", "none^", "ls-autograd", "floor"]
+        assert "ac^/ls^ " in table
 
 
 def test_bench_train_prints_step_ratios(capsys):

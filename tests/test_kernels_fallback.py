@@ -3,6 +3,7 @@ and a built C library is reused from its cache."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -120,3 +121,25 @@ def test_the_default_is_auto_unless_the_environment_says_otherwise(monkeypatch):
     assert default_kernels() == "auto"
     monkeypatch.setenv("ONLINENORM_KERNELS", "compiled")
     assert default_kernels() == "compiled"
+
+
+C_TYPES = {"ptr": ctypes.c_void_p, "int64_t": ctypes.c_int64, "double": ctypes.c_double, "float": ctypes.c_float,
+           "int": ctypes.c_int}
+
+
+@pytest.mark.parametrize("function", ["onlinenorm_forward", "onlinenorm_backward"])
+def test_the_ctypes_table_matches_the_c_prototype(function):
+    """native.SIGNATURES, the one table the ctypes argument types and the calls' named arguments come from,
+    lists the C prototype's arguments by name, type and position."""
+    import re
+
+    from onlinenorm import native
+
+    source = native.SOURCE.read_text()
+    parameters = re.search(rf"void {function}\(([^)]*)\)", source).group(1)
+    prototype = []
+    for parameter in parameters.split(","):
+        words = parameter.replace("*", " * ").split()
+        kind = "ptr" if "*" in words else words[-2]
+        prototype.append((words[-1], C_TYPES[kind]))
+    assert list(native.SIGNATURES[function]) == prototype

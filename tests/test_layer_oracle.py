@@ -1,7 +1,8 @@
-"""The layer against the independent per-sample float64 oracle (tests/oracle.py)."""
+"""The layer against the independent per-sample float64 oracle (onlinenorm/reference.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import onlinenorm
-from oracle import OracleOnlineNorm
+from onlinenorm.reference import OracleOnlineNorm
 
 REL_TOL = 1e-4
 BATCHES = 3  # consecutive batches, so the carried state is exercised
@@ -261,3 +262,94 @@ def test_native_clamps_and_counts_an_infinite_output_but_not_a_nan():
     finite = pre_clamp.isfinite()
     assert torch.equal(out[finite], pre_clamp[finite].clamp(-1.0, 1.0))
     assert layer.clamp_count.item() == (pre_clamp.abs() > 1.0).sum().item() > 1
+
+
+# The Triton kernels: on CUDA tensors where there is a GPU, else in Triton's interpreter on CPU tensors
+# (tests/conftest.py sets TRITON_INTERPRET=1 on a machine without CUDA). The interpreter runs each program
+# in Python, so these cases are small; together they cover every ECM with and without the affine, batch 1,
+# 1d inputs, the half dtypes, and shapes with more channels than one scan program takes and rows longer
+# than one step of a row's loop.
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+HALF_TOLERANCE = {torch.bfloat16: 3e-2, torch.float16: 5e-3}
+TRITON_CASES = [(kind, n, ecm, affine) for kind, n, affine in (("2d", 7, True), ("2d", 1, False), ("1d", 5, True))
+                for ecm in onlinenorm.ECMS]
+
+
+def triton_check(layer, oracle, shape, dtype=torch.float32, affine=True, seed=0):
+    """The layer on ``TRITON_DEVICE`` with kernels="triton", against the oracle over ``BATCHES`` batches of
+    ``shape``, inputs rounded to ``dtype`` once and shared with the oracle."""
+    tol = HALF_TOLERANCE.get(dtype, REL_TOL)
+    layer.kernels = "triton"
+    layer.to(TRITON_DEVICE)
+    gen = torch.Generator().manual_seed(seed)
+    channels = shape[1]
+    offsets = torch.linspace(-3.0, 4.0, channels).view(1, channels, *([1] * (len(shape) - 2)))
+    for _ in range(BATCHES):
+        x = (torch.randn(shape, generator=gen) * 2.0 + offsets).to(dtype)
+        grad_out = torch.randn(shape, generator=gen).to(dtype)
+        inp = x.to(TRITON_DEVICE).requires_grad_(True)
+        layer.zero_grad()
+        out = layer(inp)
+        out.backward(grad_out.to(TRITON_DEVICE))
+        want_out, want_dx, want_gw, want_gb, _ = oracle.step(x.double(), grad_out.double())
+        assert out.dtype == dtype and inp.grad.dtype == dtype
+        assert rel_err(out.cpu(), want_out) < tol
+        assert rel_err(inp.grad.cpu(), want_dx) < tol
+        if affine:
+            assert rel_err(layer.weight.grad.cpu(), want_gw) < tol
+            assert rel_err(layer.bias.grad.cpu(), want_gb) < tol
+        for name in ("mu", "var", "u", "v"):
+            assert getattr(layer, name).dtype == torch.float32
+            assert rel_err(getattr(layer, name).cpu(), getattr(oracle, name)) < tol, name
+
+
+@needs_triton
+@pytest.mark.parametrize("kind,n,ecm,affine", TRITON_CASES,
+                         ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}" for k, n, e, a in TRITON_CASES])
+def test_triton_kernels_match_oracle(kind, n, ecm, affine):
+    layer, oracle = make_pair(kind, 3, ecm, affine, 0.9, 0.75)
+    triton_check(layer, oracle, (n, 3, 5, 3) if kind == "2d" else (n, 3), affine=affine)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", list(HALF_TOLERANCE), ids=str)
+@pytest.mark.parametrize("ecm", onlinenorm.ECMS)
+def test_triton_kernels_match_oracle_in_half_precision(dtype, ecm):
+    """bfloat16 and float16 activations, float32 statistics and state."""
+    layer, oracle = make_pair("2d", 4, ecm, True, 0.9, 0.75)
+    triton_check(layer, oracle, (6, 4, 3, 5), dtype=dtype)
+
+
+@needs_triton
+@pytest.mark.parametrize("ecm", ["ac", "ls"])
+def test_triton_kernels_match_oracle_at_odd_shapes(ecm):
+    """37 channels (two scan programs, the second part-full; layer scaling sums a sample's channels over two
+    blocks) and rows of 1100 activations (two steps of a row's loop, the second part-full)."""
+    layer, oracle = make_pair("2d", 37, ecm, True, 0.9, 0.75)
+    triton_check(layer, oracle, (3, 37, 1, 2))
+    layer, oracle = make_pair("2d", 2, ecm, True, 0.9, 0.75)
+    triton_check(layer, oracle, (2, 2, 44, 25))
+
+
+@needs_triton
+def test_triton_kernels_mask_exactly_the_rows_that_clamped_and_count_them():
+    """As the C kernels: the backward recomputes the clamp mask only in rows the forward flagged; both kinds of
+    rows give the oracle's numbers, and the clamp counter matches the oracle's clamped elements."""
+    shape, clamp = (6, 4, 5, 5), 4.0
+    layer, oracle = make_pair("2d", 4, "ac", True, 0.9, 0.8, clamp_value=clamp)
+    layer.kernels = "triton"
+    layer.to(TRITON_DEVICE)
+    gen = torch.Generator().manual_seed(3)
+    clamped_total = 0
+    for _ in range(2):
+        x, grad_out = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+        x[..., 2, 3] += torch.where(torch.rand(shape[:2], generator=gen) < 0.5, 30.0, 0.0)  # far out in half the rows
+        out, dx = train_step(layer, x.to(TRITON_DEVICE), grad_out.to(TRITON_DEVICE))
+        want_out, want_dx, _, _, pre_clamp = oracle.step(x, grad_out)
+        rows_clamped = (pre_clamp.abs() > clamp).flatten(2).any(dim=2)
+        assert 0 < rows_clamped.sum() < rows_clamped.numel()  # both kinds of rows
+        assert rel_err(out.cpu(), want_out) < REL_TOL and rel_err(dx.cpu(), want_dx) < REL_TOL
+        clamped_total += int((pre_clamp.abs() > clamp).sum())
+    assert layer.clamp_count.item() == clamped_total
+    assert layer.seen_count.item() == 2 * x.numel()

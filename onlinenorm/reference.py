@@ -1,8 +1,9 @@
-"""Independent per-sample oracle of Online Normalization, straight from the equations in ``onlinenorm.functional``.
+"""Independent per-sample reference (oracle) of Online Normalization, from the equations of
+:mod:`onlinenorm.functional`'s docstring.
 
-A plain loop over samples in float64, sharing no code with ``onlinenorm``.
-It is the reference the layer is tested against and the slow baseline of
-``onlinenorm bench layer``; never an implementation.
+A plain loop over samples in float64, sharing no code with the layer's kernels.
+It is what the tests check every kernel choice against and the slow baseline of
+``onlinenorm bench layer``; never an implementation to train with.
 """
 
 from __future__ import annotations

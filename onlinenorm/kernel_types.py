@@ -1,0 +1,61 @@
+"""The named structures the layer passes its kernels (every kernel choice takes and returns these)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class StreamState(NamedTuple):
+    """A layer's streaming state, ``(C,)`` each: ``mu``, ``var`` advance in forward, ``u``, ``v`` in backward."""
+
+    mu: torch.Tensor
+    var: torch.Tensor
+    u: torch.Tensor
+    v: torch.Tensor
+
+
+class Counters(NamedTuple):
+    """The clamp telemetry: 0-d int64 tensors incremented by the clamped and by all elements (either may be None)."""
+
+    clamp_count: torch.Tensor | None
+    seen_count: torch.Tensor | None
+
+
+class Settings(NamedTuple):
+    """A training call's hyperparameters: decay factors, ``eps``, and the ECM (``clamp_value`` for activation
+    clamping, ``ls_eps`` for layer scaling; at most one is not None)."""
+
+    alpha_fwd: float
+    alpha_bkw: float
+    eps: float
+    clamp_value: float | None
+    ls_eps: float | None
+
+
+class ForwardStats(NamedTuple):
+    """What the forward keeps for the backward, per (sample, channel) ``(N, C)`` unless said otherwise.
+
+    ``mean``, ``s2``: the row's mean and biased variance; ``mu_prev``, ``invstd``: the state before the sample,
+    ``1 / sqrt(var_prev + eps)``; ``scale``, ``shift``: ``y' = scale x + shift``; ``ls_scale``: ``r`` ``(N, 1)``
+    with layer scaling, else None; ``clamped``: with clamping, from the fused kernels, a uint8 flag per row
+    saying whether the forward clamped anything in it (the backward recomputes the mask only there), else None.
+    """
+
+    mean: torch.Tensor
+    s2: torch.Tensor
+    mu_prev: torch.Tensor
+    invstd: torch.Tensor
+    scale: torch.Tensor
+    shift: torch.Tensor
+    ls_scale: torch.Tensor | None
+    clamped: torch.Tensor | None = None
+
+
+def float32_contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A per-channel parameter as the fused kernels read it, contiguous float32: itself when it already is (the
+    kernels only read its memory, so a parameter that requires grad goes in as it is), else a detached copy."""
+    if t is None or (t.dtype == torch.float32 and t.is_contiguous()):
+        return t
+    return t.detach().to(torch.float32).contiguous()

@@ -1,0 +1,82 @@
+"""The fused kernels as ``torch.library`` custom ops, so that ``torch.compile`` calls them instead of tracing.
+
+Per backend (``native``: the C kernels of :mod:`onlinenorm.native`; ``triton``: the kernels of
+:mod:`onlinenorm.triton_kernels`) two ops, each with a fake kernel (the shapes of its outputs, for
+tracing) and ``mutates_args`` naming the state it advances in place:
+
+- ``onlinenorm::<backend>_forward(x, weight, bias, mu!, var!, clamp_count!, seen_count!, alpha_fwd, eps,
+  clamp_value, ls_eps)``: the training forward of ``x`` ``(N, C, M)``; returns the output and the eight
+  :class:`~onlinenorm.kernel_types.ForwardStats` (an absent ``ls_scale`` or ``clamped`` as an empty
+  tensor, see :func:`present`).
+- ``onlinenorm::<backend>_backward(grad, x, weight, bias, u!, v!, *stats, alpha_bkw, clamp_value)``:
+  returns the input, weight and bias gradients (the latter two float32 ``(C,)``).
+
+Their autograd formula is :class:`onlinenorm.functional._OnlineNormTrain`, the layer's one autograd node
+around whichever kernels run: ``torch.library`` registers autograd formulas only for ops that mutate
+nothing, and these advance the layer's state in place (as batch norm advances its running statistics).
+A model compiled whole (``torch.compile(model, fullgraph=True)``) keeps these calls in its graph.
+"""
+
+from types import SimpleNamespace
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from onlinenorm import native, triton_kernels
+from onlinenorm.kernel_types import ForwardStats
+
+BACKENDS = {"native": native, "triton": triton_kernels}
+
+
+def present(t: Tensor) -> Optional[Tensor]:
+    """An optional statistic as the ops carry it (empty when absent) back to None."""
+    return t if t.numel() else None
+
+
+def carried(stats: ForwardStats) -> tuple[Tensor, ...]:
+    """``stats`` as the ops carry them: the eight tensors, an absent ``ls_scale`` or ``clamped`` empty."""
+    empty = stats.mean.new_empty(0)
+    return (*stats[:6], empty if stats.ls_scale is None else stats.ls_scale,
+            empty.to(torch.uint8) if stats.clamped is None else stats.clamped)
+
+
+def _define(name: str, backend) -> SimpleNamespace:
+    """Register ``onlinenorm::<name>_forward`` and ``onlinenorm::<name>_backward`` over ``backend``'s
+    ``forward`` and ``backward``; returns them as ``.forward`` and ``.backward``."""
+
+    @torch.library.custom_op(f"onlinenorm::{name}_forward", mutates_args=("mu", "var", "clamp_count", "seen_count"))
+    def forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mu: Tensor, var: Tensor,
+                clamp_count: Optional[Tensor], seen_count: Optional[Tensor], alpha_fwd: float, eps: float,
+                clamp_value: Optional[float], ls_eps: Optional[float]
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        out, stats = backend.forward(x, weight, bias, mu, var, alpha_fwd, eps, clamp_value, ls_eps,
+                                     clamp_count, seen_count)
+        return (out, *carried(stats))
+
+    @forward.register_fake
+    def _(x, weight, bias, mu, var, clamp_count, seen_count, alpha_fwd, eps, clamp_value, ls_eps):
+        n, c, _ = x.shape
+        rows = [x.new_empty((n, c), dtype=torch.float32) for _ in range(6)]
+        ls_scale = x.new_empty((n, 1) if ls_eps is not None else (0,), dtype=torch.float32)
+        clamped = x.new_empty((n, c) if clamp_value is not None else (0,), dtype=torch.uint8)
+        return (torch.empty_like(x), *rows, ls_scale, clamped)
+
+    @torch.library.custom_op(f"onlinenorm::{name}_backward", mutates_args=("u", "v"))
+    def backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], u: Tensor, v: Tensor,
+                 mean: Tensor, s2: Tensor, mu_prev: Tensor, invstd: Tensor, scale: Tensor, shift: Tensor,
+                 ls_scale: Tensor, clamped: Tensor, alpha_bkw: float, clamp_value: Optional[float]
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+        stats = ForwardStats(mean, s2, mu_prev, invstd, scale, shift, present(ls_scale), present(clamped))
+        return backend.backward(grad, x, weight, bias, u, v, stats, alpha_bkw, clamp_value)
+
+    @backward.register_fake
+    def _(grad, x, weight, bias, u, v, mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped, alpha_bkw,
+          clamp_value):
+        c = x.shape[1]
+        return torch.empty_like(grad), x.new_empty(c, dtype=torch.float32), x.new_empty(c, dtype=torch.float32)
+
+    return SimpleNamespace(forward=forward, backward=backward)
+
+
+OPS = {name: _define(name, backend) for name, backend in BACKENDS.items()}
