@@ -2,19 +2,37 @@
 
 The layers ``OnlineNorm1d`` / ``OnlineNorm2d``, their functional core
 (``onlinenorm.functional``) and the clamp telemetry.
+
+Names are resolved on first use, so the ``onlinenorm`` command (whose
+``report`` and ``sweep status`` need no torch) starts without importing torch;
+``import onlinenorm; onlinenorm.OnlineNorm2d`` works as usual.
 """
 
-from onlinenorm.functional import layer_scale, online_norm
-from onlinenorm.layers import ECMS, OnlineNorm1d, OnlineNorm2d
-from onlinenorm.telemetry import clamp_disabled, clamp_fractions, reset_clamp_stats
+from __future__ import annotations
 
-__all__ = [
-    "ECMS",
-    "OnlineNorm1d",
-    "OnlineNorm2d",
-    "clamp_disabled",
-    "clamp_fractions",
-    "layer_scale",
-    "online_norm",
-    "reset_clamp_stats",
-]
+import importlib
+
+_EXPORTS = {
+    "ECMS": "onlinenorm.layers",
+    "OnlineNorm1d": "onlinenorm.layers",
+    "OnlineNorm2d": "onlinenorm.layers",
+    "clamp_disabled": "onlinenorm.telemetry",
+    "clamp_fractions": "onlinenorm.telemetry",
+    "layer_scale": "onlinenorm.functional",
+    "online_norm": "onlinenorm.functional",
+    "reset_clamp_stats": "onlinenorm.telemetry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'onlinenorm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # resolved once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
