@@ -49,16 +49,20 @@ def add_worker(cluster, attempts: int = 3) -> None:
 
 class Chaos:
     """Removes a random worker node every few seconds and adds a fresh one (from the main thread: Ray's
-    ``Cluster.add_node`` installs signal handlers)."""
+    ``Cluster.add_node`` installs signal handlers), never twice without an epoch reported in between."""
 
     def __init__(self, cluster, rng: random.Random, log) -> None:
         self.cluster, self.rng, self.log = cluster, rng, log
         self.next_kill = time.monotonic() + rng.uniform(*NODE_KILL_EVERY_S)
         self.kills = 0
+        self.epochs_at_last_kill = 0
 
-    def tick(self) -> None:
-        if time.monotonic() < self.next_kill:
+    def tick(self, epochs_reported: int) -> None:
+        """Remove a node if its time has come and some epoch was reported since the last removal (so the
+        sweep progresses however slow the machine)."""
+        if time.monotonic() < self.next_kill or epochs_reported <= self.epochs_at_last_kill:
             return
+        self.epochs_at_last_kill = epochs_reported
         victim = self.rng.choice(sorted(self.cluster.worker_nodes, key=lambda node: node.unique_id))
         self.log(f"remove the worker node of raylet pid {victim.all_processes['raylet'][0].process.pid}, add a fresh one")
         self.cluster.remove_node(victim, allow_graceful=False)
@@ -135,12 +139,13 @@ def test_sweep_survives_node_and_driver_kills(tmp_path):
             threshold = kill_points[attempt] * total_epochs if attempt < len(kill_points) else None
             deadline = time.monotonic() + RUN_TIMEOUT_S
             while driver.poll() is None and time.monotonic() < deadline:
-                if threshold is not None and epochs_reported(experiment) >= threshold:
+                progress = epochs_reported(experiment)
+                if threshold is not None and progress >= threshold:
                     kill_process_tree(driver.pid)
                     finished_at_kill.append(terminated(experiment))
                     log(f"SIGKILL driver {attempt}; {len(finished_at_kill[-1])} trials finished")
                     break
-                chaos.tick()
+                chaos.tick(progress)
                 time.sleep(POLL_S)
             assert threshold is None or finished_at_kill[attempt:], \
                 f"driver {attempt} ended ({driver.poll()}) before {threshold:.0f} epochs were reported"
