@@ -23,6 +23,8 @@ import pytest
 import torch
 import yaml
 
+from sweeps.embedded import processes_of
+from test_sweep_leftovers import stop
 from test_sweep_ray import POLL_S, kill_process_tree, trials_on_disk, write_spec
 
 pytestmark = pytest.mark.slow
@@ -33,23 +35,14 @@ GRID = {"clamp_value": [1, 2, 3, 4], "seed": [0, 1]}
 NODE_KILL_EVERY_S = (10.0, 20.0)  # uniform range between two worker-node kills
 DRIVER_KILLS_AT = ((0.2, 0.35), (0.5, 0.65))  # fractions of all epochs reported when the driver dies
 RUN_TIMEOUT_S = 240
+WORKERS = 2  # worker nodes besides the head, one CPU each
 TIMING = {"samples_per_s"}  # the one metric that differs between identical runs
 
 
-def add_worker(cluster, attempts: int = 3) -> None:
-    """A fresh one-CPU worker node; on a loaded machine a raylet may miss Ray's 30 s start deadline, so retry."""
-    for attempt in range(attempts):
-        try:
-            cluster.add_node(num_cpus=1)
-            return
-        except Exception:
-            if attempt == attempts - 1:
-                raise
-
-
 class Chaos:
-    """Removes a random worker node every few seconds and adds a fresh one (from the main thread: Ray's
-    ``Cluster.add_node`` installs signal handlers), never twice without an epoch reported in between."""
+    """Removes a random worker node every few seconds and adds a fresh one, never twice without an epoch
+    reported in between (so the sweep progresses however slow the machine). Runs in the main thread: Ray's
+    ``Cluster.add_node`` installs signal handlers."""
 
     def __init__(self, cluster, rng: random.Random, log) -> None:
         self.cluster, self.rng, self.log = cluster, rng, log
@@ -57,16 +50,24 @@ class Chaos:
         self.kills = 0
         self.epochs_at_last_kill = 0
 
+    def add_worker(self) -> None:
+        """A fresh one-CPU worker node; a raylet that misses Ray's 30 s start deadline (a loaded machine) is
+        logged, and the next tick tries again."""
+        try:
+            self.cluster.add_node(num_cpus=1)
+        except Exception as err:
+            self.log(f"a fresh worker node failed to start: {err}")
+
     def tick(self, epochs_reported: int) -> None:
-        """Remove a node if its time has come and some epoch was reported since the last removal (so the
-        sweep progresses however slow the machine)."""
-        if time.monotonic() < self.next_kill or epochs_reported <= self.epochs_at_last_kill:
+        if len(self.cluster.worker_nodes) < WORKERS:
+            self.add_worker()
+        if (time.monotonic() < self.next_kill or epochs_reported <= self.epochs_at_last_kill
+                or not self.cluster.worker_nodes):
             return
         self.epochs_at_last_kill = epochs_reported
         victim = self.rng.choice(sorted(self.cluster.worker_nodes, key=lambda node: node.unique_id))
-        self.log(f"remove the worker node of raylet pid {victim.all_processes['raylet'][0].process.pid}, add a fresh one")
+        self.log(f"remove the worker node of raylet pid {victim.all_processes['raylet'][0].process.pid}")
         self.cluster.remove_node(victim, allow_graceful=False)
-        add_worker(self.cluster)
         self.kills += 1
         self.next_kill = time.monotonic() + self.rng.uniform(*NODE_KILL_EVERY_S)
 
@@ -125,9 +126,9 @@ def test_sweep_survives_node_and_driver_kills(tmp_path):
     finished_at_kill: list[dict[str, list[dict]]] = []
     drivers = []
     try:
-        for _ in range(2):
-            add_worker(cluster)
         chaos = Chaos(cluster, rng, log)
+        for _ in range(WORKERS):
+            chaos.add_worker()
         for attempt in range(3):
             action = ["run", str(spec), "--storage", str(tmp_path / "results")] if attempt == 0 else \
                      ["resume", str(experiment)]
@@ -154,7 +155,9 @@ def test_sweep_survives_node_and_driver_kills(tmp_path):
         for driver in drivers:
             if driver.poll() is None:
                 kill_process_tree(driver.pid)
+        session = cluster.head_node.get_session_dir_path()
         cluster.shutdown()
+        stop(processes_of(session))  # processes of a node whose start timed out: Cluster does not know them
         print("\n".join(["fault schedule:", *schedule]))
 
     final_log = (tmp_path / "driver-2.log").read_text()
