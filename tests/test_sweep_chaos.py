@@ -34,7 +34,7 @@ EPOCHS = 3
 GRID = {"clamp_value": [1, 2, 3, 4], "seed": [0, 1]}
 NODE_KILL_EVERY_S = (10.0, 20.0)  # uniform range between two worker-node kills
 DRIVER_KILLS_AT = ((0.2, 0.35), (0.5, 0.65))  # fractions of all epochs reported when the driver dies
-RUN_TIMEOUT_S = 240
+RUN_TIMEOUT_S = 480  # per driver; a few minutes on an idle 2-core machine
 WORKERS = 2  # worker nodes besides the head, one CPU each
 TIMING = {"samples_per_s"}  # the one metric that differs between identical runs
 
@@ -150,7 +150,9 @@ def test_sweep_survives_node_and_driver_kills(tmp_path):
                 time.sleep(POLL_S)
             assert threshold is None or finished_at_kill[attempt:], \
                 f"driver {attempt} ended ({driver.poll()}) before {threshold:.0f} epochs were reported"
-            log(f"driver {attempt} exited with {driver.wait(timeout=10)}")
+            if threshold is None:
+                assert driver.poll() is not None, f"the last driver did not end within {RUN_TIMEOUT_S} s"
+                log(f"driver {attempt} exited with {driver.returncode}")
     finally:
         for driver in drivers:
             if driver.poll() is None:
