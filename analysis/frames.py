@@ -154,7 +154,8 @@ def _summaries(epochs: pd.DataFrame) -> pd.DataFrame:
 def _state(trials: pd.DataFrame) -> np.ndarray:
     reached_last_epoch = trials["epochs_done"] >= pd.to_numeric(trials["epochs"], errors="coerce")
     conditions = [
-        trials["error"].notna() | trials["ray_status"].eq("ERROR"),
+        # error.txt also stays behind a failure that a retry recovered from; Ray's state has the last word.
+        trials["ray_status"].eq("ERROR") | (trials["ray_status"].isna() & trials["error"].notna()),
         trials["diverged"],
         trials["ray_status"].eq("TERMINATED") | reached_last_epoch.fillna(False),
         trials["epochs_done"].notna(),

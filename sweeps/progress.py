@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 
 from ray import tune
 
-TABLE_EVERY_S = 30
+TABLE_EVERY_S = 60
 # The table's metric columns, besides the trial status and the swept keys.
 TABLE_METRICS = {"epoch": "epoch", "val_acc": "val_acc", "clamp_fraction": "clamp", "val_loss": "val_loss"}
 # Output levels: nothing; the status table, trial events and outcome; Ray Tune's own output.
