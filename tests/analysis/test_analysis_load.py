@@ -173,3 +173,12 @@ def test_cli_module_imports_no_pandas():
     code = "import sys, analysis.cli; print('pandas' in sys.modules or 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_trial_that_recovered_from_a_failure_is_finished(tmp_path):
+    """A lost node leaves error.txt in a trial that then finished from its checkpoint: Ray's state decides."""
+    recovered = fx.FakeTrial(fx.config(), fx.rows([0.5, 0.6, 0.7]), status="TERMINATED",
+                             error="ray.exceptions.NodeDiedError")
+    failed = fx.FakeTrial(fx.config(seed=1), fx.rows([0.5]), status="ERROR", error="RuntimeError: boom")
+    loaded = analysis.load(fx.write_experiment(tmp_path / "recovered", [recovered, failed]))
+    assert loaded.trials.sort_values("seed")["state"].tolist() == ["finished", "errored"]
