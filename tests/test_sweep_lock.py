@@ -63,7 +63,7 @@ def test_two_sweep_runs_with_one_name_at_once(tmp_path):
     environment = os.environ | {"OMP_NUM_THREADS": "1"}
     drivers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
                for _ in range(2)]
-    outputs = {driver.returncode: output for driver, output in ((d, d.communicate(timeout=300)) for d in drivers)}
+    outputs = {driver.returncode: output for driver, output in ((d, d.communicate(timeout=600)) for d in drivers)}
     assert sorted(outputs) == [0, 2], outputs
     out, lost_err = outputs[0][0], outputs[2][1]
     assert len(lost_err.strip().splitlines()) == 1 and "in use by another sweep driver" in lost_err, lost_err
@@ -80,5 +80,5 @@ def test_two_sweep_runs_with_one_name_at_once(tmp_path):
     assert "╭" not in out and "started with configuration" not in out  # Ray's per-trial boxes
     assert sum(" started (" in line for line in lines) == trials
     assert sum(f" finished {epochs} epochs" in line for line in lines) == trials
-    assert "clamp_value=13 seed=1" in out
+    assert "clamp_value=13.0 seed=1" in out
     assert lines[-1].startswith(f"sweep twice: {trials} trials: {trials} TERMINATED")
