@@ -58,7 +58,8 @@ class TrialEvents(tune.Callback):
         self.max_failures = max_failures
 
     def _say(self, trial, event: str) -> None:
-        print(f"trial {trial.trial_id} {event} ({describe(trial.config, self.swept_keys)})", flush=True)
+        values = describe(trial.config, self.swept_keys)
+        print(f"trial {trial.trial_id} {event}" + (f" ({values})" if values else ""), flush=True)
 
     @staticmethod
     def _epoch(trial) -> int:

@@ -63,11 +63,11 @@ def test_two_sweep_runs_with_one_name_at_once(tmp_path):
     environment = os.environ | {"OMP_NUM_THREADS": "1"}
     drivers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
                for _ in range(2)]
-    outputs = {driver.returncode: output for driver, output in ((d, d.communicate(timeout=600)) for d in drivers)}
-    assert sorted(outputs) == [0, 2], outputs
-    out, lost_err = outputs[0][0], outputs[2][1]
+    ended = sorted((d.wait(timeout=600), *d.communicate()) for d in drivers)  # (exit code, stdout, stderr)
+    assert [code for code, _, _ in ended] == [0, 2], [(code, out[-2000:], err[-2000:]) for code, out, err in ended]
+    (_, out, _), (_, lost_out, lost_err) = ended
     assert len(lost_err.strip().splitlines()) == 1 and "in use by another sweep driver" in lost_err, lost_err
-    assert outputs[2][0] == ""
+    assert lost_out == ""
 
     experiment = tmp_path / "results" / "twice"
     results = analysis.load(experiment)
