@@ -104,7 +104,8 @@ def settings(level: int, swept_keys: Sequence[str], max_failures: int) -> dict:
 def status_table(swept_keys: Sequence[str]) -> tune.CLIReporter:
     """Ray Tune's status table with the swept keys and :data:`TABLE_METRICS` as columns."""
     return tune.CLIReporter(parameter_columns=list(swept_keys), metric_columns=TABLE_METRICS,
-                            max_report_frequency=TABLE_EVERY_S, max_progress_rows=100, max_error_rows=100)
+                            max_report_frequency=TABLE_EVERY_S, max_progress_rows=100, max_error_rows=100,
+                            print_intermediate_tables=True)  # its default depends on Ray's global verbosity
 
 
 @contextlib.contextmanager

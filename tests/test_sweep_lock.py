@@ -19,6 +19,8 @@ import pytest
 from sweeps.lock import ExperimentBusyError, experiment_lock, lock_path
 from test_sweep_ray import write_spec
 
+TABLE_HEADER = ("== Status ==", "Current time:", "Using FIFO", "Logical resource usage:", "Result logdir:",
+                "Number of trials:")
 HOLD = """
 import sys, time
 from sweeps.lock import experiment_lock
@@ -61,9 +63,11 @@ def test_two_sweep_runs_with_one_name_at_once(tmp_path):
     command = [sys.executable, "-m", "onlinenorm.cli", "sweep", "run", str(spec), "--storage",
                str(tmp_path / "results")]
     environment = os.environ | {"OMP_NUM_THREADS": "1"}
+    started = time.monotonic()
     drivers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
                for _ in range(2)]
     ended = sorted((d.wait(timeout=600), *d.communicate()) for d in drivers)  # (exit code, stdout, stderr)
+    minutes = (time.monotonic() - started) / 60
     assert [code for code, _, _ in ended] == [0, 2], [(code, out[-2000:], err[-2000:]) for code, out, err in ended]
     (_, out, _), (_, lost_out, lost_err) = ended
     assert len(lost_err.strip().splitlines()) == 1 and "in use by another sweep driver" in lost_err, lost_err
@@ -76,9 +80,14 @@ def test_two_sweep_runs_with_one_name_at_once(tmp_path):
 
     lines = out.splitlines()
     print(out)
-    assert len(lines) < 100, f"{len(lines)} lines for {trials} trials"
+    tables = out.count("== Status ==")  # Ray Tune's status table: at the start, every minute, at the end
+    assert 2 <= tables <= 2 + minutes, f"{tables} status tables in {minutes:.1f} minutes"
+    others = [line for line in lines if line.strip() and not line.startswith(("|", "+", *TABLE_HEADER))]
+    assert len(others) <= 2 * trials + 2, others  # data ready, a start and an end per trial, the summary
     assert "╭" not in out and "started with configuration" not in out  # Ray's per-trial boxes
     assert sum(" started (" in line for line in lines) == trials
     assert sum(f" finished {epochs} epochs" in line for line in lines) == trials
     assert "clamp_value=13.0 seed=1" in out
+    header = [line for line in lines if "Trial name" in line][-1]
+    assert "clamp_value" in header and "seed" in header and "val_acc" in header
     assert lines[-1].startswith(f"sweep twice: {trials} trials: {trials} TERMINATED")
