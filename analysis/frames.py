@@ -177,8 +177,8 @@ def _state(trials: pd.DataFrame) -> np.ndarray:
     reached_last_epoch = (trials["epochs_done"] >= planned).fillna(False)
     ended_early = (trials["epochs_done"] < planned).fillna(False)
     conditions = [
-        # error.txt stays behind a trial that a retry then finished (a lost node): Ray's status decides.
-        trials["ray_status"].eq("ERROR") | (trials["error"].notna() & trials["ray_status"].ne("TERMINATED")),
+        # error.txt also stays behind a failure that a retry recovered from; Ray's state has the last word.
+        trials["ray_status"].eq("ERROR") | (trials["ray_status"].isna() & trials["error"].notna()),
         trials["diverged"],
         trials["ray_status"].eq("TERMINATED") & ended_early,  # a scheduler (ASHA) stopped it
         trials["ray_status"].eq("TERMINATED") | reached_last_epoch,

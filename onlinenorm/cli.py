@@ -89,4 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m onlinenorm.cli` runs this file as __main__, a second copy of the module: dispatch through
+    # the importable one, whose UsageError the subcommands raise (else bad input exits 1 with a traceback).
+    from onlinenorm.cli import main as package_main
+
+    sys.exit(package_main())

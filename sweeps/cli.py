@@ -13,6 +13,8 @@ import argparse
 
 EXTRA_NOTE = "Needs the sweep extra: pip install 'onlinenorm[sweep]'."
 ADDRESS_HELP = "Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 (default: an embedded local Ray)"
+VERBOSE_HELP = ("print Ray Tune's own output (each trial's whole config and metrics in boxes) instead of "
+                "a status table and one line per trial event")
 
 
 def register(subparsers) -> None:
@@ -40,6 +42,7 @@ def register(subparsers) -> None:
                           "both comma-separated, or none (TensorBoard files are always written)")
     run.add_argument("--dry-run", action="store_true",
                      help="check the spec and list the trials (and what is sampled); start nothing")
+    run.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     run.set_defaults(func=run_command)
 
     resume = actions.add_parser("resume", help="continue an interrupted sweep from its checkpoints",
@@ -50,6 +53,7 @@ def register(subparsers) -> None:
     resume.add_argument("--address", metavar="ADDRESS", help=ADDRESS_HELP)
     resume.add_argument("--retry-errored", action="store_true",
                         help="also resume trials that ran out of retries (from their last checkpoints)")
+    resume.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     resume.set_defaults(func=resume_command)
 
     status = actions.add_parser("status", help="trial counts by state, read from the files (starts no Ray)",
@@ -70,6 +74,12 @@ def _checked_spec(args: argparse.Namespace):
         raise UsageError(str(err)) from None
 
 
+def _output_level(args: argparse.Namespace) -> int:
+    from sweeps.progress import QUIET, VERBOSE
+
+    return VERBOSE if args.verbose else QUIET
+
+
 def run_command(args: argparse.Namespace) -> int:
     from onlinenorm.cli import UsageError
     from sweeps.run import ExperimentError, run_sweep
@@ -81,7 +91,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(describe(spec))
         return 0
     try:
-        outcome = run_sweep(spec, address=args.address, storage=args.storage)
+        outcome = run_sweep(spec, address=args.address, storage=args.storage, verbose=_output_level(args))
     except ExperimentError as err:
         raise UsageError(str(err)) from None
     print(outcome.summary())
@@ -94,7 +104,8 @@ def resume_command(args: argparse.Namespace) -> int:
     from sweeps.spec import SpecError
 
     try:
-        outcome = resume_sweep(args.experiment, address=args.address, retry_errored=args.retry_errored)
+        outcome = resume_sweep(args.experiment, address=args.address, retry_errored=args.retry_errored,
+                               verbose=_output_level(args))
     except (ExperimentError, SpecError) as err:
         raise UsageError(str(err)) from None
     print(outcome.summary())

@@ -47,13 +47,22 @@ def prepare_data(data_config: Mapping[str, Any], synthetic: Mapping[str, int] | 
 
 
 def prepare_on_every_node(data_config: Mapping[str, Any], synthetic: Mapping[str, int] | None) -> list[str]:
-    """Run :func:`prepare_data` once on every alive node of the connected Ray cluster that has CPUs."""
+    """Run :func:`prepare_data` once on every alive node of the connected Ray cluster that has CPUs.
+
+    A node that leaves the cluster meanwhile is skipped (a trial on a node that joins later generates
+    missing synthetic data itself); an error of the preparation itself is raised."""
     import ray
+    from ray.exceptions import NodeDiedError, TaskUnschedulableError, WorkerCrashedError
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     task = ray.remote(num_cpus=0, max_retries=0)(prepare_data)
     nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0]
-    return ray.get([
-        task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(data_config, synthetic)
-        for node in nodes
-    ])
+    pending = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+               .remote(data_config, synthetic) for node in nodes]
+    lines = []
+    for ref in pending:
+        try:
+            lines.append(ray.get(ref))
+        except (NodeDiedError, TaskUnschedulableError, WorkerCrashedError):
+            continue
+    return lines

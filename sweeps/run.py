@@ -114,17 +114,29 @@ def _exists(path: str) -> bool:
 @contextlib.contextmanager
 def connected(address: str | None) -> Iterator[None]:
     """Ray for the sweep: the instance already initialized in this process, else an embedded one
-    sized to the machine (``address=None``) or the cluster at ``address`` (shut down afterwards)."""
+    sized to the machine (``address=None``) or the cluster at ``address`` (shut down afterwards).
+
+    First stops what is left of embedded instances whose driver was killed (:mod:`sweeps.embedded`)."""
     import ray
 
+    from sweeps.embedded import forget_embedded, reap_orphans, start_embedded
+
+    stopped = reap_orphans()
+    if stopped:
+        print(f"stopped {stopped} processes of the local Ray of a sweep driver that was killed")
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address, include_dashboard=False, configure_logging=False)
+    if address is None:
+        start_embedded(include_dashboard=False, configure_logging=False)
+    else:
+        ray.init(address=address, include_dashboard=False, configure_logging=False)
     try:
         yield
     finally:
         ray.shutdown()
+        if address is None:
+            forget_embedded()
 
 
 def _scheduler(spec: SweepSpec):
@@ -143,9 +155,11 @@ def _tuner(spec: SweepSpec, storage_path: str, name: str, verbose: int, callback
     from ray import tune
 
     from sweeps.callbacks import tracking_callbacks
+    from sweeps.progress import settings
     from sweeps.searchers import tune_search
 
     param_space, search = tune_search(spec)
+    shown = settings(verbose, spec.swept_keys, spec.max_failures)
     return tune.Tuner(
         make_trainable(spec.synthetic, spec.cpu, spec.gpu),
         param_space=param_space,
@@ -159,8 +173,9 @@ def _tuner(spec: SweepSpec, storage_path: str, name: str, verbose: int, callback
             storage_path=storage_path,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            verbose=verbose,
-            callbacks=tracking_callbacks(name, spec.tracking) + callbacks,
+            verbose=shown["verbose"],
+            progress_reporter=shown["progress_reporter"],
+            callbacks=tracking_callbacks(name, spec.tracking) + callbacks + shown["callbacks"],
         ),
     )
 
@@ -184,19 +199,38 @@ def _prepare(spec: SweepSpec) -> None:
         print(f"data ready on {line}")
 
 
+@contextlib.contextmanager
+def _sole_driver(path: str) -> Iterator[None]:
+    """This process alone drives the experiment at ``path`` (:func:`sweeps.lock.experiment_lock`)."""
+    from sweeps.lock import ExperimentBusyError, experiment_lock
+
+    try:
+        with experiment_lock(path):
+            yield
+    except ExperimentBusyError as err:
+        raise ExperimentError(str(err)) from None
+
+
 def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | None = None, verbose: int = 1,
               callbacks: list | None = None) -> SweepOutcome:
-    """Run every trial of ``spec`` to the end in ``STORAGE/<spec name>``, which must not exist yet."""
+    """Run every trial of ``spec`` to the end in ``STORAGE/<spec name>``, which must not exist yet.
+
+    ``verbose``: 0 prints nothing, 1 a status table and one line per trial event, 2 Ray Tune's own output
+    (:mod:`sweeps.progress`)."""
     name = spec.name
     path = experiment_path(storage, name)
-    if _exists(path):
-        raise ExperimentError(f"{path} already exists; continue it with `onlinenorm sweep resume {path}` "
-                              "or pass another --name")
-    storage_path = split_path(path)[0]
-    with connected(address):
-        _prepare(spec)
-        _write_text(child(path, SPEC_FILE), spec.to_yaml())
-        results = _tuner(spec, storage_path, name, verbose, callbacks or []).fit()
+    with _sole_driver(path):
+        if _exists(path):
+            raise ExperimentError(f"{path} already exists; continue it with `onlinenorm sweep resume {path}` "
+                                  "or pass another --name")
+        from sweeps.progress import output
+
+        storage_path = split_path(path)[0]
+        with connected(address):
+            _prepare(spec)
+            _write_text(child(path, SPEC_FILE), spec.to_yaml())
+            with output(verbose):
+                results = _tuner(spec, storage_path, name, verbose, callbacks or []).fit()
     return _outcome(name, path, results)
 
 
@@ -211,21 +245,43 @@ def read_experiment_spec(path: str) -> SweepSpec:
     return parse_spec(load_yaml(text), child(path, SPEC_FILE))
 
 
-def resume_sweep(path: str, *, address: str | None = None, retry_errored: bool = False) -> SweepOutcome:
+def _show_progress(tuner, spec: SweepSpec, verbose: int) -> None:
+    """Give a restored tuner this invocation's output settings (the saved ones are the first run's)."""
+    from sweeps.progress import TrialEvents, settings
+
+    if tuner._local_tuner is None:  # Ray Client: the run config lives on the cluster
+        return
+    run_config = tuner._local_tuner.get_run_config()
+    shown = settings(verbose, spec.swept_keys, spec.max_failures)
+    run_config.verbose = shown["verbose"]
+    run_config.progress_reporter = shown["progress_reporter"]
+    kept = [callback for callback in run_config.callbacks or [] if not isinstance(callback, TrialEvents)]
+    run_config.callbacks = kept + shown["callbacks"]
+
+
+def resume_sweep(path: str, *, address: str | None = None, retry_errored: bool = False,
+                 verbose: int = 1) -> SweepOutcome:
     """Continue the interrupted sweep at ``path``: finished trials are kept, unfinished ones go on from
-    their latest checkpoints; ``retry_errored`` also resumes trials that ran out of retries."""
+    their latest checkpoints; ``retry_errored`` also resumes trials that ran out of retries.
+    ``verbose`` as in :func:`run_sweep`."""
     from ray import tune
+
+    from sweeps.progress import output, quiet_restore
+    from sweeps.searchers import tune_search
 
     path = path if "://" in path else str(Path(path).expanduser().absolute())
     spec = read_experiment_spec(path)
     if not tune.Tuner.can_restore(path):
         raise ExperimentError(f"{path} holds no Ray Tune experiment state to resume; start it with `onlinenorm sweep run`")
-    with connected(address):
+    with _sole_driver(path), connected(address):
         _prepare(spec)
-        tuner = tune.Tuner.restore(
-            path, trainable=make_trainable(spec.synthetic, spec.cpu, spec.gpu),
-            resume_unfinished=True, resume_errored=retry_errored,
-        )
-        results = tuner.fit()
+        with quiet_restore():
+            tuner = tune.Tuner.restore(
+                path, trainable=make_trainable(spec.synthetic, spec.cpu, spec.gpu),
+                resume_unfinished=True, resume_errored=retry_errored, param_space=tune_search(spec)[0],
+            )
+        _show_progress(tuner, spec, verbose)
+        with output(verbose):
+            results = tuner.fit()
     return _outcome(split_path(path)[1], path, results)
 

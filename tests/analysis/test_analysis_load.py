@@ -39,13 +39,6 @@ def test_trial_states(results):
     assert trial(results, clamp_value=8.0, seed=1)["state"] == "pending"
 
 
-def test_a_trial_that_a_retry_finished_is_finished_despite_its_error_file(tmp_path):
-    """A trial on a lost node fails once (error.txt) and a retry finishes it: Ray says TERMINATED."""
-    retried = fx.FakeTrial(fx.config(), fx.rows([0.5 + 0.01 * e for e in range(fx.EPOCHS)]), status="TERMINATED", error="RayActorError: node died")
-    results = analysis.load(fx.write_experiment(tmp_path / "retried", [retried]))
-    assert results.trials["state"].tolist() == ["finished"]
-
-
 def test_best_and_final_values_of_a_grid_trial(results):
     row = trial(results, norm="online", ecm="ac", clamp_value=2.0, alpha_fwd=0.999, alpha_bkw=0.99, seed=0)
     # best = 0.60 + 0.02 + 0.03 + 0.01 + 0.01 at epoch 2 of [best - 0.1, best, best - 0.05]
@@ -238,3 +231,12 @@ def test_metrics_of_other_types_or_first_seen_mid_run_are_kept(tmp_path):
     assert loaded.epochs["note"].tolist()[1] == "lr restarted"
     assert loaded.epochs["val_acc"].tolist() == pytest.approx([0.5, 0.6, 0.7])
     assert loaded.trials.iloc[0]["best_val_acc"] == pytest.approx(0.7)
+
+
+def test_trial_that_recovered_from_a_failure_is_finished(tmp_path):
+    """A lost node leaves error.txt in a trial that then finished from its checkpoint: Ray's state decides."""
+    recovered = fx.FakeTrial(fx.config(), fx.rows([0.5, 0.6, 0.7]), status="TERMINATED",
+                             error="ray.exceptions.NodeDiedError")
+    failed = fx.FakeTrial(fx.config(seed=1), fx.rows([0.5]), status="ERROR", error="RuntimeError: boom")
+    loaded = analysis.load(fx.write_experiment(tmp_path / "recovered", [recovered, failed]))
+    assert loaded.trials.sort_values("seed")["state"].tolist() == ["finished", "errored"]
