@@ -38,7 +38,6 @@ EXTRA_OF_MODULE = {
     "pyarrow": "sweep",
     "pandas": "analysis",
     "scipy": "analysis",
-    "seaborn": "analysis",
     "matplotlib": "analysis",
 }
 EXTRA_OF_COMMAND = {"report": "analysis", "sweep": "sweep"}
