@@ -30,9 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=report)
 
 
+# What the report needs beyond the base install (the analysis extra); checked before anything is read or written.
+NEEDED = ("pandas", "scipy", "matplotlib", "pyarrow")
+
+
 def report(args: argparse.Namespace) -> int:
+    import importlib.util
     from pathlib import Path
 
+    for module in NEEDED:
+        if importlib.util.find_spec(module) is None:
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
     try:
         margin = float(args.margin)
     except ValueError:

@@ -24,7 +24,7 @@ MODELS = (*(f"resnet{depth}" for depth in CIFAR_DEPTHS), *IMAGENET_MODELS, "mlp"
 # He et al. 2016) or "projection" (1x1 convolution and norm, option B). ImageNet ResNets project.
 SHORTCUTS = ("pad", "projection")
 
-# Dataset formats (each with its recipe in onlinenorm.config).
+# Dataset formats (each with its recipe in onlinenorm.training.config).
 DATASETS = ("cifar10", "cifar100", "imagefolder", "imagenet-npz")
 
 # Files the product writes and reads back.

@@ -21,7 +21,7 @@ gradient ``g_t`` arriving at ``y_t``::
 Every state update is a first-order linear recurrence over ``t`` with
 per-sample inputs that need one reduction over the activations, so the layer
 costs a reduction pass and an elementwise pass each way (like batch norm)
-plus scans over ``(N, C)`` numbers (``onlinenorm.scan``). Substituting the
+plus scans over ``(N, C)`` numbers (``onlinenorm.kernels.scan``). Substituting the
 definitions gives the forms the code evaluates::
 
     v_t = (1 - (1 - a_b) mean(y_t^2)) v_{t-1} + mean(g_t y_t)
@@ -58,8 +58,8 @@ import torch
 import torch.nn.functional as F
 
 from onlinenorm.constants import KERNEL_CHOICES
-from onlinenorm.kernel_types import Counters, ForwardStats, Settings, StreamState
-from onlinenorm.scan import decay_operators, geometric_scan, linear_scan
+from onlinenorm.kernels.types import Counters, ForwardStats, Settings, StreamState
+from onlinenorm.kernels.scan import decay_operators, geometric_scan, linear_scan
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -291,10 +291,10 @@ class Kernels:
 class FusedKernels:
     """Hand-written fused kernels where they cover a call, ``fallback`` elsewhere.
 
-    ``backend`` is ``"native"`` (the C kernels of :mod:`onlinenorm.native`: float32 on the CPU) or
-    ``"triton"`` (:mod:`onlinenorm.triton_kernels`: float32, bfloat16, float16 on CUDA); the state must
+    ``backend`` is ``"native"`` (the C kernels of :mod:`onlinenorm.kernels.native`: float32 on the CPU) or
+    ``"triton"`` (:mod:`onlinenorm.kernels.triton_kernels`: float32, bfloat16, float16 on CUDA); the state must
     be contiguous float32 (a layer's buffers are, unless the module was cast). Under ``torch.compile``
-    they are called as custom ops (:mod:`onlinenorm.ops`), which the compiled graph keeps; eagerly,
+    they are called as custom ops (:mod:`onlinenorm.kernels.ops`), which the compiled graph keeps; eagerly,
     directly: the Python custom-op dispatch (argument binding, autograd and version-counter wrappers)
     costs several times what the C kernels take at small shapes.
     ``optional``: if the kernels cannot run here (no C compiler, no triton), warn once and use
@@ -312,7 +312,7 @@ class FusedKernels:
         self._available: bool | None = None  # unknown until the first covered call
 
     def _use(self, x3: torch.Tensor, state: StreamState) -> bool:
-        from onlinenorm import ops
+        from onlinenorm.kernels import ops
 
         if self._device_type not in (None, x3.device.type) or not ops.BACKENDS[self._backend].covers(x3) or any(
                 t.dtype != torch.float32 or not t.is_contiguous() for t in state):
@@ -325,7 +325,7 @@ class FusedKernels:
         """As :meth:`Kernels.forward`, the output in ``x3``'s dtype; the state advanced in place."""
         if not self._use(x3, state):
             return self._fallback.forward(x3, weight, bias, state, settings, counters)
-        from onlinenorm import ops
+        from onlinenorm.kernels import ops
 
         if torch.compiler.is_compiling():
             out, *stats = ops.OPS[self._backend].forward(
@@ -342,7 +342,7 @@ class FusedKernels:
         """As :meth:`Kernels.backward`, the input gradient in ``grad3``'s dtype."""
         if not self._use(x3, state):
             return self._fallback.backward(grad3, x3, weight, bias, state, stats, settings)
-        from onlinenorm import ops
+        from onlinenorm.kernels import ops
 
         if torch.compiler.is_compiling():
             return ops.OPS[self._backend].backward(grad3, x3, weight, bias, state.u, state.v, *ops.carried(stats),
@@ -364,7 +364,8 @@ def _advanced(*states: torch.Tensor) -> None:
 def _backend_available(backend: str, optional: bool) -> bool:
     """Whether ``backend``'s kernels can run here (built or found; raises where they cannot and are not
     ``optional``, else warns). Run before tracing, its answer a constant of a compiled graph."""
-    from onlinenorm import native, triton_kernels
+    from onlinenorm.kernels import native
+    from onlinenorm.kernels import triton_kernels
 
     check, unavailable = {"native": (native.library, native.NativeUnavailable),
                           "triton": (triton_kernels.check_available, triton_kernels.TritonUnavailable)}[backend]
@@ -506,9 +507,9 @@ def online_norm(
             synchronisation); or ``None``.
         kernels: how training mode runs the math: ``"eager"`` (no compiler
             needed), ``"compiled"`` (``torch.compile``, fused passes),
-            ``"native"`` (the C kernels of :mod:`onlinenorm.native`, float32
+            ``"native"`` (the C kernels of :mod:`onlinenorm.kernels.native`, float32
             on the CPU, compiled elsewhere), ``"triton"`` (the Triton kernels
-            of :mod:`onlinenorm.triton_kernels` on CUDA, compiled elsewhere)
+            of :mod:`onlinenorm.kernels.triton_kernels` on CUDA, compiled elsewhere)
             or ``"auto"`` (native on the CPU, triton on CUDA, switching for
             good to compiled and then eager, with a warning, where a compiler
             is missing).

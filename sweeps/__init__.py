@@ -6,7 +6,7 @@
   :mod:`sweeps.searchers` builds the Ray Tune searchers (``BasicVariantGenerator``, ``OptunaSearch``);
 - :mod:`sweeps.tracking` checks the ``tracking:`` section; :mod:`sweeps.callbacks` builds Ray's
   MLflow and W&B logger callbacks;
-- :mod:`sweeps.trainable` is the trial: one :func:`onlinenorm.train.run` reporting to Tune;
+- :mod:`sweeps.trainable` is the trial: one :func:`onlinenorm.training.train.run` reporting to Tune;
 - :mod:`sweeps.prepare` readies the dataset once per node;
 - :mod:`sweeps.status` counts trial states from an experiment directory's files;
 - :mod:`sweeps.bench` measures what running trials through Ray Tune costs;

@@ -59,7 +59,7 @@ def bench_spec(folder: str | Path) -> SweepSpec:
 
 def _sequential(spec: SweepSpec, folder: Path) -> tuple[float, ...]:
     """Each trial timed on its own, checkpoints included, as a sweep trial would run it."""
-    from onlinenorm.train import run
+    from onlinenorm.training.train import run
     from sweeps.prepare import prepare_data
 
     prepare_data(spec.data_config, spec.synthetic)

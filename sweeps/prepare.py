@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 def ensure_synthetic(data_config: Mapping[str, Any], synthetic: Mapping[str, int]) -> bool:
     """Write the synthetic dataset unless ``data_dir`` exists; True when this call wrote it."""
-    from onlinenorm.data import write_synthetic
+    from onlinenorm.training.data import write_synthetic
 
     root = Path(data_config["data_dir"])
     if root.exists():
@@ -36,8 +36,8 @@ def ensure_synthetic(data_config: Mapping[str, Any], synthetic: Mapping[str, int
 
 def prepare_data(data_config: Mapping[str, Any], synthetic: Mapping[str, int] | None) -> str:
     """Generate (if synthetic) and load the dataset on this node; a one-line description."""
-    from onlinenorm.config import validate_config
-    from onlinenorm.train import load_data
+    from onlinenorm.training.config import validate_config
+    from onlinenorm.training.train import load_data
 
     if synthetic is not None:
         ensure_synthetic(data_config, synthetic)

@@ -240,7 +240,7 @@ def read_experiment_spec(path: str) -> SweepSpec:
     if text is None:
         raise ExperimentError(f"{path} holds no {SPEC_FILE}; pass an experiment directory written by "
                               "`onlinenorm sweep run`")
-    from onlinenorm.yaml12 import load_yaml
+    from onlinenorm.training.yaml12 import load_yaml
 
     return parse_spec(load_yaml(text), child(path, SPEC_FILE))
 

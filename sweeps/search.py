@@ -148,7 +148,7 @@ class OneMinusLogUniform:
 
 def _axis(problems, key: str, value: Any) -> Axis | None:
     """One ``space`` entry checked; problems go to ``problems`` (``space.KEY: ...``)."""
-    from onlinenorm.config import SCHEMA
+    from onlinenorm.training.config import SCHEMA
     from sweeps.spec import DATA_KEYS
 
     path = f"space.{key}"

@@ -3,15 +3,15 @@
 :func:`load_spec` reads one, applies ``--set`` overrides, checks every key
 and value (reporting each problem with its key path) and expands it into the
 resolved training configs of its trials. Nothing here imports Ray or torch's
-heavy parts beyond what :mod:`onlinenorm.config` needs, and nothing is written.
+heavy parts beyond what :mod:`onlinenorm.training.config` needs, and nothing is written.
 
-A spec maps onto training configs (:mod:`onlinenorm.config`) like this: the
+A spec maps onto training configs (:mod:`onlinenorm.training.config`) like this: the
 ``dataset`` section gives ``dataset`` (from ``name``) and the data keys, the
 top-level ``model`` and the ``train`` section give fixed keys, and every point
 of ``grid`` (a full cartesian product) and of ``extra_trials`` (each its own
 small product: scalars fixed, lists swept) overrides them.
 
-Values are checked with the rules of :mod:`onlinenorm.rules`, the training
+Values are checked with the rules of :mod:`onlinenorm.training.rules`, the training
 config's own. Optional top-level sections (``scheduler``, ``reference``, ...)
 are each checked by one function registered in :data:`SECTIONS`. With ``search``
 random, ``space`` points (:mod:`sweeps.search`) are sampled and crossed with the
@@ -32,10 +32,10 @@ from typing import Any, Mapping
 
 import yaml
 
-from onlinenorm.config import SCHEMA, parse_assignment, validate_config
+from onlinenorm.training.config import SCHEMA, parse_assignment, validate_config
 from onlinenorm.constants import DATASETS
-from onlinenorm.rules import Rule, choice, integer, optional, real, text
-from onlinenorm.yaml12 import YAMLError, load_yaml
+from onlinenorm.training.rules import Rule, choice, integer, optional, real, text
+from onlinenorm.training.yaml12 import YAMLError, load_yaml
 from sweeps.search import Search, check_search
 from sweeps.tracking import check_tracking, select_trackers
 

@@ -1,4 +1,4 @@
-"""The Ray Tune trainable: one sweep trial is one :func:`onlinenorm.train.run`.
+"""The Ray Tune trainable: one sweep trial is one :func:`onlinenorm.training.train.run`.
 
 A plain function of the trial's resolved config, in the style of Ray Tune's
 examples: every epoch's metric row goes to ``tune.report`` with that epoch's
@@ -24,7 +24,7 @@ def train_trial(config: Mapping[str, Any], synthetic: Mapping[str, int] | None =
     """Train ``config``; ``synthetic`` (the spec's settings) regenerates missing synthetic data on a new node."""
     from ray import tune
 
-    from onlinenorm.train import run
+    from onlinenorm.training.train import run
     from sweeps.prepare import ensure_synthetic
 
     logging.getLogger(QUIET_LOGGER).setLevel(logging.WARNING)

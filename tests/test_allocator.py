@@ -13,7 +13,7 @@ import pytest
 # heap settles within a few rounds (measured: 5-6) and then reuses its pages.
 FAULTS_PER_ROUND = """
 import resource, sys, torch
-from onlinenorm.allocator import retain_freed_memory
+from onlinenorm.training.allocator import retain_freed_memory
 threshold = retain_freed_memory() if sys.argv[1] == "retain" else None
 for _ in range(12):
     torch.empty(2**24).fill_(1.0)

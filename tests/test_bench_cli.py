@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import onlinenorm
-from onlinenorm.bench import (bench_layer, ecm_kernel_costs, median_interval, paired_difference, paired_ratio,
+from onlinenorm.bench.layer import (bench_layer, ecm_kernel_costs, median_interval, paired_difference, paired_ratio,
                                saved_bytes_per_element, settle, time_interleaved)
 from onlinenorm.cli import main
 

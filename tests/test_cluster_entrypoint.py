@@ -42,7 +42,7 @@ START_TIMEOUT_S = 90
 SWEEP_TIMEOUT_S = 300
 STOP_TIMEOUT_S = 60
 # The quick spec shrunk to one-epoch trials on a few generated images; the grid is added per test.
-TINY_SWEEP = ("grid.alpha_fwd=[0.999]", "extra_trials=[]", "dataset.synthetic={train: 64, test: 32}",
+TINY_SWEEP = ("grid.alpha_fwd=[0.999]", "grid.seed=[0]", "extra_trials=[]", "dataset.synthetic={train: 64, test: 32}",
               "train.epochs=1", "train.batch_size=32")
 
 

@@ -62,7 +62,7 @@ def op_arguments(ecm, n=4, c=3, m=10, dtype=torch.float32, device="cpu"):
 
 
 def check_ops_with_opcheck(backend, ecm, dtype=torch.float32, device="cpu"):
-    from onlinenorm import ops
+    from onlinenorm.kernels import ops
 
     op = ops.OPS[backend]
     forward_args, clamp_value = op_arguments(ecm, dtype=dtype, device=device)

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from onlinenorm.cli import main
-from onlinenorm.config import RECIPES, SCHEMA, parse_assignment, validate_config
+from onlinenorm.training.config import RECIPES, SCHEMA, parse_assignment, validate_config
 from onlinenorm.constants import DATASETS, ECMS, KERNEL_CHOICES, MODELS, NORMS, RUN_CONFIG_FILE
-from onlinenorm.train import lr_factor
-from onlinenorm.train_cli import read_config
-from onlinenorm.yaml12 import load_yaml
+from onlinenorm.training.train import lr_factor
+from onlinenorm.cli.train import read_config
+from onlinenorm.training.yaml12 import load_yaml
 
 
 def test_cifar_recipe_is_the_published_script():

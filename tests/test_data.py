@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from onlinenorm.data import (
+from onlinenorm.training.data import (
     BatchLoader,
     DatasetError,
     Split,
@@ -19,9 +19,9 @@ from onlinenorm.data import (
     load_dataset,
     write_synthetic,
 )
-from onlinenorm.data.augment import pad_crop_flip, resized_crop_flip
-from onlinenorm.data.subset import stratified_subset
-from onlinenorm.data.synth import synthesize
+from onlinenorm.training.data.augment import pad_crop_flip, resized_crop_flip
+from onlinenorm.training.data.subset import stratified_subset
+from onlinenorm.training.data.synth import synthesize
 
 TRAIN, TEST = 60, 20
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from onlinenorm import data_cli
+from onlinenorm.cli import data as data_cli
 from onlinenorm.cli import main
-from onlinenorm.data import SYNTH_DEFAULTS
+from onlinenorm.training.data import SYNTH_DEFAULTS
 
 
 def test_formats_match_the_generator():

@@ -37,7 +37,7 @@ NATIVE = """
 import torch, onlinenorm
 layer = onlinenorm.OnlineNorm2d(3, kernels="native")
 layer(torch.randn(4, 3, 5, 5)).sum().backward()
-from onlinenorm import native
+from onlinenorm.kernels import native
 print(native.library()._name)
 """
 
@@ -82,7 +82,7 @@ def onlinenorm_command(*args: str, tmp_path, **env: str) -> subprocess.Completed
 
 def test_a_portable_build_serves_a_machine_without_a_compiler(tmp_path):
     """What the Docker image does: build the portable library where a compiler is, use it where none is."""
-    from onlinenorm import native
+    from onlinenorm.kernels import native
 
     built = onlinenorm_command("kernels", "build", "--portable", tmp_path=tmp_path)
     assert built.returncode == 0, built.stderr[-3000:]
@@ -133,7 +133,7 @@ def test_the_ctypes_table_matches_the_c_prototype(function):
     lists the C prototype's arguments by name, type and position."""
     import re
 
-    from onlinenorm import native
+    from onlinenorm.kernels import native
 
     source = native.SOURCE.read_text()
     parameters = re.search(rf"void {function}\(([^)]*)\)", source).group(1)

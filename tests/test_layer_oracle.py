@@ -148,7 +148,7 @@ def test_compiled_kernels_match_oracle(kind, n, ecm, affine, kernels):
 @pytest.fixture
 def portable_kernels(tmp_path, monkeypatch):
     """The C kernels' portable build (the Docker image's), loaded as a machine without a compiler loads it."""
-    from onlinenorm import native
+    from onlinenorm.kernels import native
 
     if not native.portable_runs_here():
         pytest.skip(f"this CPU lacks the features of the portable build ({native.portable_build()})")

@@ -50,7 +50,7 @@ def test_report_without_the_analysis_stack_names_the_analysis_extra(monkeypatch,
 
 def test_a_missing_module_of_no_extra_is_not_blamed_on_one(monkeypatch, tmp_path):
     hide(monkeypatch, "yaml")
-    monkeypatch.delitem(sys.modules, "onlinenorm.yaml12", raising=False)  # imported yaml when first loaded
+    monkeypatch.delitem(sys.modules, "onlinenorm.training.yaml12", raising=False)  # imported yaml when first loaded
     (tmp_path / "config.yaml").write_text("epochs: 1\n")
     with pytest.raises(ModuleNotFoundError):
         main(["train", "--config", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "run")])

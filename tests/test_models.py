@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import onlinenorm
-from onlinenorm import config
+from onlinenorm.training import config
 from onlinenorm.models import MODELS, NORM_DIMS, create_model
 from onlinenorm.norms import NORMS, create_norm
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from onlinenorm.scan import decay_operators, geometric_scan, linear_scan
+from onlinenorm.kernels.scan import decay_operators, geometric_scan, linear_scan
 
 
 def geometric(b, a, h0):

@@ -74,7 +74,7 @@ class Chaos:
 
 def reference_rows(config: dict) -> dict[int, dict]:
     """Epoch -> metric row of ``config`` trained uninterrupted in this process, timings left out."""
-    from onlinenorm.train import run
+    from onlinenorm.training.train import run
 
     threads, rows = torch.get_num_threads(), {}
     try:

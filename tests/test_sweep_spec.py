@@ -30,7 +30,7 @@ def test_shipped_specs_are_valid(path):
 def test_quick_spec_is_the_demo_sweep():
     trials = load_spec(SPECS / "quick.yaml").trials
     clamped = [t for t in trials if t["norm"] == "online" and t["ecm"] == "ac"]
-    assert len(clamped) >= 12
+    assert len(clamped) >= 12 and len({t["seed"] for t in trials}) == 2
     assert len({t["clamp_value"] for t in clamped}) > 1 and len({t["alpha_fwd"] for t in clamped}) > 1
     assert any(t["ecm"] == "ls" and t["norm"] == "online" for t in trials)
     assert any(t["norm"] == "batch" for t in trials)
@@ -127,7 +127,7 @@ def test_cli_rejects_a_bad_spec_before_starting_or_writing_anything(tmp_path, ca
 def test_cli_dry_run_lists_the_trials(capsys):
     assert main(["sweep", "run", str(SPECS / "quick.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("sweep quick: 14 trials over norm, ecm, alpha_fwd, clamp_value")
+    assert out.startswith("sweep quick: 20 trials over norm, ecm, alpha_fwd, clamp_value, seed")
 
 
 def test_status_of_a_folder_that_is_no_experiment(tmp_path, capsys):

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from onlinenorm.config import validate_config
-from onlinenorm.data import write_synthetic
+from onlinenorm.training.config import validate_config
+from onlinenorm.training.data import write_synthetic
 from onlinenorm.layers import _OnlineNorm
-from onlinenorm.train import TIMING_METRICS, Trainer, load_data, run
+from onlinenorm.training.train import TIMING_METRICS, Trainer, load_data, run
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -206,7 +206,7 @@ def test_non_finite_loss_ends_the_run_with_diverged(small_dir):
 
 
 def test_bench_train_rows_and_table():
-    from onlinenorm.bench_train import bench_train, format_train_table
+    from onlinenorm.bench.train import bench_train, format_train_table
 
     rows = bench_train(batch_size=4, steps=1, rounds=1, warmup=0, image_size=8, norms=("batch", "online-ac", "group"))
     assert [r["variant"] for r in rows] == ["batch", "online-ac", "group"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from onlinenorm.cli import main
-from onlinenorm.data import write_synthetic
+from onlinenorm.training.data import write_synthetic
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .bench import medians, time_interleaved
-from .models import NORM_DIMS, create_model
-from .norms import create_norm
+from onlinenorm.bench.layer import medians, time_interleaved
+from onlinenorm.models import NORM_DIMS, create_model
+from onlinenorm.norms import create_norm
 
 DEFAULT_VARIANTS = ("batch", "online-ac", "online-ls")
 BASELINE = "batch"

@@ -1,12 +1,12 @@
 """The fused kernels as ``torch.library`` custom ops, so that ``torch.compile`` calls them instead of tracing.
 
-Per backend (``native``: the C kernels of :mod:`onlinenorm.native`; ``triton``: the kernels of
-:mod:`onlinenorm.triton_kernels`) two ops, each with a fake kernel (the shapes of its outputs, for
+Per backend (``native``: the C kernels of :mod:`onlinenorm.kernels.native`; ``triton``: the kernels of
+:mod:`onlinenorm.kernels.triton_kernels`) two ops, each with a fake kernel (the shapes of its outputs, for
 tracing) and ``mutates_args`` naming the state it advances in place:
 
 - ``onlinenorm::<backend>_forward(x, weight, bias, mu!, var!, clamp_count!, seen_count!, alpha_fwd, eps,
   clamp_value, ls_eps)``: the training forward of ``x`` ``(N, C, M)``; returns the output and the eight
-  :class:`~onlinenorm.kernel_types.ForwardStats` (an absent ``ls_scale`` or ``clamped`` as an empty
+  :class:`~onlinenorm.kernels.types.ForwardStats` (an absent ``ls_scale`` or ``clamped`` as an empty
   tensor, see :func:`present`).
 - ``onlinenorm::<backend>_backward(grad, x, weight, bias, u!, v!, *stats, alpha_bkw, clamp_value)``:
   returns the input, weight and bias gradients (the latter two float32 ``(C,)``).
@@ -23,8 +23,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from onlinenorm import native, triton_kernels
-from onlinenorm.kernel_types import ForwardStats
+from onlinenorm.kernels import native
+from onlinenorm.kernels import triton_kernels
+from onlinenorm.kernels.types import ForwardStats
 
 BACKENDS = {"native": native, "triton": triton_kernels}
 

@@ -1,7 +1,7 @@
 """Value rules: how one config or spec value is checked, and how the check is described.
 
 One mechanism for every check of user input: the training-config schema
-(:mod:`onlinenorm.config`) and the sweep-spec checker (``sweeps.spec``) build
+(:mod:`onlinenorm.training.config`) and the sweep-spec checker (``sweeps.spec``) build
 their keys from these rules. A :class:`Rule`'s ``parse`` returns the
 normalized value, or ``None`` when the value is not allowed; ``allowed`` says
 in words what is allowed, for error messages and ``onlinenorm config show``.

@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import torch
 
-from onlinenorm.kernel_types import ForwardStats, float32_contiguous
+from onlinenorm.kernels.types import ForwardStats, float32_contiguous
 
 SOURCE = Path(__file__).with_name("csrc") / "online_norm.c"
 FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11")

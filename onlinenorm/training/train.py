@@ -36,13 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import clamp_disabled, clamp_fractions, reset_clamp_stats
+from onlinenorm import clamp_disabled, clamp_fractions, reset_clamp_stats
 from .allocator import retain_freed_memory
 from .config import RESUMABLE_CHANGES, validate_config
 from .data import BatchLoader, Dataset, load_dataset
-from .layers import _OnlineNorm
-from .models import NORM_DIMS, create_model
-from .norms import create_norm
+from onlinenorm.layers import _OnlineNorm
+from onlinenorm.models import NORM_DIMS, create_model
+from onlinenorm.norms import create_norm
 
 Report = Callable[[dict[str, Any], "str | None"], None]
 # on_batch(epoch, step, steps_per_epoch, running_train_loss)
@@ -316,7 +316,7 @@ def run(
             previous one is removed once ``report`` returns, so the folder holds
             the latest. ``None``: no checkpoints, ``report`` gets ``None``.
         resume_from: a checkpoint folder (or file) to continue from; its config
-            must match except for :data:`onlinenorm.config.RESUMABLE_CHANGES`.
+            must match except for :data:`onlinenorm.training.config.RESUMABLE_CHANGES`.
         on_batch: progress hook, called every few steps.
         on_start: called once the data is open, the model built and the
             checkpoint (if any) restored, before the first epoch: a caller that
@@ -326,7 +326,7 @@ def run(
         The last metric row (the one ``report`` received last).
 
     Also tells glibc to keep freed memory in the process
-    (:func:`onlinenorm.allocator.retain_freed_memory`): a few percent per
+    (:func:`onlinenorm.training.allocator.retain_freed_memory`): a few percent per
     step on CPU, at the cost of the process keeping its peak heap.
     """
     config = validate_config(config)

@@ -1,6 +1,6 @@
-"""The fused GPU kernels, written in Triton (:mod:`onlinenorm.triton_jit`), launched from here.
+"""The fused GPU kernels, written in Triton (:mod:`onlinenorm.kernels.triton_jit`), launched from here.
 
-They do what the C kernels (:mod:`onlinenorm.native`) do on the CPU, in the same three steps per
+They do what the C kernels (:mod:`onlinenorm.kernels.native`) do on the CPU, in the same three steps per
 direction (per-row reductions, scans over the ``(N, C)`` numbers, one elementwise pass), for
 float32, bfloat16 and float16 activations with float32 statistics and state, on CUDA tensors. Under
 ``TRITON_INTERPRET=1`` (read by Triton when it is imported) Triton's interpreter runs them on CPU
@@ -19,7 +19,7 @@ import shutil
 
 import torch
 
-from onlinenorm.kernel_types import ForwardStats, float32_contiguous
+from onlinenorm.kernels.types import ForwardStats, float32_contiguous
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -48,7 +48,7 @@ def check_available() -> None:
 
 @functools.cache
 def _jit():
-    from onlinenorm import triton_jit
+    from onlinenorm.kernels import triton_jit
 
     return triton_jit
 

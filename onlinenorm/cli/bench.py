@@ -106,7 +106,7 @@ def _set_up_machine(args) -> None:
     """Apply --threads, check --device (bad values are usage errors), and set the allocator as training does."""
     import torch
 
-    from onlinenorm.allocator import retain_freed_memory
+    from onlinenorm.training.allocator import retain_freed_memory
     from onlinenorm.cli import UsageError
 
     retain_freed_memory()
@@ -143,7 +143,7 @@ def run_train(args) -> int:
     _set_up_machine(args)
     if args.kernels:
         os.environ["ONLINENORM_KERNELS"] = args.kernels  # the default of every layer built from here on
-    from onlinenorm.bench_train import bench_train, format_train_table
+    from onlinenorm.bench.train import bench_train, format_train_table
 
     rows = bench_train(model=args.model, batch_size=args.batch_size, steps=args.steps, norms=norms,
                        rounds=args.rounds, image_size=args.image_size, device=args.device,
@@ -201,7 +201,7 @@ def run_layer(args) -> int:
 
     import torch
 
-    from onlinenorm.bench import DEFAULT_LAYER_KERNELS, DEFAULT_SHAPES, LAYER_KERNELS, bench_layer, format_layer_table
+    from onlinenorm.bench.layer import DEFAULT_LAYER_KERNELS, DEFAULT_SHAPES, LAYER_KERNELS, bench_layer, format_layer_table
     from onlinenorm.cli import UsageError
     from onlinenorm.constants import DEFAULT_CLAMP_VALUE
 

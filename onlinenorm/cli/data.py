@@ -6,7 +6,7 @@ import argparse
 
 from onlinenorm.constants import DATASETS
 
-FORMATS = DATASETS  # every dataset format can be synthesized (onlinenorm.data.SYNTH_DEFAULTS; tested)
+FORMATS = DATASETS  # every dataset format can be synthesized (onlinenorm.training.data.SYNTH_DEFAULTS; tested)
 
 
 def register(subparsers) -> None:
@@ -51,7 +51,7 @@ def register(subparsers) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     from onlinenorm.cli import UsageError
-    from onlinenorm.data import DatasetError, write_synthetic
+    from onlinenorm.training.data import DatasetError, write_synthetic
 
     if args.train < 1 or args.test < 1:
         raise UsageError("--train and --test must be at least 1")
@@ -75,8 +75,8 @@ def run_download(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from onlinenorm.cli import UsageError
-    from onlinenorm.data import DatasetError
-    from onlinenorm.data.download import download_archive
+    from onlinenorm.training.data import DatasetError
+    from onlinenorm.training.data.download import download_archive
 
     try:
         download_archive(args.dataset, Path(args.out))
@@ -88,9 +88,9 @@ def run_download(args: argparse.Namespace) -> int:
 
 def run_prepare(args: argparse.Namespace) -> int:
     from onlinenorm.cli import UsageError
-    from onlinenorm.data import DatasetError
-    from onlinenorm.train import load_data
-    from onlinenorm.train_cli import read_config
+    from onlinenorm.training.data import DatasetError
+    from onlinenorm.training.train import load_data
+    from onlinenorm.cli.train import read_config
 
     overrides = {"dataset": args.dataset, "data_dir": args.data_dir}
     config = read_config(args.config, {k: v for k, v in overrides.items() if v is not None})

@@ -1,4 +1,4 @@
-"""The Triton kernels of :mod:`onlinenorm.triton_kernels` (which launches them); imports ``triton``.
+"""The Triton kernels of :mod:`onlinenorm.kernels.triton_kernels` (which launches them); imports ``triton``.
 
 Each direction is the C kernels' three steps (``csrc/online_norm.c``), one launch each:
 

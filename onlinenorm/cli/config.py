@@ -33,7 +33,7 @@ def _text(value) -> str:
 
 def config_table(dataset: str) -> list[tuple[str, str, str, str, str]]:
     """One row per config key: (key, default, value resolved for ``dataset``, allowed values, meaning)."""
-    from onlinenorm.config import SCHEMA, validate_config
+    from onlinenorm.training.config import SCHEMA, validate_config
 
     resolved = validate_config({"dataset": dataset})
     return [(key, _text(option.default), _text(resolved[key]), option.rule.allowed, option.doc)
@@ -41,7 +41,7 @@ def config_table(dataset: str) -> list[tuple[str, str, str, str, str]]:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from onlinenorm.config import RECIPES
+    from onlinenorm.training.config import RECIPES
 
     rows = [("key", "default", args.dataset, "allowed", "meaning"), *config_table(args.dataset)]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from onlinenorm import native
+from onlinenorm.kernels import native
 from onlinenorm.functional import layer_scale
 from onlinenorm.layers import DEFAULT_CLAMP_VALUE, ECMS, OnlineNorm2d, _OnlineNorm
 from onlinenorm.reference import OracleOnlineNorm
@@ -224,8 +224,8 @@ def ecm_kernel_costs(x: torch.Tensor, grad_out: torch.Tensor, rounds: int,
     the per-round differences with its 95% interval (:func:`paired_difference`); ``"ls-ac"`` is what layer
     scaling costs beyond clamping.
 
-    The three run interleaved like the layers, settled on ``x``, through :func:`onlinenorm.native.forward`
-    and :func:`~onlinenorm.native.backward` as the layer calls them. A whole layer step adds autograd and the
+    The three run interleaved like the layers, settled on ``x``, through :func:`onlinenorm.kernels.native.forward`
+    and :func:`~onlinenorm.kernels.native.backward` as the layer calls them. A whole layer step adds autograd and the
     module's Python, a fixed cost of a few hundred microseconds whose noise blurs differences of tens: this is
     where the ECMs' own work is, measured without it.
     """

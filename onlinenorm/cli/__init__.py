@@ -1,6 +1,6 @@
 """The ``onlinenorm`` command: one entry point, one subcommand per job.
 
-Each subcommand lives next to the code it drives and exposes
+Each subcommand is a module of this package and exposes
 ``register(subparsers)``; those modules import only ``argparse`` at the top
 and load torch, Ray or pandas inside their handlers, so ``onlinenorm --help``
 and the light subcommands start fast. ``sweeps`` and ``analysis`` are reached
@@ -21,11 +21,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 # Modules that contribute subcommands, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES = (
-    "onlinenorm.bench_cli",
-    "onlinenorm.kernels_cli",
-    "onlinenorm.data_cli",
-    "onlinenorm.config_cli",
-    "onlinenorm.train_cli",
+    "onlinenorm.cli.bench",
+    "onlinenorm.cli.kernels",
+    "onlinenorm.cli.data",
+    "onlinenorm.cli.config",
+    "onlinenorm.cli.train",
     "sweeps.cli",
     "analysis.cli",
 )

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 
 def run_build(args) -> int:
-    from onlinenorm import native
+    from onlinenorm.kernels import native
     from onlinenorm.cli import UsageError
 
     try:

@@ -67,7 +67,7 @@ def register(subparsers) -> None:
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
     from onlinenorm.cli import UsageError
-    from onlinenorm.config import parse_assignment
+    from onlinenorm.training.config import parse_assignment
 
     try:
         return dict(parse_assignment(item) for item in items)
@@ -78,8 +78,8 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 def read_config(path: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """The resolved config of file ``path`` (or none) updated by ``overrides``; UsageError when invalid."""
     from onlinenorm.cli import UsageError
-    from onlinenorm.config import validate_config
-    from onlinenorm.yaml12 import YAMLError, load_yaml
+    from onlinenorm.training.config import validate_config
+    from onlinenorm.training.yaml12 import YAMLError, load_yaml
 
     config: dict[str, Any] = {}
     if path is not None:
@@ -128,8 +128,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     import torch  # noqa: F401  (heavy imports only once the input is known to be good)
 
-    from onlinenorm.data import DatasetError
-    from onlinenorm.train import RunSetupError, load_checkpoint, run
+    from onlinenorm.training.data import DatasetError
+    from onlinenorm.training.train import RunSetupError, load_checkpoint, run
 
     def start() -> None:
         """Called by the run once its input proved good: only now is anything written."""

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .constants import DATASETS, ECMS, KERNEL_CHOICES, MODELS, NORMS, SHORTCUTS
+from onlinenorm.constants import DATASETS, ECMS, KERNEL_CHOICES, MODELS, NORMS, SHORTCUTS
 from .rules import (
     Rule,
     ascending_integers,
@@ -227,8 +227,8 @@ def _check_group_size(model: str, group_size: int, shortcut: str) -> None:
     """Build ``model`` with group norm on the meta device (no memory, no compute) to test divisibility."""
     import torch
 
-    from .models import NORM_DIMS, create_model
-    from .norms import create_norm
+    from onlinenorm.models import NORM_DIMS, create_model
+    from onlinenorm.norms import create_norm
 
     try:
         with torch.device("meta"):

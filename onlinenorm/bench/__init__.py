@@ -1,0 +1,1 @@
+"""The benchmarks behind ``onlinenorm bench``: figures measured side by side in one process."""
