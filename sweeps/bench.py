@@ -28,7 +28,7 @@ from sweeps.spec import SweepSpec, load_spec
 BENCH_SPEC = Path(__file__).parent / "specs" / "quick.yaml"
 BENCH_OVERRIDES = (  # four trials of the demo sweep, two epochs each
     "name=bench-sweep", "train.epochs=2", "grid.alpha_fwd=[0.999]", "grid.clamp_value=[1, 2, 3, 5]",
-    "extra_trials=[]",
+    "grid.seed=[0]", "extra_trials=[]",
 )
 
 
