@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,18 @@ def trial_configs(trials: int) -> list[dict]:
     scaling, alternating); the rest cycle through ``CLAMP_VALUES`` x
     ``DECAY_EXPONENTS``, the seed counting the passes.
     """
-    base = {"dataset": "cifar10", "model": "resnet20", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4,
-            "batch_size": 128, "eps": 1e-5, "ls_eps": 1e-5, "augment": True, "device": "cpu"}
+    base = {
+        "dataset": "cifar10",
+        "model": "resnet20",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 2e-4,
+        "batch_size": 128,
+        "eps": 1e-5,
+        "ls_eps": 1e-5,
+        "augment": True,
+        "device": "cpu",
+    }
     configs, grid = [], [(c, k) for k in DECAY_EXPONENTS for c in CLAMP_VALUES]
     baselines = clamping = 0
     for index in range(trials):
@@ -49,8 +60,17 @@ def trial_configs(trials: int) -> list[dict]:
             c, (k_fwd, k_bkw) = grid[clamping % len(grid)]
             seed = clamping // len(grid)
             clamping += 1
-        configs.append(base | {"norm": norm, "ecm": ecm, "clamp_value": c, "alpha_fwd": 1 - 2.0 ** -k_fwd,
-                               "alpha_bkw": 1 - 2.0 ** -k_bkw, "seed": seed})
+        configs.append(
+            base
+            | {
+                "norm": norm,
+                "ecm": ecm,
+                "clamp_value": c,
+                "alpha_fwd": 1 - 2.0**-k_fwd,
+                "alpha_bkw": 1 - 2.0**-k_bkw,
+                "seed": seed,
+            }
+        )
     return configs
 
 
@@ -92,25 +112,44 @@ def _rows(config: dict, trial_id: str, epochs: int, layer_names: list[str], rng:
     fractions = np.minimum(1.0, fractions * rng.lognormal(0, 0.1, fractions.shape))
     rows = []
     for epoch in range(1, epochs + 1):
-        row = {"epoch": epoch, "train_loss": float(2.3 * (1 - progress[epoch - 1]) + 0.1 + rng.normal(0, 0.01)),
-               "train_acc": float(val_acc[epoch - 1] + 0.03), "val_loss": float(2.0 - 1.8 * val_acc[epoch - 1]),
-               "val_acc": float(val_acc[epoch - 1]),
-               "val_acc_unclamped": float(val_acc[epoch - 1] - (0.5 if clamps and c < 1.5 else 0.001)),
-               "samples_per_s": float(rng.normal(1500, 50)), "lr": 0.1, "diverged": False,
-               "timestamp": 1767268800 + epoch, "checkpoint_dir_name": f"checkpoint_{epoch - 1:06d}",
-               "should_checkpoint": True, "done": False, "training_iteration": epoch, "trial_id": trial_id,
-               "date": DATE, "time_this_iter_s": 30.0, "time_total_s": 30.0 * epoch, "pid": 1234,
-               "hostname": "node", "node_ip": "10.0.0.1", "config": config, "time_since_restore": 30.0 * epoch,
-               "iterations_since_restore": epoch}
+        row = {
+            "epoch": epoch,
+            "train_loss": float(2.3 * (1 - progress[epoch - 1]) + 0.1 + rng.normal(0, 0.01)),
+            "train_acc": float(val_acc[epoch - 1] + 0.03),
+            "val_loss": float(2.0 - 1.8 * val_acc[epoch - 1]),
+            "val_acc": float(val_acc[epoch - 1]),
+            "val_acc_unclamped": float(val_acc[epoch - 1] - (0.5 if clamps and c < 1.5 else 0.001)),
+            "samples_per_s": float(rng.normal(1500, 50)),
+            "lr": 0.1,
+            "diverged": False,
+            "timestamp": 1767268800 + epoch,
+            "checkpoint_dir_name": f"checkpoint_{epoch - 1:06d}",
+            "should_checkpoint": True,
+            "done": False,
+            "training_iteration": epoch,
+            "trial_id": trial_id,
+            "date": DATE,
+            "time_this_iter_s": 30.0,
+            "time_total_s": 30.0 * epoch,
+            "pid": 1234,
+            "hostname": "node",
+            "node_ip": "10.0.0.1",
+            "config": config,
+            "time_since_restore": 30.0 * epoch,
+            "iterations_since_restore": epoch,
+        }
         if config["norm"] == "online":  # the layers that clamp (or could) report their fractions
             row["clamp_fraction"] = float(fractions[epoch - 1].mean())
-            row.update({f"clamp_fraction/{name}": float(f) for name, f in zip(layer_names, fractions[epoch - 1])})
+            row.update(
+                {f"clamp_fraction/{name}": float(f) for name, f in zip(layer_names, fractions[epoch - 1], strict=False)}
+            )
         rows.append(row)
     return rows
 
 
-def bench_report(experiment: Path, out: Path, rounds: int = 3, workers: int = 2,
-                 progress=lambda message: None) -> list[tuple[str, float, float]]:
+def bench_report(
+    experiment: Path, out: Path, rounds: int = 3, workers: int = 2, progress=lambda message: None
+) -> list[tuple[str, float, float]]:
     """(stage, median wall seconds, median CPU seconds) over ``rounds`` for
     each stage of the report of ``experiment``.
 
@@ -136,21 +175,38 @@ def bench_report(experiment: Path, out: Path, rounds: int = 3, workers: int = 2,
         stages.setdefault(stage, []).append((time.perf_counter() - start, _cpu_seconds() - cpu))
         return value
 
-    command = [sys.executable, "-c", "import sys; from onlinenorm.cli import main; sys.exit(main(sys.argv[1:]))",
-               "report", str(experiment), "--out", str(out / "cli")]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from onlinenorm.cli import main; sys.exit(main(sys.argv[1:]))",
+        "report",
+        str(experiment),
+        "--out",
+        str(out / "cli"),
+    ]
     for round_ in range(1, rounds + 1):
         progress(f"round {round_}/{rounds}")
-        timed("onlinenorm report (fresh process, all stages)", lambda: subprocess.run(command, check=True,
-                                                                                        capture_output=True))
+        timed(
+            "onlinenorm report (fresh process, all stages)",
+            lambda: subprocess.run(command, check=True, capture_output=True),
+        )
         results = timed("analysis.load", lambda: analysis.load(experiment))
-        timed("analysis.findings", lambda: analysis.findings(results))
-        timed("charts, one process", lambda: charts.save_all(results, out / "serial", workers=1))
-        timed(f"charts, {workers} processes", lambda: charts.save_all(results, out / "parallel", workers=workers))
-        timed("tables", lambda: [table(results.trials) for table in (tables.comparison, tables.variability,
-                                                                      tables.sensitivity, tables.best_settings)])
-        timed("Parquet export", lambda: export(results, out / "parquet"))
-    return [(stage, float(np.median([w for w, _ in runs])), float(np.median([c for _, c in runs])))
-            for stage, runs in stages.items()]
+        timed("analysis.findings", partial(analysis.findings, results))
+        timed("charts, one process", partial(charts.save_all, results, out / "serial", workers=1))
+        timed(f"charts, {workers} processes", partial(charts.save_all, results, out / "parallel", workers=workers))
+        timed("tables", partial(_tables, tables, results.trials))
+        timed("Parquet export", partial(export, results, out / "parquet"))
+    return [
+        (stage, float(np.median([w for w, _ in runs])), float(np.median([c for _, c in runs])))
+        for stage, runs in stages.items()
+    ]
+
+
+def _tables(tables, trials) -> list:
+    """Every table of the report."""
+    return [
+        table(trials) for table in (tables.comparison, tables.variability, tables.sensitivity, tables.best_settings)
+    ]
 
 
 def _cpu_seconds() -> float:

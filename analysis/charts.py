@@ -76,18 +76,22 @@ def accuracy_vs_clamp_fraction(results: Results) -> Figure:
     panels = _decay_panels(results, data)
     fig, axes = _panels(len(panels), share=True, scale=1.3 if len(panels) == 1 else 1.0)
     colors, legend = _clamp_colors(results, data, fig, axes)
-    for ax, (title, rows) in zip(axes, panels):
-        ax.scatter(rows["clamp_fraction_mean"], rows["best_val_acc"], c=list(colors[rows.index]), **_point_style(len(data)))
+    for ax, (title, rows) in zip(axes, panels, strict=False):
+        ax.scatter(
+            rows["clamp_fraction_mean"], rows["best_val_acc"], c=list(colors[rows.index]), **_point_style(len(data))
+        )
         _seed_spread(ax, rows, "clamp_fraction_mean", "best_val_acc")
         ax.set_xscale("log")
         ax.set_title(title, fontsize="medium")
     baselines = trials.query("baseline").groupby("normalizer")["best_val_acc"].median()
     legend.append(Line2D([], [], color="black", marker="+", markersize=10, linestyle="", label="mean ± sd over seeds"))
-    for (name, value), style in zip(baselines.items(), BASELINE_LINESTYLES):
+    for (name, value), style in zip(baselines.items(), BASELINE_LINESTYLES, strict=False):
         for ax in axes:
             ax.axhline(value, color="0.3", linestyle=style, linewidth=1)
         legend.append(Line2D([], [], color="0.3", linestyle=style, label=f"{name} median {value:.3g}"))
-    _labels(fig, axes, "mean clamp fraction (log scale)", f"best val. accuracy ({_accuracy_unit(data['best_val_acc'])})")
+    _labels(
+        fig, axes, "mean clamp fraction (log scale)", f"best val. accuracy ({_accuracy_unit(data['best_val_acc'])})"
+    )
     return _finish(fig, "Accuracy vs fraction of clamped activations", legend)
 
 
@@ -100,12 +104,24 @@ def measured_vs_predicted_clamp_fraction(results: Results) -> Figure:
     _require(measured, "no complete clamping trial reported a clamp fraction")
     fig, (ax,) = _panels(1, scale=1.3)
     if is_sampled(results, measured, "clamp_value"):
-        ax.scatter(measured["clamp_value"], measured["clamp_fraction_mean"].where(lambda f: f > 0),
-                   color="C0", label="measured (mean over training), one point per trial", **_point_style(len(measured)))
+        ax.scatter(
+            measured["clamp_value"],
+            measured["clamp_fraction_mean"].where(lambda f: f > 0),
+            color="C0",
+            label="measured (mean over training), one point per trial",
+            **_point_style(len(measured)),
+        )
     else:
         spread = measured.groupby("clamp_value")["clamp_fraction_mean"].agg(["median", "min", "max"])
-        ax.errorbar(spread.index, spread["median"], yerr=[spread["median"] - spread["min"], spread["max"] - spread["median"]],
-                    fmt="o-", color="C0", capsize=3, label="measured (mean over training): median, min-max over trials")
+        ax.errorbar(
+            spread.index,
+            spread["median"],
+            yerr=[spread["median"] - spread["min"], spread["max"] - spread["median"]],
+            fmt="o-",
+            color="C0",
+            capsize=3,
+            label="measured (mean over training): median, min-max over trials",
+        )
     c = np.linspace(0.9 * measured["clamp_value"].min(), 1.1 * measured["clamp_value"].max(), 200)
     ax.plot(c, [math.erfc(v / math.sqrt(2)) for v in c], color="C1", label="Gaussian prediction erfc(c/√2)")
     ax.set_yscale("log", nonpositive="mask")
@@ -131,14 +147,17 @@ def sensitivity_heatmaps(results: Results) -> Figure:
     _require(data, "no complete clamping trial with a clamp value and an accuracy")
     unit = _accuracy_unit(data["best_val_acc"])
     decays = [d for d in DECAYS if d in data and data[d].nunique() > 1]
-    if len(decays) == 2 and not any(is_sampled(results, data, d) for d in decays) \
-            and not is_sampled(results, data, "clamp_value"):
+    if (
+        len(decays) == 2
+        and not any(is_sampled(results, data, d) for d in decays)
+        and not is_sampled(results, data, "clamp_value")
+    ):
         return _decay_heatmaps(data, unit)
     varied = [p for p in ["clamp_value", *DECAYS] if p in data and data[p].nunique() > 1]
     if not varied:
         raise NoData("the clamping trials ran a single clamp value and decay pair")
     fig, axes = _panels(len(varied), scale=1.3 if len(varied) == 1 else 1.0)
-    for ax, parameter in zip(axes, varied):
+    for ax, parameter in zip(axes, varied, strict=False):
         x = data[parameter] if parameter == "clamp_value" else 1 - data[parameter]
         ax.scatter(x, data["best_val_acc"], color="C0", **_point_style(len(data)))
         if not is_sampled(results, data, parameter):
@@ -154,11 +173,16 @@ def sensitivity_heatmaps(results: Results) -> Figure:
                 ax.xaxis.set_major_locator(FixedLocator(sorted(x.unique())))
                 ax.xaxis.set_minor_locator(NullLocator())
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_decay(1 - v).removeprefix("1-")))
-    fixed = [f"{DECAYS.get(p, 'c')} = {format_decay(data[p].iloc[0]) if p in DECAYS else f'{data[p].iloc[0]:g}'}"
-             for p in ["clamp_value", *DECAYS] if p in data and p not in varied]
+    fixed = [
+        f"{DECAYS.get(p, 'c')} = {format_decay(data[p].iloc[0]) if p in DECAYS else f'{data[p].iloc[0]:g}'}"
+        for p in ["clamp_value", *DECAYS]
+        if p in data and p not in varied
+    ]
     axes[0].set_ylabel(f"best val. accuracy ({unit})")
     handles = axes[0].get_legend_handles_labels()[0]
-    title = "Sensitivity of best accuracy to what the sweep varied" + (f"\n(fixed: {', '.join(fixed)})" if fixed else "")
+    title = "Sensitivity of best accuracy to what the sweep varied" + (
+        f"\n(fixed: {', '.join(fixed)})" if fixed else ""
+    )
     return _finish(fig, title, handles)
 
 
@@ -169,12 +193,14 @@ def clamp_fraction_by_layer(results: Results) -> Figure:
     _require(clamped, "no clamping trial with a clamp value")
     if is_sampled(results, clamped, "clamp_value"):
         ranges = pd.qcut(clamped["clamp_value"], 4, duplicates="drop")
-        clamped["panel"] = ranges.cat.rename_categories([f"c in ({r.left:.2g}, {r.right:.2g}]"
-                                                         for r in ranges.cat.categories])
+        clamped["panel"] = ranges.cat.rename_categories(
+            [f"c in ({r.left:.2g}, {r.right:.2g}]" for r in ranges.cat.categories]
+        )
     else:
         values = sorted(clamped["clamp_value"].unique())
         clamped["panel"] = pd.Categorical(clamped["clamp_value"], categories=values).rename_categories(
-            [f"c = {v:g}" for v in values])
+            [f"c = {v:g}" for v in values]
+        )
     data = results.layers[KEYS + ["epoch", "layer", "depth", "clamp_fraction"]].merge(clamped, on=KEYS)
     _require(data, "no clamping trial reported per-layer clamp fractions")
     medians = data.groupby(["panel", "depth", "epoch"], observed=True)["clamp_fraction"].median()
@@ -185,13 +211,23 @@ def clamp_fraction_by_layer(results: Results) -> Figure:
     cmap = plt.get_cmap(CMAP).with_extremes(bad="0.85", under="0.85")
     panels = [p for p in clamped["panel"].cat.categories if p in medians.index.unique("panel")]
     fig, axes = _panels(len(panels), share=True)
-    for ax, panel in zip(axes, panels):
+    for ax, panel in zip(axes, panels, strict=False):
         table = medians.loc[panel].unstack("epoch").reindex(names.index)  # every depth: shared axes
-        mesh = ax.pcolormesh(table.columns, np.arange(len(table.index)), table.where(table > 0).to_numpy(),
-                             cmap=cmap, norm=norm, shading="nearest", rasterized=True)
+        mesh = ax.pcolormesh(
+            table.columns,
+            np.arange(len(table.index)),
+            table.where(table > 0).to_numpy(),
+            cmap=cmap,
+            norm=norm,
+            shading="nearest",
+            rasterized=True,
+        )
         step = max(1, len(table.index) // 20)
-        ax.set_yticks(np.arange(0, len(table.index), step),
-                      [f"{d} {names.get(d, '')}" for d in table.index[::step]], fontsize="x-small")
+        ax.set_yticks(
+            np.arange(0, len(table.index), step),
+            [f"{d} {names.get(d, '')}" for d in table.index[::step]],
+            fontsize="x-small",
+        )
         ax.set_ylim(len(table.index) - 0.5, -0.5)  # depth 0 on top
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(panel, fontsize="medium")
@@ -209,7 +245,9 @@ def unclamped_vs_clamped_accuracy(results: Results) -> Figure:
     unit = _accuracy_unit(data["best_val_acc"])
     fig, (ax,) = _panels(1, scale=1.3)
     colors, legend = _clamp_colors(results, data, fig, [ax])
-    ax.scatter(data["best_val_acc"], data["val_acc_unclamped_at_best"], c=list(colors[data.index]), **_point_style(len(data)))
+    ax.scatter(
+        data["best_val_acc"], data["val_acc_unclamped_at_best"], c=list(colors[data.index]), **_point_style(len(data))
+    )
     ax.axline((data["best_val_acc"].min(),) * 2, slope=1, color="0.3", linestyle="--")
     legend.append(Line2D([], [], color="0.3", linestyle="--", label="identity: no change"))
     _labels(fig, [ax], f"validation accuracy, clamped ({unit})", f"validation accuracy, clamp removed ({unit})")
@@ -219,24 +257,29 @@ def unclamped_vs_clamped_accuracy(results: Results) -> Figure:
 def training_curves(results: Results) -> Figure:
     """val_acc and train_loss over epochs by normalizer/ECM: the median over
     trials, with a band from the 25th to the 75th percentile."""
-    metrics = {"val_acc": f"validation accuracy ({_accuracy_unit(results.epochs['val_acc'])})",
-               "train_loss": "training loss (cross-entropy)"}
+    metrics = {
+        "val_acc": f"validation accuracy ({_accuracy_unit(results.epochs['val_acc'])})",
+        "train_loss": "training loss (cross-entropy)",
+    }
     data = results.epochs[KEYS + ["epoch", *metrics]].merge(results.trials[KEYS + ["normalizer"]], on=KEYS)
     quantiles = data.groupby(["normalizer", "epoch"])[list(metrics)].quantile([0.25, 0.5, 0.75]).unstack()
     quantiles = quantiles.dropna(how="all")
     _require(quantiles, "no trial reported val_acc or train_loss")
     fig, axes = _panels(2, scale=1.0)
-    for ax, (metric, label) in zip(axes, metrics.items()):
+    for ax, (metric, label) in zip(axes, metrics.items(), strict=False):
         for color, (normalizer, rows) in enumerate(quantiles.groupby(level="normalizer")):
             epochs = rows.index.get_level_values("epoch")
             ax.plot(epochs, rows[(metric, 0.5)], color=f"C{color}", label=normalizer)
-            ax.fill_between(epochs, rows[(metric, 0.25)], rows[(metric, 0.75)], color=f"C{color}", alpha=0.2, linewidth=0)
+            ax.fill_between(
+                epochs, rows[(metric, 0.25)], rows[(metric, 0.75)], color=f"C{color}", alpha=0.2, linewidth=0
+            )
         ax.set_title(label, fontsize="medium")
         ax.set_ylabel(label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _labels(fig, axes, "epoch", None)
-    return _finish(fig, "Training curves by normalizer (median, 25-75th percentile band)",
-                   axes[0].get_legend_handles_labels()[0])
+    return _finish(
+        fig, "Training curves by normalizer (median, 25-75th percentile band)", axes[0].get_legend_handles_labels()[0]
+    )
 
 
 CHARTS = {
@@ -267,7 +310,7 @@ def save_all(results: Results, out_dir: Path, workers: int = 1) -> dict[str, lis
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             order = sorted(CHARTS, key=lambda name: name not in COSTLIEST)  # the slowest two start first
-            drawn = dict(zip(order, pool.map(_save_forked, order, [out_dir] * len(order))))
+            drawn = dict(zip(order, pool.map(_save_forked, order, [out_dir] * len(order)), strict=False))
         return {name: drawn[name] for name in CHARTS}
     finally:
         _FORKED_RESULTS = None
@@ -298,15 +341,22 @@ def _decay_heatmaps(data: pd.DataFrame, unit: str) -> Figure:
     clamp_values = list(medians.index.unique("clamp_value"))
     forward, backward = sorted(data["alpha_fwd"].unique()), sorted(data["alpha_bkw"].unique())
     fig, axes = _panels(len(clamp_values), share=True)
-    for ax, c in zip(axes, clamp_values):
+    for ax, c in zip(axes, clamp_values, strict=False):
         table = medians.loc[c].unstack("alpha_bkw").reindex(index=forward, columns=backward)  # shared axes
         mesh = ax.imshow(table.to_numpy(), cmap=CMAP, norm=norm, aspect="auto")
         ax.set_xticks(range(len(table.columns)), [format_decay(a) for a in table.columns], fontsize="small")
         ax.set_yticks(range(len(table.index)), [format_decay(a) for a in table.index], fontsize="small")
         for (i, j), value in np.ndenumerate(table.to_numpy()):
             if value == value and table.size <= 36:
-                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize="x-small",
-                        color="white" if norm(value) < 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize="x-small",
+                    color="white" if norm(value) < 0.5 else "black",
+                )
         ax.set_title(f"c = {c:g}", fontsize="medium")
     _labels(fig, axes, f"{DECAYS['alpha_bkw']} (backward decay)", f"{DECAYS['alpha_fwd']} (forward decay)")
     fig.colorbar(mesh, ax=axes, label=f"median best val. accuracy ({unit})", shrink=0.8)
@@ -316,11 +366,12 @@ def _decay_heatmaps(data: pd.DataFrame, unit: str) -> Figure:
 def _decay_panels(results: Results, data: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(title, trials) per decay-factor pair when the sweep ran several on a grid; else one panel."""
     decays = [d for d in DECAYS if d in data]
-    if len(decays) < 2 or any(is_sampled(results, data, d) for d in decays) \
-            or len(data.groupby(decays).size()) < 2:
+    if len(decays) < 2 or any(is_sampled(results, data, d) for d in decays) or len(data.groupby(decays).size()) < 2:
         return [("", data)]
-    return [(f"{DECAYS['alpha_fwd']} = {format_decay(f)}, {DECAYS['alpha_bkw']} = {format_decay(b)}", rows)
-            for (f, b), rows in data.groupby(decays)]
+    return [
+        (f"{DECAYS['alpha_fwd']} = {format_decay(f)}, {DECAYS['alpha_bkw']} = {format_decay(b)}", rows)
+        for (f, b), rows in data.groupby(decays)
+    ]
 
 
 def _clamp_colors(results: Results, data: pd.DataFrame, fig: Figure, axes) -> tuple[pd.Series, list]:
@@ -344,8 +395,17 @@ def _seed_spread(ax, data: pd.DataFrame, x: str, y: str) -> None:
     """Mean +- sd cross for each setting run with more than one seed."""
     spread = data.groupby("setting")[[x, y]].agg(["mean", "std", "count"])
     spread = spread[spread[(x, "count")] > 1]
-    ax.errorbar(spread[(x, "mean")], spread[(y, "mean")], xerr=spread[(x, "std")], yerr=spread[(y, "std")],
-                fmt="+", color="black", markersize=10, capsize=2, linewidth=0.8)
+    ax.errorbar(
+        spread[(x, "mean")],
+        spread[(y, "mean")],
+        xerr=spread[(x, "std")],
+        yerr=spread[(y, "std")],
+        fmt="+",
+        color="black",
+        markersize=10,
+        capsize=2,
+        linewidth=0.8,
+    )
 
 
 def _sampled_keys(results: Results) -> set[str]:
@@ -370,13 +430,14 @@ def _panels(n: int, columns: int = 3, scale: float = 1.0, share: bool = False) -
     cols = min(n, columns)
     rows = math.ceil(n / cols)
     width, height = PANEL[0] * scale, PANEL[1] * scale
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
-                             sharex=share, sharey=share)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(width * cols, height * rows), squeeze=False, sharex=share, sharey=share
+    )
     fig.subplots_adjust(left=0, right=1, bottom=0, top=1, wspace=0.12 if share else 0.3, hspace=0.3)
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.remove()
-    for ax in flat[n - cols:n]:  # the lowest panel of each column shows its x ticks
+    for ax in flat[n - cols : n]:  # the lowest panel of each column shows its x ticks
         ax.xaxis.set_tick_params(labelbottom=True)
     return fig, flat[:n]
 
@@ -385,7 +446,7 @@ def _labels(fig: Figure, axes: list, x: str, y: str | None) -> None:
     """Axis labels on the bottom row and the left column only."""
     for ax in axes:
         spec = ax.get_subplotspec()
-        ax.set_xlabel(x if ax in axes[-spec.get_gridspec().ncols:] else "")
+        ax.set_xlabel(x if ax in axes[-spec.get_gridspec().ncols :] else "")
         if y is not None:
             ax.set_ylabel(y if spec.is_first_col() else "")
 
@@ -409,6 +470,11 @@ def _finish(fig: Figure, title: str, handles: list | None = None) -> Figure:
     if handles:
         right = max(ax.get_position().x1 for ax in fig.axes)  # beside the panels or their colour bar
         gap = 0.7 if any(ax.get_label() == "<colorbar>" for ax in fig.axes) else 0.15  # inches
-        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(right + gap / fig.get_figwidth(), 0.5),
-                   frameon=False, fontsize="small")
+        fig.legend(
+            handles=handles,
+            loc="center left",
+            bbox_to_anchor=(right + gap / fig.get_figwidth(), 0.5),
+            frameon=False,
+            fontsize="small",
+        )
     return fig

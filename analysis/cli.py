@@ -14,19 +14,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report",
         help="print the findings and write an HTML report, findings.json, charts and Parquet frames",
         description="Read Ray Tune experiment directories (never writing into them), print what they show "
-                    "(findings with bootstrap confidence intervals and verdicts) and write a self-contained "
-                    "HTML report that opens with them, then charts, tables and trial states, plus findings.json "
-                    "and Parquet frames.",
+        "(findings with bootstrap confidence intervals and verdicts) and write a self-contained "
+        "HTML report that opens with them, then charts, tables and trial states, plus findings.json "
+        "and Parquet frames.",
     )
-    parser.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR",
-                        help="an experiment directory or storage URI (s3://...), or a Ray storage path "
-                             "holding several")
-    parser.add_argument("--out", metavar="DIR",
-                        help="output directory (default: <first EXPERIMENT_DIR>_report beside it; "
-                             "for a URI, in the current directory)")
-    parser.add_argument("--margin", default="0.01", metavar="M",
-                        help="equivalence margin in accuracy: a difference whose confidence interval lies "
-                             "within +-M is 'equivalent' (default 0.01, one point)")
+    parser.add_argument(
+        "experiments",
+        nargs="+",
+        metavar="EXPERIMENT_DIR",
+        help="an experiment directory or storage URI (s3://...), or a Ray storage path holding several",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output directory (default: <first EXPERIMENT_DIR>_report beside it; for a URI, in the current directory)",
+    )
+    parser.add_argument(
+        "--margin",
+        default="0.01",
+        metavar="M",
+        help="equivalence margin in accuracy: a difference whose confidence interval lies "
+        "within +-M is 'equivalent' (default 0.01, one point)",
+    )
     parser.set_defaults(func=report)
 
 
@@ -46,22 +55,30 @@ def report(args: argparse.Namespace) -> int:
     except ValueError:
         margin = float("nan")
     if not 0 < margin < 1:
-        return _usage_error(f"--margin {args.margin}: give an accuracy difference between 0 and 1, "
-                            "e.g. --margin 0.01 for one point")
+        return _usage_error(
+            f"--margin {args.margin}: give an accuracy difference between 0 and 1, e.g. --margin 0.01 for one point"
+        )
     from analysis.storage import is_uri, uri_name
 
     experiments = [p if is_uri(p) else Path(p).expanduser().resolve() for p in args.experiments]
     missing = [str(p) for p in experiments if not is_uri(p) and not p.is_dir()]
     if missing:
-        return _usage_error(f"{', '.join(missing)}: no such directory; pass the experiment directory "
-                            "(the one holding experiment_state-*.json and the trial directories)")
+        return _usage_error(
+            f"{', '.join(missing)}: no such directory; pass the experiment directory "
+            "(the one holding experiment_state-*.json and the trial directories)"
+        )
     first = experiments[0]
-    out = Path(args.out).expanduser().resolve() if args.out else (
-        Path(uri_name(first) + "_report").resolve() if is_uri(first) else first.with_name(first.name + "_report"))
+    out = (
+        Path(args.out).expanduser().resolve()
+        if args.out
+        else (Path(uri_name(first) + "_report").resolve() if is_uri(first) else first.with_name(first.name + "_report"))
+    )
     inside = [str(p) for p in experiments if not is_uri(p) and (out == p or p in out.parents)]
     if inside:
-        return _usage_error(f"--out {out} is inside the experiment directory {inside[0]}; "
-                            "reports are never written into an experiment, choose another --out")
+        return _usage_error(
+            f"--out {out} is inside the experiment directory {inside[0]}; "
+            "reports are never written into an experiment, choose another --out"
+        )
 
     import matplotlib
 
@@ -75,15 +92,16 @@ def report(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, OSError) as err:
         return _usage_error(f"{err}; pass the experiment's URI as `onlinenorm sweep run` printed it")
     if results.trials.empty:
-        return _usage_error(f"no trials found in {', '.join(map(str, experiments))}; "
-                            "pass a directory written by `onlinenorm sweep run` (a Ray Tune experiment)")
+        return _usage_error(
+            f"no trials found in {', '.join(map(str, experiments))}; "
+            "pass a directory written by `onlinenorm sweep run` (a Ray Tune experiment)"
+        )
     found = findings(results, margin=margin)
     path = write_report(results, out, findings=found, margin=margin)
     print(to_text(found, margin=margin, confidence=0.95))
     print(f"\nReport: {path}")
     if results.warnings:
-        print(f"{len(results.warnings)} file(s) could not be read; see the report's last section",
-              file=sys.stderr)
+        print(f"{len(results.warnings)} file(s) could not be read; see the report's last section", file=sys.stderr)
     return 0
 
 

@@ -43,20 +43,62 @@ import pyarrow as pa
 from analysis.layout import RawTrial
 
 KEYS = ["experiment", "trial_id"]
-METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_acc_unclamped",
-           "clamp_fraction", "samples_per_s", "lr", "diverged"]
+METRICS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_acc_unclamped",
+    "clamp_fraction",
+    "samples_per_s",
+    "lr",
+    "diverged",
+]
 LAYER_PREFIX = "clamp_fraction/"
 RAY_TIMING = ["training_iteration", "time_this_iter_s", "time_total_s"]
-RAY_BOOKKEEPING = ["timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "date",
-                   "pid", "hostname", "node_ip", "time_since_restore", "iterations_since_restore",
-                   "experiment_tag", "config"]
-SUMMARY_COLUMNS = ["state", "ray_status", "error", "trial_dir", "epochs_done", "best_val_acc", "best_epoch",
-                   "val_acc_unclamped_at_best", "clamp_fraction_at_best", "final_val_acc", "final_val_loss",
-                   "best_val_loss", "clamp_fraction_mean", "normalizer", "baseline", "setting"]
+RAY_BOOKKEEPING = [
+    "timestamp",
+    "checkpoint_dir_name",
+    "should_checkpoint",
+    "done",
+    "date",
+    "pid",
+    "hostname",
+    "node_ip",
+    "time_since_restore",
+    "iterations_since_restore",
+    "experiment_tag",
+    "config",
+]
+SUMMARY_COLUMNS = [
+    "state",
+    "ray_status",
+    "error",
+    "trial_dir",
+    "epochs_done",
+    "best_val_acc",
+    "best_epoch",
+    "val_acc_unclamped_at_best",
+    "clamp_fraction_at_best",
+    "final_val_acc",
+    "final_val_loss",
+    "best_val_loss",
+    "clamp_fraction_mean",
+    "normalizer",
+    "baseline",
+    "setting",
+]
 COMPLETE_STATES = ["finished", "diverged"]
 
-NORM_LABELS = {"online": "OnlineNorm", "batch": "BatchNorm", "group": "GroupNorm", "layer": "LayerNorm",
-               "instance": "InstanceNorm", "none": "No normalization"}
+NORM_LABELS = {
+    "online": "OnlineNorm",
+    "batch": "BatchNorm",
+    "group": "GroupNorm",
+    "layer": "LayerNorm",
+    "instance": "InstanceNorm",
+    "none": "No normalization",
+}
 ECM_LABELS = {"ac": "Activation Clamping", "ls": "Layer Scaling", "none": "no ECM"}
 
 
@@ -88,10 +130,13 @@ def clamping(trials: pd.DataFrame) -> pd.Series:
 
 def _wide_rows(raw: list[tuple[str, RawTrial]]) -> pd.DataFrame:
     """Every trial's result rows in one frame, sorted by KEYS and epoch."""
-    tables = [trial.rows.drop_columns([c for c in KEYS if c in trial.rows.column_names])
-                        .append_column("experiment", pa.array([name] * trial.rows.num_rows, pa.string()))
-                        .append_column("trial_id", pa.array([trial.trial_id] * trial.rows.num_rows, pa.string()))
-              for name, trial in raw if trial.rows.num_rows]
+    tables = [
+        trial.rows.drop_columns([c for c in KEYS if c in trial.rows.column_names])
+        .append_column("experiment", pa.array([name] * trial.rows.num_rows, pa.string()))
+        .append_column("trial_id", pa.array([trial.trial_id] * trial.rows.num_rows, pa.string()))
+        for name, trial in raw
+        if trial.rows.num_rows
+    ]
     try:
         wide = pa.concat_tables(tables, promote_options="permissive").to_pandas() if tables else pd.DataFrame()
     except pa.ArrowException:  # a column of different kinds in different trials: let pandas mix them
@@ -102,9 +147,11 @@ def _wide_rows(raw: list[tuple[str, RawTrial]]) -> pd.DataFrame:
         wide["epoch"] = wide["epoch"].fillna(wide["training_iteration"])
     wide["diverged"] = wide["diverged"].astype("boolean").fillna(False).astype(bool)
     # A trial resumed from a checkpoint reports the later epochs again: keep the newest.
-    return (wide.drop_duplicates(KEYS + ["epoch"], keep="last")
-                .sort_values(KEYS + ["epoch"], kind="stable")
-                .reset_index(drop=True))
+    return (
+        wide.drop_duplicates(KEYS + ["epoch"], keep="last")
+        .sort_values(KEYS + ["epoch"], kind="stable")
+        .reset_index(drop=True)
+    )
 
 
 def _layers(wide: pd.DataFrame, layer_columns: list[str], raw: list[tuple[str, RawTrial]]) -> pd.DataFrame:
@@ -113,8 +160,10 @@ def _layers(wide: pd.DataFrame, layer_columns: list[str], raw: list[tuple[str, R
     columns = KEYS + ["epoch", "layer", "depth", "clamp_fraction"]
     if not layer_columns:
         return pd.DataFrame({c: pd.Series(dtype=float if c == "clamp_fraction" else object) for c in columns})
-    orders = {(name, trial.trial_id): [c for c in trial.rows.column_names if c.startswith(LAYER_PREFIX)]
-              for name, trial in raw}
+    orders = {
+        (name, trial.trial_id): [c for c in trial.rows.column_names if c.startswith(LAYER_PREFIX)]
+        for name, trial in raw
+    }
     depth = np.full((len(wide), len(layer_columns)), -1, dtype=np.int64)
     position = {c: i for i, c in enumerate(layer_columns)}
     in_model_order = True
@@ -125,10 +174,16 @@ def _layers(wide: pd.DataFrame, layer_columns: list[str], raw: list[tuple[str, R
     values = wide[layer_columns].to_numpy(dtype=float)
     row, column = np.nonzero(~np.isnan(values) & (depth >= 0))  # row-major: by trial, epoch, then column
     names = pa.array([c.removeprefix(LAYER_PREFIX) for c in layer_columns], pa.string())
-    layers = pa.table({  # built in Arrow: 20 x more rows than epochs, and Arrow makes the strings cheaply
-        "experiment": pa.array(wide["experiment"]).take(row), "trial_id": pa.array(wide["trial_id"]).take(row),
-        "epoch": wide["epoch"].to_numpy()[row], "layer": names.take(column),
-        "depth": depth[row, column], "clamp_fraction": values[row, column]}).to_pandas()
+    layers = pa.table(
+        {  # built in Arrow: 20 x more rows than epochs, and Arrow makes the strings cheaply
+            "experiment": pa.array(wide["experiment"]).take(row),
+            "trial_id": pa.array(wide["trial_id"]).take(row),
+            "epoch": wide["epoch"].to_numpy()[row],
+            "layer": names.take(column),
+            "depth": depth[row, column],
+            "clamp_fraction": values[row, column],
+        }
+    ).to_pandas()
     if not in_model_order:
         layers = layers.sort_values(KEYS + ["epoch", "depth"], kind="stable").reset_index(drop=True)
     return layers
@@ -136,13 +191,16 @@ def _layers(wide: pd.DataFrame, layer_columns: list[str], raw: list[tuple[str, R
 
 def _trials(raw: list[tuple[str, RawTrial]], epochs: pd.DataFrame) -> pd.DataFrame:
     config = pd.json_normalize([trial.config for _, trial in raw], sep="/").map(_hashable)
-    info = pd.DataFrame(dtype=str, data={
-        "experiment": [name for name, _ in raw],
-        "trial_id": [trial.trial_id for _, trial in raw],
-        "ray_status": [trial.ray_status for _, trial in raw],
-        "error": [trial.error for _, trial in raw],
-        "trial_dir": [str(trial.directory) for _, trial in raw],
-    })
+    info = pd.DataFrame(
+        dtype=str,
+        data={
+            "experiment": [name for name, _ in raw],
+            "trial_id": [trial.trial_id for _, trial in raw],
+            "ray_status": [trial.ray_status for _, trial in raw],
+            "error": [trial.error for _, trial in raw],
+            "trial_dir": [str(trial.directory) for _, trial in raw],
+        },
+    )
     trials = pd.concat([info[KEYS], config.drop(columns=KEYS, errors="ignore"), info.drop(columns=KEYS)], axis=1)
     trials = trials.reindex(columns=list(dict.fromkeys(list(trials.columns) + ["norm", "ecm", "epochs"])))
     trials = trials.merge(_summaries(epochs), on=KEYS, how="left")
@@ -157,18 +215,31 @@ def _trials(raw: list[tuple[str, RawTrial]], epochs: pd.DataFrame) -> pd.DataFra
 
 def _summaries(epochs: pd.DataFrame) -> pd.DataFrame:
     by_trial = epochs.groupby(KEYS, sort=False)
-    overall = by_trial.agg(epochs_done=("epoch", "max"), best_val_loss=("val_loss", "min"),
-                           clamp_fraction_mean=("clamp_fraction", "mean"), diverged=("diverged", "any"))
-    best = (epochs.dropna(subset=["val_acc"])
-                  .sort_values(["val_acc", "epoch"], ascending=[False, True])
-                  .drop_duplicates(KEYS)
-                  .set_index(KEYS)[["val_acc", "epoch", "val_acc_unclamped", "clamp_fraction"]]
-                  .rename(columns={"val_acc": "best_val_acc", "epoch": "best_epoch",
-                                   "val_acc_unclamped": "val_acc_unclamped_at_best",
-                                   "clamp_fraction": "clamp_fraction_at_best"}))
-    final = (epochs.drop_duplicates(KEYS, keep="last")  # epochs is sorted by epoch
-                   .set_index(KEYS)[["val_acc", "val_loss"]]
-                   .rename(columns={"val_acc": "final_val_acc", "val_loss": "final_val_loss"}))
+    overall = by_trial.agg(
+        epochs_done=("epoch", "max"),
+        best_val_loss=("val_loss", "min"),
+        clamp_fraction_mean=("clamp_fraction", "mean"),
+        diverged=("diverged", "any"),
+    )
+    best = (
+        epochs.dropna(subset=["val_acc"])
+        .sort_values(["val_acc", "epoch"], ascending=[False, True])
+        .drop_duplicates(KEYS)
+        .set_index(KEYS)[["val_acc", "epoch", "val_acc_unclamped", "clamp_fraction"]]
+        .rename(
+            columns={
+                "val_acc": "best_val_acc",
+                "epoch": "best_epoch",
+                "val_acc_unclamped": "val_acc_unclamped_at_best",
+                "clamp_fraction": "clamp_fraction_at_best",
+            }
+        )
+    )
+    final = (
+        epochs.drop_duplicates(KEYS, keep="last")  # epochs is sorted by epoch
+        .set_index(KEYS)[["val_acc", "val_loss"]]
+        .rename(columns={"val_acc": "final_val_acc", "val_loss": "final_val_loss"})
+    )
     return overall.join([best, final]).reset_index()
 
 
@@ -184,8 +255,11 @@ def _state(trials: pd.DataFrame) -> np.ndarray:
         trials["ray_status"].eq("TERMINATED") | reached_last_epoch,
         trials["epochs_done"].notna(),
     ]
-    return np.select([c.to_numpy(dtype=bool) for c in conditions],
-                     ["errored", "diverged", "stopped", "finished", "running"], default="pending")
+    return np.select(
+        [c.to_numpy(dtype=bool) for c in conditions],
+        ["errored", "diverged", "stopped", "finished", "running"],
+        default="pending",
+    )
 
 
 def _normalizer(trials: pd.DataFrame) -> pd.Series:
@@ -197,15 +271,17 @@ def _normalizer(trials: pd.DataFrame) -> pd.Series:
 def _setting(trials: pd.DataFrame, config_keys: list[str]) -> pd.Series:
     columns = [c for c in config_keys if c not in ("seed", "norm", "ecm")]
     relevant = trials[columns].astype(object).copy()
-    applies = {"clamp_value": clamping(trials), "alpha_fwd": trials["norm"].eq("online"),
-               "alpha_bkw": trials["norm"].eq("online")}
+    applies = {
+        "clamp_value": clamping(trials),
+        "alpha_fwd": trials["norm"].eq("online"),
+        "alpha_bkw": trials["norm"].eq("online"),
+    }
     for key, mask in applies.items():
         if key in relevant:
             relevant.loc[~mask, key] = None
     # A key varies if it takes two values among the trials it applies to.
     varying = [c for c in columns if relevant.loc[applies.get(c, slice(None)), c].nunique(dropna=False) > 1]
-    labels = relevant[varying].apply(
-        lambda row: ", ".join(f"{k}={v}" for k, v in row.items() if pd.notna(v)), axis=1)
+    labels = relevant[varying].apply(lambda row: ", ".join(f"{k}={v}" for k, v in row.items() if pd.notna(v)), axis=1)
     return labels.reindex(trials.index).fillna("").astype(str)
 
 

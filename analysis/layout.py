@@ -45,9 +45,22 @@ ERROR_FILES = ("error.txt", "error.pkl")
 SPEC_FILE = "spec.yaml"
 TRIAL_ID_IN_DIRNAME = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
 READ_THREADS = min(4, os.cpu_count() or 1)
-SKIPPED_COLUMNS = frozenset({  # Ray's copy of the config and its bookkeeping, in every result line
-    "config", "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "date", "pid", "hostname",
-    "node_ip", "time_since_restore", "iterations_since_restore", "experiment_tag"})
+SKIPPED_COLUMNS = frozenset(
+    {  # Ray's copy of the config and its bookkeeping, in every result line
+        "config",
+        "timestamp",
+        "checkpoint_dir_name",
+        "should_checkpoint",
+        "done",
+        "date",
+        "pid",
+        "hostname",
+        "node_ip",
+        "time_since_restore",
+        "iterations_since_restore",
+        "experiment_tag",
+    }
+)
 
 
 @dataclass
@@ -98,8 +111,12 @@ def read_experiment(path: Path, name: str) -> RawExperiment:
     relatives = sorted(directories | state.keys())
     per_trial_warnings: list[list[str]] = [[] for _ in relatives]
     with ThreadPoolExecutor(READ_THREADS) as pool:  # pyarrow parses without the GIL
-        read = list(pool.map(lambda i: _read_trial(path / relatives[i], state.get(relatives[i]), per_trial_warnings[i]),
-                             range(len(relatives))))
+        read = list(
+            pool.map(
+                lambda i: _read_trial(path / relatives[i], state.get(relatives[i]), per_trial_warnings[i]),
+                range(len(relatives)),
+            )
+        )
     trials = [trial for trial in read if trial is not None]
     warnings += [w for ws in per_trial_warnings for w in ws]
     spec_path = path / SPEC_FILE
@@ -209,8 +226,11 @@ def _schema(rows: list[dict]) -> pa.Schema:
 
 def _column(values: list) -> pa.Array:
     """One column's values; one of mixed kinds (numbers and text, lists) becomes JSON text."""
-    kinds = {bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else type(v)
-             for v in values if v is not None}
+    kinds = {
+        bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else type(v)
+        for v in values
+        if v is not None
+    }
     if len(kinds) <= 1 and not kinds & {list, dict}:
         return pa.array(values)
     return pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string())

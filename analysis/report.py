@@ -14,14 +14,25 @@ import pandas as pd
 from analysis import charts, tables
 from analysis.frames import COMPLETE_STATES
 from analysis.parquet import export
-from analysis.questions import findings as find, headline
+from analysis.questions import findings as find
+from analysis.questions import headline
 from analysis.questions.text import by_question
 from analysis.results import Results
 
 REPORT_FILE = "report.html"
 FINDINGS_FILE = "findings.json"
-TRIAL_STATE_COLUMNS = ["experiment", "trial_id", "normalizer", "setting", "seed", "state", "epochs_done",
-                       "best_val_acc", "best_epoch", "error"]
+TRIAL_STATE_COLUMNS = [
+    "experiment",
+    "trial_id",
+    "normalizer",
+    "setting",
+    "seed",
+    "state",
+    "epochs_done",
+    "best_val_acc",
+    "best_epoch",
+    "error",
+]
 TABLES = {
     "Comparison (best setting per normalizer; medians over its runs)": tables.comparison,
     "Run-to-run variability of the best accuracy": tables.variability,
@@ -41,8 +52,13 @@ li.equivalent { color: #036; } li.inconclusive { color: #666; }
 """
 
 
-def write_report(results: Results, out_dir: str | os.PathLike, findings: pd.DataFrame | None = None,
-                 margin: float = 0.01, confidence: float = 0.95) -> Path:
+def write_report(
+    results: Results,
+    out_dir: str | os.PathLike,
+    findings: pd.DataFrame | None = None,
+    margin: float = 0.01,
+    confidence: float = 0.95,
+) -> Path:
     """Write ``report.html``, ``findings.json`` (records: ``pandas.read_json``
     reads it back), ``charts/*.png|svg`` and the Parquet frames into
     ``out_dir``; returns the HTML path.
@@ -60,17 +76,25 @@ def write_report(results: Results, out_dir: str | os.PathLike, findings: pd.Data
     sections = [
         _section("findings", "Findings", findings_html(findings, margin, confidence)),
         _section("charts", "Charts", "".join(_figure(name, files) for name, files in chart_files.items())),
-        _section("tables", "Tables", "".join(f"<h3>{html.escape(title)}</h3>{_table(table(results.trials))}"
-                                             for title, table in TABLES.items())),
-        _section("summary", "Trials by state", _table(pd.crosstab(results.trials["experiment"],
-                                                                   results.trials["state"]).reset_index())),
+        _section(
+            "tables",
+            "Tables",
+            "".join(f"<h3>{html.escape(title)}</h3>{_table(table(results.trials))}" for title, table in TABLES.items()),
+        ),
+        _section(
+            "summary",
+            "Trials by state",
+            _table(pd.crosstab(results.trials["experiment"], results.trials["state"]).reset_index()),
+        ),
         _section("spec", "Sweep spec", _specs(results)),
         _section("trials", "Trial states", _table(results.trials[TRIAL_STATE_COLUMNS])),
         _section("unreadable", "Files that could not be read", _warnings(results.warnings)),
     ]
     title = "Sweep report: " + ", ".join(results.paths)
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>")
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>"
+    )
     path = out / REPORT_FILE
     path.write_text(page, encoding="utf-8")
     return path
@@ -78,19 +102,27 @@ def write_report(results: Results, out_dir: str | os.PathLike, findings: pd.Data
 
 def findings_html(findings: pd.DataFrame, margin: float, confidence: float) -> str:
     """The headline, then one sentence per finding grouped by question (long groups folded)."""
-    note = (f"<p class='note'>{confidence:.0%} bootstrap intervals over runs; <i>equivalent</i> means the interval "
-            f"lies within \u00b1{100 * margin:.1f} accuracy points. Every number is in {FINDINGS_FILE}.</p>")
+    note = (
+        f"<p class='note'>{confidence:.0%} bootstrap intervals over runs; <i>equivalent</i> means the interval "
+        f"lies within \u00b1{100 * margin:.1f} accuracy points. Every number is in {FINDINGS_FILE}.</p>"
+    )
     top = "".join(f"<p class='headline'>{html.escape(line)}</p>" for line in headline(findings, margin))
     groups = []
     for question, shown, folded in by_question(findings):
-        more = (f"<details><summary>{len(folded)} more</summary>{_sentences(folded)}</details>" if len(folded) else "")
+        more = f"<details><summary>{len(folded)} more</summary>{_sentences(folded)}</details>" if len(folded) else ""
         groups.append(f"<h3>{html.escape(question)}</h3>{_sentences(shown)}{more}")
     return note + top + "".join(groups)
 
 
 def _sentences(rows: pd.DataFrame) -> str:
-    return "<ul>" + "".join(f"<li class='{html.escape(str(v))}'>{html.escape(s)}</li>"
-                            for v, s in zip(rows["verdict"], rows["sentence"])) + "</ul>"
+    return (
+        "<ul>"
+        + "".join(
+            f"<li class='{html.escape(str(v))}'>{html.escape(s)}</li>"
+            for v, s in zip(rows["verdict"], rows["sentence"], strict=False)
+        )
+        + "</ul>"
+    )
 
 
 def _section(anchor: str, title: str, body: str) -> str:
@@ -104,9 +136,13 @@ def _table(frame: pd.DataFrame) -> str:
 def _specs(results: Results) -> str:
     return "".join(
         f"<h3>{html.escape(name)}</h3>"
-        + (f"<pre>{html.escape(results.specs[name])}</pre>" if name in results.specs
-           else f"<p>No spec.yaml in {html.escape(str(path))}.</p>")
-        for name, path in results.paths.items())
+        + (
+            f"<pre>{html.escape(results.specs[name])}</pre>"
+            if name in results.specs
+            else f"<p>No spec.yaml in {html.escape(str(path))}.</p>"
+        )
+        for name, path in results.paths.items()
+    )
 
 
 def _figure(name: str, files: list[Path] | str) -> str:

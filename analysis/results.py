@@ -30,14 +30,16 @@ class Results:
     specs: dict[str, str] = field(default_factory=dict)
     paths: dict[str, Path | str] = field(default_factory=dict)
 
-    def where(self, mask: pd.Series) -> "Results":
+    def where(self, mask: pd.Series) -> Results:
         """The same results restricted to the trials where ``mask`` (over ``trials``) holds."""
         keys = self.trials.loc[mask, frames.KEYS]
         return Results(
             trials=self.trials[mask].reset_index(drop=True),
             epochs=self.epochs.merge(keys, on=frames.KEYS),
             layers=self.layers.merge(keys, on=frames.KEYS),
-            warnings=self.warnings, specs=self.specs, paths=self.paths,
+            warnings=self.warnings,
+            specs=self.specs,
+            paths=self.paths,
         )
 
 
@@ -65,9 +67,12 @@ def load(paths: str | os.PathLike | list[str | os.PathLike]) -> Results:
     trials, epochs, layers = frames.build([(e.name, t) for e in experiments for t in e.trials])
     warnings = [f"{root}: no experiment directory found here" for root in roots if not find_experiments(root)]
     return Results(
-        trials=trials, epochs=epochs, layers=layers,
-        warnings=warnings + [w for e in experiments for w in e.warnings]
-                 + [f"{e.path}: no trials found" for e in experiments if not e.trials],
+        trials=trials,
+        epochs=epochs,
+        layers=layers,
+        warnings=warnings
+        + [w for e in experiments for w in e.warnings]
+        + [f"{e.path}: no trials found" for e in experiments if not e.trials],
         specs={e.name: e.spec for e in experiments if e.spec is not None},
         paths={e.name: e.path for e in experiments},
     )
@@ -93,8 +98,9 @@ def _load_from_storage(paths: list[str | os.PathLike]) -> Results:
         return text
 
     results.warnings = [named(w) for w in results.warnings]
-    results.paths = {name: named(str(path)) if named(str(path)) != str(path) else path
-                     for name, path in results.paths.items()}
+    results.paths = {
+        name: named(str(path)) if named(str(path)) != str(path) else path for name, path in results.paths.items()
+    }
     return results
 
 

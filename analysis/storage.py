@@ -44,8 +44,11 @@ def _in_checkpoint(relative: str) -> bool:
 def _read_by_analysis(relative: str) -> bool:
     """Whether the analysis reads the file at ``relative`` (a path under the copied root)."""
     name = relative.rsplit("/", 1)[-1]
-    return (name == SPEC_FILE or fnmatch.fnmatch(name, EXPERIMENT_STATE_GLOB)
-            or (name in TRIAL_FILES and not _in_checkpoint(relative)))
+    return (
+        name == SPEC_FILE
+        or fnmatch.fnmatch(name, EXPERIMENT_STATE_GLOB)
+        or (name in TRIAL_FILES and not _in_checkpoint(relative))
+    )
 
 
 @contextlib.contextmanager
@@ -68,7 +71,7 @@ def local_copy(uri: str) -> Iterator[Path]:
         local = Path(folder) / uri_name(uri)
         local.mkdir()
         for info in listing:
-            relative = info.path[len(root):].lstrip("/")
+            relative = info.path[len(root) :].lstrip("/")
             if info.type == pyarrow.fs.FileType.Directory and not _in_checkpoint(relative):
                 (local / relative).mkdir(parents=True, exist_ok=True)
             elif info.type == pyarrow.fs.FileType.File and _read_by_analysis(relative):

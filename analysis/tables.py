@@ -22,16 +22,22 @@ def comparison(trials: pd.DataFrame) -> pd.DataFrame:
     columns: normalizer, best_val_loss and best_val_acc (medians over that
     setting's runs), runs, setting.
     """
-    per_setting = (complete(trials)
-                   .groupby(["normalizer", "setting"])
-                   .agg(best_val_loss=("best_val_loss", "median"), best_val_acc=("best_val_acc", "median"),
-                        runs=("best_val_acc", "count")))
-    return (per_setting.sort_values("best_val_acc", ascending=False, kind="stable")
-                       .reset_index()
-                       .drop_duplicates("normalizer")
-                       .sort_values("normalizer")
-                       [["normalizer", "best_val_loss", "best_val_acc", "runs", "setting"]]
-                       .reset_index(drop=True))
+    per_setting = (
+        complete(trials)
+        .groupby(["normalizer", "setting"])
+        .agg(
+            best_val_loss=("best_val_loss", "median"),
+            best_val_acc=("best_val_acc", "median"),
+            runs=("best_val_acc", "count"),
+        )
+    )
+    return (
+        per_setting.sort_values("best_val_acc", ascending=False, kind="stable")
+        .reset_index()
+        .drop_duplicates("normalizer")
+        .sort_values("normalizer")[["normalizer", "best_val_loss", "best_val_acc", "runs", "setting"]]
+        .reset_index(drop=True)
+    )
 
 
 def variability(trials: pd.DataFrame) -> pd.DataFrame:
@@ -42,23 +48,33 @@ def variability(trials: pd.DataFrame) -> pd.DataFrame:
     diverged).
     """
     done = complete(trials).assign(diverged=lambda t: t["state"].eq("diverged"))
-    return (done.groupby(["normalizer", "setting"])
-                .agg(runs=("best_val_acc", "count"), median=("best_val_acc", "median"),
-                     min=("best_val_acc", "min"), max=("best_val_acc", "max"),
-                     mean=("best_val_acc", "mean"), std=("best_val_acc", "std"),
-                     diverged=("diverged", "sum"))
-                .reset_index())
+    return (
+        done.groupby(["normalizer", "setting"])
+        .agg(
+            runs=("best_val_acc", "count"),
+            median=("best_val_acc", "median"),
+            min=("best_val_acc", "min"),
+            max=("best_val_acc", "max"),
+            mean=("best_val_acc", "mean"),
+            std=("best_val_acc", "std"),
+            diverged=("diverged", "sum"),
+        )
+        .reset_index()
+    )
 
 
 def setting_medians(trials: pd.DataFrame) -> pd.DataFrame:
     """Median best accuracy and run count per clamping setting (config less seed), best first."""
     keys = [c for c in config_columns(trials) if c != "seed"]
     done = complete(trials)
-    return (done[clamping(done)].groupby(keys, dropna=False)
-                   .agg(best_val_acc=("best_val_acc", "median"), runs=("best_val_acc", "count"))
-                   .reset_index()
-                   .sort_values("best_val_acc", ascending=False, kind="stable")
-                   .reset_index(drop=True))
+    return (
+        done[clamping(done)]
+        .groupby(keys, dropna=False)
+        .agg(best_val_acc=("best_val_acc", "median"), runs=("best_val_acc", "count"))
+        .reset_index()
+        .sort_values("best_val_acc", ascending=False, kind="stable")
+        .reset_index(drop=True)
+    )
 
 
 def best_settings(trials: pd.DataFrame, n: int = 5) -> pd.DataFrame:
@@ -68,8 +84,7 @@ def best_settings(trials: pd.DataFrame, n: int = 5) -> pd.DataFrame:
     best_val_acc (median over runs), runs.
     """
     medians = setting_medians(trials)
-    varying = [c for c in medians.columns[:-2]
-               if c in SENSITIVITY_PARAMETERS or medians[c].nunique(dropna=False) > 1]
+    varying = [c for c in medians.columns[:-2] if c in SENSITIVITY_PARAMETERS or medians[c].nunique(dropna=False) > 1]
     return medians[varying + ["best_val_acc", "runs"]].head(n)
 
 
@@ -87,13 +102,19 @@ def sensitivity(trials: pd.DataFrame) -> pd.DataFrame:
     for parameter in SENSITIVITY_PARAMETERS:
         ordered = medians.sort_values(parameter, kind="stable")
         others = ordered.groupby([k for k in keys if k != parameter], dropna=False)
-        steps.append(pd.DataFrame({
-            "parameter": parameter,
-            "from_value": others[parameter].shift(),
-            "to_value": ordered[parameter],
-            "change": others["best_val_acc"].diff(),
-        }).dropna(subset=["from_value"]))
-    return (pd.concat(steps, ignore_index=True)
-              .groupby(["parameter", "from_value", "to_value"], sort=False)["change"]
-              .agg(change="mean", change_min="min", change_max="max", pairs="count")
-              .reset_index())
+        steps.append(
+            pd.DataFrame(
+                {
+                    "parameter": parameter,
+                    "from_value": others[parameter].shift(),
+                    "to_value": ordered[parameter],
+                    "change": others["best_val_acc"].diff(),
+                }
+            ).dropna(subset=["from_value"])
+        )
+    return (
+        pd.concat(steps, ignore_index=True)
+        .groupby(["parameter", "from_value", "to_value"], sort=False)["change"]
+        .agg(change="mean", change_min="min", change_max="max", pairs="count")
+        .reset_index()
+    )

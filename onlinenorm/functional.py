@@ -58,16 +58,17 @@ import torch
 import torch.nn.functional as F
 
 from onlinenorm.constants import KERNEL_CHOICES
-from onlinenorm.kernels.types import Counters, ForwardStats, Settings, StreamState
 from onlinenorm.kernels.scan import decay_operators, geometric_scan, linear_scan
+from onlinenorm.kernels.types import Counters, ForwardStats, Settings, StreamState
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _channel_affine(x3: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
-                    out: torch.Tensor | None = None) -> torch.Tensor:
+def _channel_affine(
+    x3: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """``x3 * scale[..., None] + shift[..., None]`` for ``x3`` ``(N, C, M)``, ``scale``/``shift`` ``(N, C)``.
 
     Runs batch norm's inference kernel on the ``(1, N*C, M)`` view, one
@@ -119,8 +120,18 @@ def _clamp_spec(clamp_value: float | None, dtype: torch.dtype) -> tuple[float, f
     return None if clamp_value is None else (clamp_value, _pass_bound(clamp_value, dtype))
 
 
-def _forward_math(x3, weight, bias, mu, var, fwd_operators, alpha_fwd: float, eps: float,
-                  clamp: tuple[float, float] | None, ls_eps: float | None):
+def _forward_math(
+    x3,
+    weight,
+    bias,
+    mu,
+    var,
+    fwd_operators,
+    alpha_fwd: float,
+    eps: float,
+    clamp: tuple[float, float] | None,
+    ls_eps: float | None,
+):
     """Training forward over ``x3`` ``(N, C, M)`` in the compute dtype; no side effects.
 
     ``clamp`` is ``(clamp_value, _pass_bound(clamp_value))`` for activation
@@ -161,8 +172,9 @@ def _forward_math(x3, weight, bias, mu, var, fwd_operators, alpha_fwd: float, ep
     return out, count, mu_history[-1], var_history[-1], ForwardStats(mean, s2, mu_prev, invstd, scale, shift, ls_scale)
 
 
-def _backward_math(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw: float, eps: float,
-                   clamp: tuple[float, float] | None):
+def _backward_math(
+    grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw: float, eps: float, clamp: tuple[float, float] | None
+):
     """Training backward: the control process over ``grad`` ``(N, C, M)``; no side effects.
 
     Returns the input gradient, the weight and bias gradients (the sums over
@@ -179,8 +191,17 @@ def _backward_math(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw
     # Per (sample, channel): sum(grad * y) and sum(grad) in one fused pass,
     # by viewing each (n, c) pair as a channel of batch norm's backward.
     _, sum_grad_y, sum_grad = torch.ops.aten.native_batch_norm_backward(
-        grad.view(1, n * c, positions), x3.view(1, n * c, positions), None, None, None,
-        mu_prev.reshape(-1), invstd.reshape(-1), True, eps, [False, True, True])
+        grad.view(1, n * c, positions),
+        x3.view(1, n * c, positions),
+        None,
+        None,
+        None,
+        mu_prev.reshape(-1),
+        invstd.reshape(-1),
+        True,
+        eps,
+        [False, True, True],
+    )
     sum_grad_y, sum_grad = sum_grad_y.view(n, c), sum_grad.view(n, c)
 
     gamma = 1.0 if weight is None else weight
@@ -194,8 +215,10 @@ def _backward_math(grad, x3, weight, bias, u, v, stats, bkw_operators, alpha_bkw
         # g' = r g - r^3 y' K, K = mean over (C, M) of g y' = sum_c (gamma sum(g y) + beta sum(g)) / (C M)
         r3k = ls_scale.pow(3) * (gamma * sum_grad_y + beta * sum_grad).sum(1, keepdim=True) / (c * positions)
         grad_scale, y_coef, const_coef = ls_scale, -r3k * gamma, -r3k * beta
-        sum_grad_y, sum_grad = (ls_scale * sum_grad_y + y_coef * positions * mean_y_sq + const_coef * sum_y,
-                                ls_scale * sum_grad + y_coef * sum_y + const_coef * positions)
+        sum_grad_y, sum_grad = (
+            ls_scale * sum_grad_y + y_coef * positions * mean_y_sq + const_coef * sum_y,
+            ls_scale * sum_grad + y_coef * sum_y + const_coef * positions,
+        )
 
     leak = 1 - alpha_bkw
     # v_t = (1 - leak * mean(y^2)) v_{t-1} + mean(g y), g = gamma g' the gradient at y.
@@ -230,7 +253,9 @@ class Kernels:
     """
 
     def __init__(self, compiled: bool, fallback: Kernels | None = None):
-        wrap = (lambda fn: fn)
+        def wrap(fn):
+            return fn
+
         if compiled:
             # One kernel specialised per activation shape: kernels for dynamic
             # shapes measured ~2x slower. A model has a few distinct layer
@@ -242,16 +267,33 @@ class Kernels:
         self._backward = wrap(_backward_math)
         self._fallback = fallback
 
-    def forward(self, x3: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, state: StreamState,
-                settings: Settings, counters: Counters) -> tuple[torch.Tensor, ForwardStats]:
+    def forward(
+        self,
+        x3: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        state: StreamState,
+        settings: Settings,
+        counters: Counters,
+    ) -> tuple[torch.Tensor, ForwardStats]:
         """Training forward of ``x3`` ``(N, C, M)``: the output (in the compute dtype) and the statistics for
         :meth:`backward`; advances ``mu``, ``var`` and adds to ``counters``."""
         dtype = _compute_dtype(x3.dtype)
         x3 = x3.to(dtype)
         operators = decay_operators(x3.shape[0], settings.alpha_fwd, x3.device, dtype)
         out, count, mu_next, var_next, stats = self._run(
-            "_forward", x3, _cast(weight, dtype), _cast(bias, dtype), state.mu.to(dtype), state.var.to(dtype),
-            operators, settings.alpha_fwd, settings.eps, _clamp_spec(settings.clamp_value, dtype), settings.ls_eps)
+            "_forward",
+            x3,
+            _cast(weight, dtype),
+            _cast(bias, dtype),
+            state.mu.to(dtype),
+            state.var.to(dtype),
+            operators,
+            settings.alpha_fwd,
+            settings.eps,
+            _clamp_spec(settings.clamp_value, dtype),
+            settings.ls_eps,
+        )
         state.mu.copy_(mu_next)
         state.var.copy_(var_next)
         if counters.clamp_count is not None and count is not None:
@@ -260,17 +302,34 @@ class Kernels:
             counters.seen_count.add_(x3.numel())
         return out, stats
 
-    def backward(self, grad3: torch.Tensor, x3: torch.Tensor, weight: torch.Tensor | None,
-                 bias: torch.Tensor | None, state: StreamState, stats: ForwardStats,
-                 settings: Settings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def backward(
+        self,
+        grad3: torch.Tensor,
+        x3: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        state: StreamState,
+        stats: ForwardStats,
+        settings: Settings,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training backward over ``grad3`` ``(N, C, M)``: the input gradient (in the compute dtype) and the
         weight and bias gradients ``(C,)``; advances ``u``, ``v``."""
         dtype = stats.mean.dtype
         operators = decay_operators(x3.shape[0], settings.alpha_bkw, x3.device, dtype)
         grad_x, grad_weight, grad_bias, u_next, v_next = self._run(
-            "_backward", grad3.to(dtype), x3.to(dtype), _cast(weight, dtype), _cast(bias, dtype), state.u.to(dtype),
-            state.v.to(dtype), stats, operators, settings.alpha_bkw, settings.eps,
-            _clamp_spec(settings.clamp_value, dtype))
+            "_backward",
+            grad3.to(dtype),
+            x3.to(dtype),
+            _cast(weight, dtype),
+            _cast(bias, dtype),
+            state.u.to(dtype),
+            state.v.to(dtype),
+            stats,
+            operators,
+            settings.alpha_bkw,
+            settings.eps,
+            _clamp_spec(settings.clamp_value, dtype),
+        )
         state.u.copy_(u_next)
         state.v.copy_(v_next)
         return grad_x, grad_weight, grad_bias
@@ -281,9 +340,12 @@ class Kernels:
         except torch._dynamo.exc.BackendCompilerFailed as err:  # the math is pure: rerunning it is safe
             if self._fallback is None:
                 raise
-            warnings.warn(f"onlinenorm: compiling the layer's kernels failed, running them eagerly from now on "
-                          f"(set ONLINENORM_KERNELS=eager to skip the attempt): {str(err).splitlines()[0]}",
-                          RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"onlinenorm: compiling the layer's kernels failed, running them eagerly from now on "
+                f"(set ONLINENORM_KERNELS=eager to skip the attempt): {str(err).splitlines()[0]}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
             self._forward, self._backward, self._fallback = self._fallback._forward, self._fallback._backward, None
             return getattr(self, direction)(*args)
 
@@ -314,8 +376,11 @@ class FusedKernels:
     def _use(self, x3: torch.Tensor, state: StreamState) -> bool:
         from onlinenorm.kernels import ops
 
-        if self._device_type not in (None, x3.device.type) or not ops.BACKENDS[self._backend].covers(x3) or any(
-                t.dtype != torch.float32 or not t.is_contiguous() for t in state):
+        if (
+            self._device_type not in (None, x3.device.type)
+            or not ops.BACKENDS[self._backend].covers(x3)
+            or any(t.dtype != torch.float32 or not t.is_contiguous() for t in state)
+        ):
             return False
         if self._available is None:
             self._available = _backend_available(self._backend, self._optional)
@@ -329,12 +394,30 @@ class FusedKernels:
 
         if torch.compiler.is_compiling():
             out, *stats = ops.OPS[self._backend].forward(
-                x3, weight, bias, state.mu, state.var, *counters, settings.alpha_fwd, settings.eps,
-                settings.clamp_value, settings.ls_eps)
+                x3,
+                weight,
+                bias,
+                state.mu,
+                state.var,
+                *counters,
+                settings.alpha_fwd,
+                settings.eps,
+                settings.clamp_value,
+                settings.ls_eps,
+            )
             return out, ForwardStats(*stats[:6], *map(ops.present, stats[6:]))
         out, stats = ops.BACKENDS[self._backend].forward(
-            x3, weight, bias, state.mu, state.var, settings.alpha_fwd, settings.eps, settings.clamp_value,
-            settings.ls_eps, *counters)
+            x3,
+            weight,
+            bias,
+            state.mu,
+            state.var,
+            settings.alpha_fwd,
+            settings.eps,
+            settings.clamp_value,
+            settings.ls_eps,
+            *counters,
+        )
         _advanced(state.mu, state.var)
         return out, stats
 
@@ -345,10 +428,12 @@ class FusedKernels:
         from onlinenorm.kernels import ops
 
         if torch.compiler.is_compiling():
-            return ops.OPS[self._backend].backward(grad3, x3, weight, bias, state.u, state.v, *ops.carried(stats),
-                                                   settings.alpha_bkw, settings.clamp_value)
-        grads = ops.BACKENDS[self._backend].backward(grad3, x3, weight, bias, state.u, state.v, stats,
-                                                     settings.alpha_bkw, settings.clamp_value)
+            return ops.OPS[self._backend].backward(
+                grad3, x3, weight, bias, state.u, state.v, *ops.carried(stats), settings.alpha_bkw, settings.clamp_value
+            )
+        grads = ops.BACKENDS[self._backend].backward(
+            grad3, x3, weight, bias, state.u, state.v, stats, settings.alpha_bkw, settings.clamp_value
+        )
         _advanced(state.u, state.v)
         return grads
 
@@ -364,11 +449,12 @@ def _advanced(*states: torch.Tensor) -> None:
 def _backend_available(backend: str, optional: bool) -> bool:
     """Whether ``backend``'s kernels can run here (built or found; raises where they cannot and are not
     ``optional``, else warns). Run before tracing, its answer a constant of a compiled graph."""
-    from onlinenorm.kernels import native
-    from onlinenorm.kernels import triton_kernels
+    from onlinenorm.kernels import native, triton_kernels
 
-    check, unavailable = {"native": (native.library, native.NativeUnavailable),
-                          "triton": (triton_kernels.check_available, triton_kernels.TritonUnavailable)}[backend]
+    check, unavailable = {
+        "native": (native.library, native.NativeUnavailable),
+        "triton": (triton_kernels.check_available, triton_kernels.TritonUnavailable),
+    }[backend]
     try:
         check()
         return True
@@ -376,8 +462,9 @@ def _backend_available(backend: str, optional: bool) -> bool:
         if not optional:
             raise
         title = FusedKernels._TITLES[backend]
-        warnings.warn(f"onlinenorm: the {title} are unavailable ({err}); using the compiled ones",
-                      RuntimeWarning, stacklevel=6)
+        warnings.warn(
+            f"onlinenorm: the {title} are unavailable ({err}); using the compiled ones", RuntimeWarning, stacklevel=6
+        )
         return False
 
 
@@ -392,8 +479,10 @@ def default_kernels() -> str:
 def check_kernels(name: str) -> str:
     """``name`` if it is one of ``KERNEL_CHOICES``, else a ``ValueError`` saying what is allowed."""
     if name not in KERNEL_CHOICES:
-        raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNEL_CHOICES))}; got {name!r}"
-                         " (from the argument or the ONLINENORM_KERNELS environment variable)")
+        raise ValueError(
+            f"kernels must be one of {', '.join(map(repr, KERNEL_CHOICES))}; got {name!r}"
+            " (from the argument or the ONLINENORM_KERNELS environment variable)"
+        )
     return name
 
 
@@ -432,8 +521,16 @@ class _OnlineNormTrain(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, state: StreamState, settings: Settings, counters: Counters,
-                kernels: Kernels | FusedKernels):
+    def forward(
+        ctx,
+        x,
+        weight,
+        bias,
+        state: StreamState,
+        settings: Settings,
+        counters: Counters,
+        kernels: Kernels | FusedKernels,
+    ):
         n, c = x.shape[:2]
         out, stats = kernels.forward(x.reshape(n, c, -1), weight, bias, state, settings, counters)
         ctx.save_for_backward(x, weight, bias, *stats)
@@ -450,8 +547,8 @@ class _OnlineNormTrain(torch.autograd.Function):
         x, weight, bias, *saved = ctx.saved_tensors
         n, c = x.shape[:2]
         grad_x, grad_weight, grad_bias = ctx.kernels.backward(
-            grad_out.reshape(n, c, -1), x.reshape(n, c, -1), weight, bias, ctx.state, ForwardStats(*saved),
-            ctx.settings)
+            grad_out.reshape(n, c, -1), x.reshape(n, c, -1), weight, bias, ctx.state, ForwardStats(*saved), ctx.settings
+        )
         grad_weight = grad_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None
         grad_bias = grad_bias.to(bias.dtype) if ctx.needs_input_grad[2] else None
         return grad_x.to(x.dtype).view(x.shape), grad_weight, grad_bias, None, None, None, None
@@ -526,11 +623,19 @@ def online_norm(
     if training:
         for name, counter in (("clamp_count", clamp_count), ("seen_count", seen_count)):
             if counter is not None and (counter.dtype != torch.int64 or counter.device != x.device):
-                raise ValueError(f"{name} must be a torch.int64 tensor on the input's device ({x.device}); "
-                                 f"got {counter.dtype} on {counter.device}")
-        return _OnlineNormTrain.apply(x, weight, bias, StreamState(mu, var, u, v),
-                                      Settings(alpha_fwd, alpha_bkw, eps, clamp_value, ls_eps),
-                                      Counters(clamp_count, seen_count), _kernels(kernels))
+                raise ValueError(
+                    f"{name} must be a torch.int64 tensor on the input's device ({x.device}); "
+                    f"got {counter.dtype} on {counter.device}"
+                )
+        return _OnlineNormTrain.apply(
+            x,
+            weight,
+            bias,
+            StreamState(mu, var, u, v),
+            Settings(alpha_fwd, alpha_bkw, eps, clamp_value, ls_eps),
+            Counters(clamp_count, seen_count),
+            _kernels(kernels),
+        )
     dtype = _compute_dtype(x.dtype)
     out = F.batch_norm(x.to(dtype), mu.to(dtype), var.to(dtype), weight, bias, False, 0.0, eps)
     if clamp_value is not None:

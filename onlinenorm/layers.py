@@ -120,12 +120,12 @@ class _OnlineNorm(nn.Module):
         name = type(self).__name__
         if x.dim() != self.input_rank:
             raise ValueError(
-                f"{name} expects a {self.input_rank}-d input {self.input_layout}; "
-                f"got shape {tuple(x.shape)}")
+                f"{name} expects a {self.input_rank}-d input {self.input_layout}; got shape {tuple(x.shape)}"
+            )
         if x.shape[1] != self.num_features:
             raise ValueError(
-                f"{name}({self.num_features}) expects {self.num_features} channels in dim 1; "
-                f"got shape {tuple(x.shape)}")
+                f"{name}({self.num_features}) expects {self.num_features} channels in dim 1; got shape {tuple(x.shape)}"
+            )
 
     def _ecm_arguments(self) -> tuple[float | None, float | None, torch.Tensor | None, torch.Tensor | None]:
         """What this layer passes ``online_norm`` for its ECM in its current mode: ``clamp_value`` (None
@@ -133,21 +133,40 @@ class _OnlineNorm(nn.Module):
         telemetry counters while it trains and clamps, else None)."""
         clamps = self.clamps
         counting = self.training and clamps
-        return (self.clamp_value if clamps else None, self.ls_eps if self.ecm == "ls" else None,
-                self.clamp_count if counting else None, self.seen_count if counting else None)
+        return (
+            self.clamp_value if clamps else None,
+            self.ls_eps if self.ecm == "ls" else None,
+            self.clamp_count if counting else None,
+            self.seen_count if counting else None,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         clamp_value, ls_eps, clamp_count, seen_count = self._ecm_arguments()
         return online_norm(
-            x, self.mu, self.var, self.u, self.v, self.weight, self.bias,
-            training=self.training, alpha_fwd=self.alpha_fwd, alpha_bkw=self.alpha_bkw, eps=self.eps,
-            clamp_value=clamp_value, ls_eps=ls_eps, clamp_count=clamp_count, seen_count=seen_count,
-            kernels=self.kernels)
+            x,
+            self.mu,
+            self.var,
+            self.u,
+            self.v,
+            self.weight,
+            self.bias,
+            training=self.training,
+            alpha_fwd=self.alpha_fwd,
+            alpha_bkw=self.alpha_bkw,
+            eps=self.eps,
+            clamp_value=clamp_value,
+            ls_eps=ls_eps,
+            clamp_count=clamp_count,
+            seen_count=seen_count,
+            kernels=self.kernels,
+        )
 
     def extra_repr(self) -> str:
-        text = (f"{self.num_features}, alpha_fwd={self.alpha_fwd}, alpha_bkw={self.alpha_bkw}, "
-                f"eps={self.eps}, affine={self.affine}, ecm={self.ecm!r}")
+        text = (
+            f"{self.num_features}, alpha_fwd={self.alpha_fwd}, alpha_bkw={self.alpha_bkw}, "
+            f"eps={self.eps}, affine={self.affine}, ecm={self.ecm!r}"
+        )
         if self.ecm == "ac":
             text += f", clamp_value={self.clamp_value}"
         if self.ecm == "ls":

@@ -20,8 +20,18 @@ class OracleOnlineNorm:
     is the control process, evaluated by the loop in ``backward``.
     """
 
-    def __init__(self, num_features, alpha_fwd, alpha_bkw, eps=1e-5, ecm="none",
-                 clamp_value=5.0, ls_eps=1e-5, weight=None, bias=None):
+    def __init__(
+        self,
+        num_features,
+        alpha_fwd,
+        alpha_bkw,
+        eps=1e-5,
+        ecm="none",
+        clamp_value=5.0,
+        ls_eps=1e-5,
+        weight=None,
+        bias=None,
+    ):
         f64 = dict(dtype=torch.float64)
         self.mu, self.var = torch.zeros(num_features, **f64), torch.ones(num_features, **f64)
         self.u, self.v = torch.zeros(num_features, **f64), torch.zeros(num_features, **f64)
@@ -54,7 +64,7 @@ class OracleOnlineNorm:
         """
         leak = 1 - self.alpha_bkw
         dxs = []
-        for g_t, y_t, var_t in zip(g, y, var_prev):
+        for g_t, y_t, var_t in zip(g, y, var_prev, strict=False):
             g_tilde = g_t - leak * self.v[:, None] * y_t
             self.v = self.v + (g_tilde * y_t).mean(dim=1)
             h_t = g_tilde / torch.sqrt(var_t[:, None] + self.eps)
@@ -71,7 +81,7 @@ class OracleOnlineNorm:
         if self.ecm == "ac" and not unclamped:
             z = torch.clamp(z, -self.clamp_value, self.clamp_value)
         if self.ecm == "ls":
-            z = z / torch.sqrt((z ** 2).mean(dim=(1, 2), keepdim=True) + self.ls_eps)
+            z = z / torch.sqrt((z**2).mean(dim=(1, 2), keepdim=True) + self.ls_eps)
         return z.reshape(shape)
 
     def step(self, x, grad_out):

@@ -42,7 +42,7 @@ def clamp_fractions(model: nn.Module) -> dict[str, float]:
         return {}
     counts = torch.stack([torch.stack((m.clamp_count, m.seen_count)) for _, m in layers]).cpu()
     clamped, seen = counts[:, 0].tolist(), counts[:, 1].tolist()
-    fractions = {name: (c / s if s else float("nan")) for (name, _), c, s in zip(layers, clamped, seen)}
+    fractions = {name: (c / s if s else float("nan")) for (name, _), c, s in zip(layers, clamped, seen, strict=False)}
     fractions["all"] = sum(clamped) / sum(seen) if sum(seen) else float("nan")
     return fractions
 
@@ -79,5 +79,5 @@ def clamp_disabled(model: nn.Module) -> Iterator[nn.Module]:
     try:
         yield model
     finally:
-        for module, enabled in zip(layers, saved):
+        for module, enabled in zip(layers, saved, strict=False):
             module.clamp_enabled = enabled

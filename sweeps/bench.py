@@ -27,8 +27,12 @@ from sweeps.spec import SweepSpec, load_spec
 
 BENCH_SPEC = Path(__file__).parent / "specs" / "quick.yaml"
 BENCH_OVERRIDES = (  # four trials of the demo sweep, two epochs each
-    "name=bench-sweep", "train.epochs=2", "grid.alpha_fwd=[0.999]", "grid.clamp_value=[1, 2, 3, 5]",
-    "grid.seed=[0]", "extra_trials=[]",
+    "name=bench-sweep",
+    "train.epochs=2",
+    "grid.alpha_fwd=[0.999]",
+    "grid.clamp_value=[1, 2, 3, 5]",
+    "grid.seed=[0]",
+    "extra_trials=[]",
 )
 
 
@@ -101,8 +105,9 @@ def bench_sweep(num_cpus: int | None = None) -> SweepBench:
         sequential = _sequential(spec, folder)
         timing = _timing_callback()
         launched = time.time()
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, configure_logging=False,
-                 log_to_driver=False)  # embedded, even where RAY_ADDRESS names a cluster
+        ray.init(
+            address="local", num_cpus=num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False
+        )  # embedded, even where RAY_ADDRESS names a cluster
         try:
             run_sweep(spec, storage=str(folder / "results"), verbose=0, callbacks=[timing])
         finally:
@@ -110,19 +115,29 @@ def bench_sweep(num_cpus: int | None = None) -> SweepBench:
         finished = time.time()
     concurrency = min(len(spec.trials), int(num_cpus // spec.cpu))
     first = spec.trials[0]
-    return SweepBench(sequential, tuple(timing.trial_s.values()), concurrency, timing.first_start - launched,
-                      finished - launched, f"{first['model']} on {first['dataset']}, {first['epochs']} epochs each")
+    return SweepBench(
+        sequential,
+        tuple(timing.trial_s.values()),
+        concurrency,
+        timing.first_start - launched,
+        finished - launched,
+        f"{first['model']} on {first['dataset']}, {first['epochs']} epochs each",
+    )
 
 
 def format_sweep_bench(bench: SweepBench) -> str:
     """The figures as a few aligned lines."""
     trials = len(bench.sequential_s)
-    return "\n".join([
-        f"trials                 {trials} ({bench.trials}), {bench.concurrency} at a time",
-        f"sequential, in-process {sum(bench.sequential_s):7.1f} s  ({sum(bench.sequential_s) / trials:.1f} s per trial)",
-        f"inside the sweep       {sum(bench.trial_s):7.1f} s  ({sum(bench.trial_s) / trials:.1f} s per trial)",
-        f"Ray Tune sweep         {bench.sweep_s:7.1f} s wall",
-        f"start-up overhead      {bench.startup_s:7.1f} s  (until the first trial trains)",
-        f"parallel efficiency    {bench.efficiency:7.2f}    (trial sum / ((wall - start-up) x {bench.concurrency}))",
-        f"speed-up               {bench.speedup:7.2f}    (sequential / sweep wall)",
-    ])
+    return "\n".join(
+        [
+            f"trials                 {trials} ({bench.trials}), {bench.concurrency} at a time",
+            f"sequential, in-process {sum(bench.sequential_s):7.1f} s  "
+            f"({sum(bench.sequential_s) / trials:.1f} s per trial)",
+            f"inside the sweep       {sum(bench.trial_s):7.1f} s  ({sum(bench.trial_s) / trials:.1f} s per trial)",
+            f"Ray Tune sweep         {bench.sweep_s:7.1f} s wall",
+            f"start-up overhead      {bench.startup_s:7.1f} s  (until the first trial trains)",
+            f"parallel efficiency    {bench.efficiency:7.2f}    "
+            f"(trial sum / ((wall - start-up) x {bench.concurrency}))",
+            f"speed-up               {bench.speedup:7.2f}    (sequential / sweep wall)",
+        ]
+    )

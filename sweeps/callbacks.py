@@ -28,8 +28,11 @@ def tracking_callbacks(name: str, trackers: dict[str, dict]) -> list:
     callbacks = []
     if "mlflow" in trackers:
         settings = trackers["mlflow"]
-        callbacks.append(MLflowLoggerCallback(tracking_uri=settings["tracking_uri"],
-                                              experiment_name=settings["experiment_name"] or name))
+        callbacks.append(
+            MLflowLoggerCallback(
+                tracking_uri=settings["tracking_uri"], experiment_name=settings["experiment_name"] or name
+            )
+        )
     if "wandb" in trackers:
         settings = trackers["wandb"]
         mode = {"mode": settings["mode"]} if settings["mode"] else {}

@@ -13,53 +13,82 @@ import argparse
 
 EXTRA_NOTE = "Needs the sweep extra: pip install 'onlinenorm[sweep]'."
 ADDRESS_HELP = "Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 (default: an embedded local Ray)"
-VERBOSE_HELP = ("print Ray Tune's own output (each trial's whole config and metrics in boxes) instead of "
-                "a status table and one line per trial event")
+VERBOSE_HELP = (
+    "print Ray Tune's own output (each trial's whole config and metrics in boxes) instead of "
+    "a status table and one line per trial event"
+)
 
 
 def register(subparsers) -> None:
     sweep = subparsers.add_parser(
-        "sweep", help="grids of training runs on Ray Tune (run, resume, status)",
+        "sweep",
+        help="grids of training runs on Ray Tune (run, resume, status)",
         description="Run a grid of training runs, described by a YAML sweep spec, as one Ray Tune experiment on "
-                    "an embedded Ray or a cluster; continue it after an interruption; count its trials by state. "
-                    + EXTRA_NOTE)
+        "an embedded Ray or a cluster; continue it after an interruption; count its trials by state. " + EXTRA_NOTE,
+    )
     actions = sweep.add_subparsers(dest="sweep_action", metavar="ACTION", required=True)
 
-    run = actions.add_parser("run", help="run every trial of a sweep spec",
-                             description="Check SPEC_FILE (every problem reported, one per line, before anything "
-                                         "starts), then run its trials as a Ray Tune experiment in STORAGE/NAME. "
-                                         "`--dry-run` lists the trials without starting anything. " + EXTRA_NOTE)
+    run = actions.add_parser(
+        "run",
+        help="run every trial of a sweep spec",
+        description="Check SPEC_FILE (every problem reported, one per line, before anything "
+        "starts), then run its trials as a Ray Tune experiment in STORAGE/NAME. "
+        "`--dry-run` lists the trials without starting anything. " + EXTRA_NOTE,
+    )
     run.add_argument("spec", metavar="SPEC_FILE", help="sweep spec (YAML): name, training config, grid, scheduler")
     run.add_argument("--address", metavar="ADDRESS", help=ADDRESS_HELP)
-    run.add_argument("--storage", metavar="DIR_OR_URI",
-                     help="where experiments go: a local folder or a URI Ray Tune accepts (default: results)")
-    run.add_argument("--name", metavar="NAME", help="experiment name, the folder under STORAGE (default: the spec's name)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a spec key by its dotted path, VALUE parsed as YAML, e.g. train.epochs=2 "
-                          "or grid.seed=[0,1] (repeatable)")
-    run.add_argument("--tracking", metavar="TRACKERS",
-                     help="experiment trackers to log to, overriding the spec's tracking section: mlflow, wandb, "
-                          "both comma-separated, or none (TensorBoard files are always written)")
-    run.add_argument("--dry-run", action="store_true",
-                     help="check the spec and list the trials (and what is sampled); start nothing")
+    run.add_argument(
+        "--storage",
+        metavar="DIR_OR_URI",
+        help="where experiments go: a local folder or a URI Ray Tune accepts (default: results)",
+    )
+    run.add_argument(
+        "--name", metavar="NAME", help="experiment name, the folder under STORAGE (default: the spec's name)"
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec key by its dotted path, VALUE parsed as YAML, e.g. train.epochs=2 "
+        "or grid.seed=[0,1] (repeatable)",
+    )
+    run.add_argument(
+        "--tracking",
+        metavar="TRACKERS",
+        help="experiment trackers to log to, overriding the spec's tracking section: mlflow, wandb, "
+        "both comma-separated, or none (TensorBoard files are always written)",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="check the spec and list the trials (and what is sampled); start nothing"
+    )
     run.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     run.set_defaults(func=run_command)
 
-    resume = actions.add_parser("resume", help="continue an interrupted sweep from its checkpoints",
-                                description="Continue the interrupted sweep in EXPERIMENT_DIR, rebuilt from its saved "
-                                            "spec.yaml: finished trials are kept, unfinished ones go on from their "
-                                            "latest checkpoints. " + EXTRA_NOTE)
+    resume = actions.add_parser(
+        "resume",
+        help="continue an interrupted sweep from its checkpoints",
+        description="Continue the interrupted sweep in EXPERIMENT_DIR, rebuilt from its saved "
+        "spec.yaml: finished trials are kept, unfinished ones go on from their "
+        "latest checkpoints. " + EXTRA_NOTE,
+    )
     resume.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the sweep's experiment directory (or URI)")
     resume.add_argument("--address", metavar="ADDRESS", help=ADDRESS_HELP)
-    resume.add_argument("--retry-errored", action="store_true",
-                        help="also resume trials that ran out of retries (from their last checkpoints)")
+    resume.add_argument(
+        "--retry-errored",
+        action="store_true",
+        help="also resume trials that ran out of retries (from their last checkpoints)",
+    )
     resume.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     resume.set_defaults(func=resume_command)
 
-    status = actions.add_parser("status", help="trial counts by state, read from the files (starts no Ray)",
-                                description="Count the trials of the experiment in EXPERIMENT_DIR by state "
-                                            "(TERMINATED, DIVERGED, ERROR, RUNNING, PENDING, ...), read from its files; starts "
-                                            "no Ray and needs no extra (pyarrow, for a storage URI such as s3://...).")
+    status = actions.add_parser(
+        "status",
+        help="trial counts by state, read from the files (starts no Ray)",
+        description="Count the trials of the experiment in EXPERIMENT_DIR by state "
+        "(TERMINATED, DIVERGED, ERROR, RUNNING, PENDING, ...), read from its files; starts "
+        "no Ray and needs no extra (pyarrow, for a storage URI such as s3://...).",
+    )
     status.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the sweep's experiment directory (or URI)")
     status.set_defaults(func=status_command)
 
@@ -104,8 +133,9 @@ def resume_command(args: argparse.Namespace) -> int:
     from sweeps.spec import SpecError
 
     try:
-        outcome = resume_sweep(args.experiment, address=args.address, retry_errored=args.retry_errored,
-                               verbose=_output_level(args))
+        outcome = resume_sweep(
+            args.experiment, address=args.address, retry_errored=args.retry_errored, verbose=_output_level(args)
+        )
     except (ExperimentError, SpecError) as err:
         raise UsageError(str(err)) from None
     print(outcome.summary())

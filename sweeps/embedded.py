@@ -70,8 +70,11 @@ def processes_of(session_dir: str) -> list:
     uid, found = os.getuid(), []
     for process in psutil.process_iter(["uids"]):
         with contextlib.suppress(psutil.Error):
-            if process.info["uids"].real == uid and process.pid != os.getpid() and any(
-                    f.path.startswith(prefix) for f in process.open_files()):
+            if (
+                process.info["uids"].real == uid
+                and process.pid != os.getpid()
+                and any(f.path.startswith(prefix) for f in process.open_files())
+            ):
                 found.append(process)
     return found
 

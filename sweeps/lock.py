@@ -19,8 +19,8 @@ import contextlib
 import fcntl
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from sweeps.runtime import runtime_dir
 
@@ -50,7 +50,8 @@ def experiment_lock(experiment: str) -> Iterator[None]:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             raise ExperimentBusyError(
-                f"{experiment} is in use by another sweep driver (pid {holder}); wait for it to end") from None
+                f"{experiment} is in use by another sweep driver (pid {holder}); wait for it to end"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 def ensure_synthetic(data_config: Mapping[str, Any], synthetic: Mapping[str, int]) -> bool:
@@ -24,8 +25,13 @@ def ensure_synthetic(data_config: Mapping[str, Any], synthetic: Mapping[str, int
     if root.exists():
         return False
     private = root.with_name(f"{root.name}.partial-{socket.gethostname()}-{os.getpid()}")
-    write_synthetic(data_config["dataset"], private, num_train=synthetic["train"], num_test=synthetic["test"],
-                    seed=synthetic["seed"])
+    write_synthetic(
+        data_config["dataset"],
+        private,
+        num_train=synthetic["train"],
+        num_test=synthetic["test"],
+        seed=synthetic["seed"],
+    )
     try:
         os.rename(private, root)
     except OSError:  # another process renamed its copy first; both copies are identical
@@ -42,8 +48,10 @@ def prepare_data(data_config: Mapping[str, Any], synthetic: Mapping[str, int] | 
     if synthetic is not None:
         ensure_synthetic(data_config, synthetic)
     data = load_data(validate_config(data_config))
-    return (f"{socket.gethostname()}: {data_config['dataset']} at {data_config['data_dir']}, "
-            f"{len(data.train)} training and {len(data.val)} validation images")
+    return (
+        f"{socket.gethostname()}: {data_config['dataset']} at {data_config['data_dir']}, "
+        f"{len(data.train)} training and {len(data.val)} validation images"
+    )
 
 
 def prepare_on_every_node(data_config: Mapping[str, Any], synthetic: Mapping[str, int] | None) -> list[str]:
@@ -57,8 +65,12 @@ def prepare_on_every_node(data_config: Mapping[str, Any], synthetic: Mapping[str
 
     task = ray.remote(num_cpus=0, max_retries=0)(prepare_data)
     nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0]
-    pending = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
-               .remote(data_config, synthetic) for node in nodes]
+    pending = [
+        task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
+            data_config, synthetic
+        )
+        for node in nodes
+    ]
     lines = []
     for ref in pending:
         try:

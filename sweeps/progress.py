@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from ray import tune
 
@@ -77,8 +77,11 @@ class TrialEvents(tune.Callback):
             self._say(trial, f"finished {self._epoch(trial)} epochs, val_acc {result.get('val_acc', float('nan')):.4f}")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self._say(trial, f"failed after epoch {self._epoch(trial)}, retrying from its checkpoint "
-                         f"(failure {trial.run_metadata.num_failures} of {self.max_failures} allowed)")
+        self._say(
+            trial,
+            f"failed after epoch {self._epoch(trial)}, retrying from its checkpoint "
+            f"(failure {trial.run_metadata.num_failures} of {self.max_failures} allowed)",
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._say(trial, f"errored after epoch {self._epoch(trial)}; see {trial.error_file}")
@@ -97,15 +100,23 @@ def settings(level: int, swept_keys: Sequence[str], max_failures: int) -> dict:
         return {"verbose": 1, "progress_reporter": None, "callbacks": []}
     if level <= SILENT:
         return {"verbose": 0, "progress_reporter": None, "callbacks": []}
-    return {"verbose": 1, "progress_reporter": status_table(swept_keys),
-            "callbacks": [TrialEvents(swept_keys, max_failures)]}
+    return {
+        "verbose": 1,
+        "progress_reporter": status_table(swept_keys),
+        "callbacks": [TrialEvents(swept_keys, max_failures)],
+    }
 
 
 def status_table(swept_keys: Sequence[str]) -> tune.CLIReporter:
     """Ray Tune's status table with the swept keys and :data:`TABLE_METRICS` as columns."""
-    return tune.CLIReporter(parameter_columns=list(swept_keys), metric_columns=TABLE_METRICS,
-                            max_report_frequency=TABLE_EVERY_S, max_progress_rows=100, max_error_rows=100,
-                            print_intermediate_tables=True)  # its default depends on Ray's global verbosity
+    return tune.CLIReporter(
+        parameter_columns=list(swept_keys),
+        metric_columns=TABLE_METRICS,
+        max_report_frequency=TABLE_EVERY_S,
+        max_progress_rows=100,
+        max_error_rows=100,
+        print_intermediate_tables=True,
+    )  # its default depends on Ray's global verbosity
 
 
 @contextlib.contextmanager

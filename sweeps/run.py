@@ -16,9 +16,10 @@ The experiment directory is ``STORAGE/NAME`` in Ray Tune's layout, plus
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from onlinenorm.constants import SPEC_FILE
 from sweeps.spec import SweepSpec, parse_spec
@@ -52,8 +53,11 @@ class SweepOutcome:
 
     def summary(self) -> str:
         """The one line printed at the end: the counts, the place, and the command that charts (or resumes) it."""
-        then = (f"continue it with: onlinenorm sweep resume {self.path}" if self.counts.get(UNFINISHED)
-                else f"chart them with: onlinenorm report {self.path}")
+        then = (
+            f"continue it with: onlinenorm sweep resume {self.path}"
+            if self.counts.get(UNFINISHED)
+            else f"chart them with: onlinenorm report {self.path}"
+        )
         return f"sweep {self.name}: {format_counts(self.counts)}; results in {self.path}; {then}"
 
 
@@ -146,8 +150,12 @@ def _scheduler(spec: SweepSpec):
 
     settings = spec.scheduler
     return ASHAScheduler(
-        time_attr="epoch", metric=settings.metric, mode=settings.mode, max_t=max(t["epochs"] for t in spec.trials),
-        grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
+        time_attr="epoch",
+        metric=settings.metric,
+        mode=settings.mode,
+        max_t=max(t["epochs"] for t in spec.trials),
+        grace_period=settings.grace_period,
+        reduction_factor=settings.reduction_factor,
     )
 
 
@@ -211,8 +219,14 @@ def _sole_driver(path: str) -> Iterator[None]:
         raise ExperimentError(str(err)) from None
 
 
-def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | None = None, verbose: int = 1,
-              callbacks: list | None = None) -> SweepOutcome:
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    address: str | None = None,
+    storage: str | None = None,
+    verbose: int = 1,
+    callbacks: list | None = None,
+) -> SweepOutcome:
     """Run every trial of ``spec`` to the end in ``STORAGE/<spec name>``, which must not exist yet.
 
     ``verbose``: 0 prints nothing, 1 a status table and one line per trial event, 2 Ray Tune's own output
@@ -221,8 +235,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | Non
     path = experiment_path(storage, name)
     with _sole_driver(path):
         if _exists(path):
-            raise ExperimentError(f"{path} already exists; continue it with `onlinenorm sweep resume {path}` "
-                                  "or pass another --name")
+            raise ExperimentError(
+                f"{path} already exists; continue it with `onlinenorm sweep resume {path}` or pass another --name"
+            )
         from sweeps.progress import output
 
         storage_path = split_path(path)[0]
@@ -238,8 +253,9 @@ def read_experiment_spec(path: str) -> SweepSpec:
     """The spec saved in an experiment directory, checked again."""
     text = _read_text(child(path, SPEC_FILE))
     if text is None:
-        raise ExperimentError(f"{path} holds no {SPEC_FILE}; pass an experiment directory written by "
-                              "`onlinenorm sweep run`")
+        raise ExperimentError(
+            f"{path} holds no {SPEC_FILE}; pass an experiment directory written by `onlinenorm sweep run`"
+        )
     from onlinenorm.training.yaml12 import load_yaml
 
     return parse_spec(load_yaml(text), child(path, SPEC_FILE))
@@ -259,8 +275,9 @@ def _show_progress(tuner, spec: SweepSpec, verbose: int) -> None:
     run_config.callbacks = kept + shown["callbacks"]
 
 
-def resume_sweep(path: str, *, address: str | None = None, retry_errored: bool = False,
-                 verbose: int = 1) -> SweepOutcome:
+def resume_sweep(
+    path: str, *, address: str | None = None, retry_errored: bool = False, verbose: int = 1
+) -> SweepOutcome:
     """Continue the interrupted sweep at ``path``: finished trials are kept, unfinished ones go on from
     their latest checkpoints; ``retry_errored`` also resumes trials that ran out of retries.
     ``verbose`` as in :func:`run_sweep`."""
@@ -272,16 +289,20 @@ def resume_sweep(path: str, *, address: str | None = None, retry_errored: bool =
     path = path if "://" in path else str(Path(path).expanduser().absolute())
     spec = read_experiment_spec(path)
     if not tune.Tuner.can_restore(path):
-        raise ExperimentError(f"{path} holds no Ray Tune experiment state to resume; start it with `onlinenorm sweep run`")
+        raise ExperimentError(
+            f"{path} holds no Ray Tune experiment state to resume; start it with `onlinenorm sweep run`"
+        )
     with _sole_driver(path), connected(address):
         _prepare(spec)
         with quiet_restore():
             tuner = tune.Tuner.restore(
-                path, trainable=make_trainable(spec.synthetic, spec.cpu, spec.gpu),
-                resume_unfinished=True, resume_errored=retry_errored, param_space=tune_search(spec)[0],
+                path,
+                trainable=make_trainable(spec.synthetic, spec.cpu, spec.gpu),
+                resume_unfinished=True,
+                resume_errored=retry_errored,
+                param_space=tune_search(spec)[0],
             )
         _show_progress(tuner, spec, verbose)
         with output(verbose):
             results = tuner.fit()
     return _outcome(split_path(path)[1], path, results)
-

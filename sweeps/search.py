@@ -125,8 +125,11 @@ class Search:
         the templates each suggested point runs at (at least one). ``grid``: the grid points.
         """
         if self.type == "random":
-            return [(f"sample {index}", {**point, **cell}) for index, point in enumerate(self.sample_points())
-                    for cell in grid or [{}]]
+            return [
+                (f"sample {index}", {**point, **cell})
+                for index, point in enumerate(self.sample_points())
+                for cell in grid or [{}]
+            ]
         if self.type == "optuna":
             return [("grid", cell) for cell in grid or [{}]]
         return [("grid", cell) for cell in grid]
@@ -158,7 +161,7 @@ def _axis(problems, key: str, value: Any) -> Axis | None:
     if not (isinstance(value, dict) and len(value) == 1):
         problems.add(path, f"must be one distribution, e.g. {{loguniform: [0.5, 8]}}; got {value!r}")
         return None
-    (distribution, args), = value.items()
+    ((distribution, args),) = value.items()
     if distribution not in DISTRIBUTIONS:
         problems.add(path, f"unknown distribution {distribution!r}; use one of {', '.join(DISTRIBUTIONS)}")
         return None
@@ -179,7 +182,7 @@ def _axis(problems, key: str, value: Any) -> Axis | None:
         if distribution == "loguniform" and low <= 0:
             problems.add(f"{path}.loguniform", f"bounds must be > 0 on a log scale; got low={low}")
             return None
-        if distribution == "decay" and not (0 < low and high < 1):
+        if distribution == "decay" and not (low > 0 and high < 1):
             problems.add(f"{path}.decay", f"bounds must lie in (0, 1) (decay factors); got [{low}, {high}]")
             return None
     axis = Axis(key, distribution, tuple(args))
@@ -222,12 +225,16 @@ def check_search(problems, raw: dict) -> Search:
         problems.add("search.seed", f"must be an integer >= 0 or null; got {seed!r}")
     if kind == "optuna":
         if settings["metric"] is None:
-            problems.add("search.metric", f"required with type optuna: the metric TPE optimizes, one of "
-                                          f"{', '.join(SCHEDULER_METRICS)}")
+            problems.add(
+                "search.metric",
+                f"required with type optuna: the metric TPE optimizes, one of {', '.join(SCHEDULER_METRICS)}",
+            )
         elif settings["metric"] not in SCHEDULER_METRICS:
             problems.add("search.metric", f"must be one of {', '.join(SCHEDULER_METRICS)}; got {settings['metric']!r}")
         if settings["mode"] not in (None, "min", "max"):
-            problems.add("search.mode", f"must be min or max (default: min for losses, else max); got {settings['mode']!r}")
+            problems.add(
+                "search.mode", f"must be min or max (default: min for losses, else max); got {settings['mode']!r}"
+            )
         if raw.get("extra_trials"):
             problems.add("extra_trials", "not used by search type optuna; run fixed baselines as a grid sweep")
     else:
@@ -244,8 +251,9 @@ def check_search(problems, raw: dict) -> Search:
 
     space = _mapping(problems, "space", raw.get("space") or {})
     if kind in SEARCH_TYPES and not space:
-        problems.add("space", f"required with search type {kind}: the keys to sample, e.g. "
-                              "clamp_value: {loguniform: [0.5, 8]}")
+        problems.add(
+            "space", f"required with search type {kind}: the keys to sample, e.g. clamp_value: {{loguniform: [0.5, 8]}}"
+        )
     grid = raw.get("grid") if isinstance(raw.get("grid"), dict) else {}
     axes = []
     for key, value in space.items():
@@ -255,8 +263,14 @@ def check_search(problems, raw: dict) -> Search:
         if axis is not None:
             axes.append(axis)
     mode = settings["mode"] or ("min" if str(settings["metric"]).endswith("loss") else "max")
-    return Search(kind, num_samples if isinstance(num_samples, int) else 1, seed, settings["metric"],
-                  mode if kind == "optuna" else None, tuple(axes))
+    return Search(
+        kind,
+        num_samples if isinstance(num_samples, int) else 1,
+        seed,
+        settings["metric"],
+        mode if kind == "optuna" else None,
+        tuple(axes),
+    )
 
 
 def describe(spec) -> str:
@@ -265,21 +279,27 @@ def describe(spec) -> str:
     trial_keys = [k for k in spec.swept_keys if k not in {axis.key for axis in search.space}]
     if search.type == "optuna":
         total = search.num_samples * len(spec.trials)
-        lines = [f"sweep {spec.name}: {total} trials: optuna (TPE) suggests {search.num_samples} points "
-                 f"({search.mode}imizing the mean {search.metric} over each point's {len(spec.trials)} grid "
-                 f"runs, seed {search.seed})"]
+        lines = [
+            f"sweep {spec.name}: {total} trials: optuna (TPE) suggests {search.num_samples} points "
+            f"({search.mode}imizing the mean {search.metric} over each point's {len(spec.trials)} grid "
+            f"runs, seed {search.seed})"
+        ]
     elif search.type == "random":
         grid = spec.raw.get("grid") or {}
         extras = len(spec.trials) - search.num_samples * math.prod(len(values) for values in grid.values())
-        lines = [f"sweep {spec.name}: {len(spec.trials)} trials: {search.num_samples} random points "
-                 f"(seed {search.seed}) x {math.prod(len(values) for values in grid.values())} grid points"
-                 + (f" + {extras} extra trials" if extras else "")]
+        lines = [
+            f"sweep {spec.name}: {len(spec.trials)} trials: {search.num_samples} random points "
+            f"(seed {search.seed}) x {math.prod(len(values) for values in grid.values())} grid points"
+            + (f" + {extras} extra trials" if extras else "")
+        ]
         trial_keys = spec.swept_keys
     else:
         lines = [f"sweep {spec.name}: {len(spec.trials)} trials over {', '.join(spec.swept_keys) or 'nothing'}"]
     lines += [f"  sampled: {axis}" for axis in search.space]
     if search.type == "optuna":
         lines.append(f"  grid points each suggestion runs at, over {', '.join(trial_keys) or 'nothing'}:")
-    lines += [f"  {index:3d}  " + " ".join(f"{key}={trial[key]}" for key in trial_keys)
-              for index, trial in enumerate(spec.trials)]
+    lines += [
+        f"  {index:3d}  " + " ".join(f"{key}={trial[key]}" for key in trial_keys)
+        for index, trial in enumerate(spec.trials)
+    ]
     return "\n".join(lines)

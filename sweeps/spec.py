@@ -25,15 +25,15 @@ import difflib
 import itertools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
-from onlinenorm.training.config import SCHEMA, parse_assignment, validate_config
 from onlinenorm.constants import DATASETS
+from onlinenorm.training.config import SCHEMA, parse_assignment, validate_config
 from onlinenorm.training.rules import Rule, choice, integer, optional, real, text
 from onlinenorm.training.yaml12 import YAMLError, load_yaml
 from sweeps.search import Search, check_search
@@ -230,7 +230,9 @@ def _check_reference(problems: Problems, path: str, value: Any) -> Reference | N
     problems.check(f"{path}.source", text(), section.get("source"))
     results = section.get("results")
     if not (isinstance(results, list) and results):
-        problems.add(f"{path}.results", f"must be a non-empty list of mappings (config keys and figures); got {results!r}")
+        problems.add(
+            f"{path}.results", f"must be a non-empty list of mappings (config keys and figures); got {results!r}"
+        )
         results = []
     for index, entry in enumerate(results):
         where = f"{path}.results[{index}]"
@@ -277,8 +279,20 @@ TOP_LEVEL_DEFAULTS = {
     "max_failures": 2,
 }
 REQUIRED_KEYS = ("name", "dataset")
-TOP_LEVEL_KEYS = ("name", "dataset", "model", "train", "grid", "extra_trials", "resources", "max_concurrent",
-                  "max_failures", "search", "space", *SECTIONS)
+TOP_LEVEL_KEYS = (
+    "name",
+    "dataset",
+    "model",
+    "train",
+    "grid",
+    "extra_trials",
+    "resources",
+    "max_concurrent",
+    "max_failures",
+    "search",
+    "space",
+    *SECTIONS,
+)
 
 
 def _check_top_level(problems: Problems, raw: dict) -> None:
@@ -289,7 +303,9 @@ def _check_top_level(problems: Problems, raw: dict) -> None:
         if key not in raw:
             problems.add(key, "required")
     if "name" in raw and not (isinstance(raw["name"], str) and NAME_PATTERN.fullmatch(raw["name"])):
-        problems.add("name", f"must be letters, digits, '.', '_' or '-' (it names the experiment folder); got {raw['name']!r}")
+        problems.add(
+            "name", f"must be letters, digits, '.', '_' or '-' (it names the experiment folder); got {raw['name']!r}"
+        )
     if raw.get("model") is not None:
         _check_value(problems, "model", "model", raw["model"])
     for key in ("max_concurrent", "max_failures"):
@@ -303,7 +319,7 @@ def _check_top_level(problems: Problems, raw: dict) -> None:
 
 
 def _product(axes: Mapping[str, list]) -> list[dict]:
-    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+    return [dict(zip(axes, values, strict=False)) for values in itertools.product(*axes.values())]
 
 
 def _as_axes(point: Mapping[str, Any]) -> dict[str, list]:
@@ -379,8 +395,12 @@ def parse_spec(raw: dict, source: str = "spec") -> SweepSpec:
     if not isinstance(raw["extra_trials"], list):
         problems.add("extra_trials", f"must be a list of mappings (one per extra trial); got {raw['extra_trials']!r}")
     for index, extra in enumerate(extras):
-        _check_config_keys(problems, f"extra_trials[{index}]", _mapping(problems, f"extra_trials[{index}]", extra),
-                           values_are_lists=None)
+        _check_config_keys(
+            problems,
+            f"extra_trials[{index}]",
+            _mapping(problems, f"extra_trials[{index}]", extra),
+            values_are_lists=None,
+        )
     sections = {name: section.check(problems, name, raw[name]) for name, section in SECTIONS.items()}
     search = check_search(problems, raw)
     if problems:
@@ -402,14 +422,23 @@ def parse_spec(raw: dict, source: str = "spec") -> SweepSpec:
         raise SpecError(source, problems)
     swept = [key for key in trials[0] if len({json.dumps(t[key]) for t in trials}) > 1]
     return SweepSpec(
-        name=raw["name"], raw=raw, trials=trials, synthetic=synthetic, cpu=resources["cpu"], gpu=resources["gpu"],
-        max_concurrent=raw["max_concurrent"], max_failures=raw["max_failures"], swept_keys=swept, search=search,
+        name=raw["name"],
+        raw=raw,
+        trials=trials,
+        synthetic=synthetic,
+        cpu=resources["cpu"],
+        gpu=resources["gpu"],
+        max_concurrent=raw["max_concurrent"],
+        max_failures=raw["max_failures"],
+        swept_keys=swept,
+        search=search,
         **sections,
     )
 
 
-def load_spec(path: str | Path, overrides: list[str] = (), name: str | None = None,
-              tracking: str | None = None) -> SweepSpec:
+def load_spec(
+    path: str | Path, overrides: list[str] = (), name: str | None = None, tracking: str | None = None
+) -> SweepSpec:
     """The checked spec in file ``path`` with ``--set`` ``overrides`` applied and, if given, another ``name``
     and the ``--tracking`` choice of trackers."""
     raw = apply_overrides(read_yaml(path), list(overrides))

@@ -10,8 +10,8 @@ than TERMINATED.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 # Ray Tune's trial states, with DIVERGED (a finished trial whose loss became non-finite) after TERMINATED.
 STATES = ("TERMINATED", "DIVERGED", "ERROR", "RUNNING", "PAUSED", "PENDING")
@@ -40,12 +40,14 @@ def read_states(path: str | Path) -> list[tuple[str, bool]]:
             try:
                 return read_states(folder)
             except ValueError:
-                raise ValueError(f"{path}: no {EXPERIMENT_STATE_GLOB} here; pass an experiment URI written by "
-                                 "`onlinenorm sweep run`") from None
+                raise ValueError(
+                    f"{path}: no {EXPERIMENT_STATE_GLOB} here; pass an experiment URI written by `onlinenorm sweep run`"
+                ) from None
     path = Path(path)
     if not any(path.glob(EXPERIMENT_STATE_GLOB)):
         raise ValueError(
-            f"{path}: no {EXPERIMENT_STATE_GLOB} here; pass an experiment directory written by `onlinenorm sweep run`")
+            f"{path}: no {EXPERIMENT_STATE_GLOB} here; pass an experiment directory written by `onlinenorm sweep run`"
+        )
     trials = read_experiment(path, path.name).trials
     return [(t.ray_status, bool(t.last_row.get("diverged"))) for t in trials if t.ray_status is not None]
 

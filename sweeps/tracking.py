@@ -72,8 +72,9 @@ def select_trackers(raw: dict, choice: str) -> dict:
     names = [name.strip() for name in choice.split(",") if name.strip()]
     unknown = [name for name in names if name not in (*TRACKERS, NO_TRACKING)]
     if unknown or not names or (NO_TRACKING in names and len(names) > 1):
-        raise SpecError("--tracking", [f"expects {NO_TRACKING} or a comma-separated list of "
-                                       f"{', '.join(TRACKERS)}; got {choice!r}"])
+        raise SpecError(
+            "--tracking", [f"expects {NO_TRACKING} or a comma-separated list of {', '.join(TRACKERS)}; got {choice!r}"]
+        )
     configured = raw.get("tracking") if isinstance(raw.get("tracking"), dict) else {}
     chosen = {} if names == [NO_TRACKING] else {name: configured.get(name) or {} for name in names}
     return {**raw, "tracking": chosen}

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # Ray's live trial table shows the first four metrics of a row, so these lead it.
 LIVE_TABLE_METRICS = ("val_acc", "clamp_fraction", "val_loss", "train_loss")

@@ -26,8 +26,9 @@ print(threshold, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) /
 
 def faults_per_round(mode: str, **env: str) -> tuple[str, float]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env
-    out = subprocess.run([sys.executable, "-c", FAULTS_PER_ROUND, mode], capture_output=True, text=True,
-                         env=clean, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", FAULTS_PER_ROUND, mode], capture_output=True, text=True, env=clean, check=True
+    ).stdout.split()
     return out[0], float(out[1])
 
 

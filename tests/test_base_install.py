@@ -48,7 +48,8 @@ def closure(requirements: list[str]) -> dict:
         except PackageNotFoundError:
             pytest.fail(f"{requirement.name} (a base dependency) is not installed here; run make install")
         assert requirement.specifier.contains(found[name].version, prereleases=True), (
-            f"{requirement.name} {found[name].version} does not satisfy {requirement}")
+            f"{requirement.name} {found[name].version} does not satisfy {requirement}"
+        )
         todo += [Requirement(text) for text in found[name].requires or []]
     return found
 
@@ -64,8 +65,22 @@ def base_venv(tmp_path_factory) -> Path:
         for top in {Path(str(file)).parts[0] for file in dist.files or []} - {".."}:
             if (installed / top).exists() and not (site / top).exists():
                 (site / top).symlink_to(installed / top)
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(home / "bin" / "python"), "install", "--quiet",
-                    "--no-deps", "--no-build-isolation", "-e", str(ROOT)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(home / "bin" / "python"),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-e",
+            str(ROOT),
+        ],
+        check=True,
+    )
     return home
 
 
@@ -76,8 +91,10 @@ def run_in(home: Path, *args: str, cwd: Path | None = None) -> subprocess.Comple
 
 
 def test_base_install_lacks_every_extra(base_venv):
-    probe = ("import importlib.util, json, sys; "
-             "print(json.dumps({m: importlib.util.find_spec(m) is not None for m in sys.argv[1:]}))")
+    probe = (
+        "import importlib.util, json, sys; "
+        "print(json.dumps({m: importlib.util.find_spec(m) is not None for m in sys.argv[1:]}))"
+    )
     result = run_in(base_venv, "python", "-c", probe, *EXTRAS_ONLY, "torch", "onlinenorm")
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
@@ -85,9 +102,11 @@ def test_base_install_lacks_every_extra(base_venv):
 
 
 def test_layer_imports_and_runs_without_extras(base_venv):
-    code = ("import torch, onlinenorm; layer = onlinenorm.OnlineNorm2d(4, ecm='ac'); "
-            "y = layer(torch.randn(8, 4, 3, 3)); y.sum().backward() if y.requires_grad else None; "
-            "print(tuple(y.shape))")
+    code = (
+        "import torch, onlinenorm; layer = onlinenorm.OnlineNorm2d(4, ecm='ac'); "
+        "y = layer(torch.randn(8, 4, 3, 3)); y.sum().backward() if y.requires_grad else None; "
+        "print(tuple(y.shape))"
+    )
     result = run_in(base_venv, "python", "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(8, 4, 3, 3)"
@@ -105,31 +124,80 @@ def test_help_and_version_without_extras(base_venv):
 
 def test_data_synth_then_train_without_extras(base_venv, tmp_path):
     data = tmp_path / "cifar10"
-    synth = run_in(base_venv, "onlinenorm", "data", "synth", "--format", "cifar10", "--out", str(data),
-                   "--train", "64", "--test", "32")
+    synth = run_in(
+        base_venv,
+        "onlinenorm",
+        "data",
+        "synth",
+        "--format",
+        "cifar10",
+        "--out",
+        str(data),
+        "--train",
+        "64",
+        "--test",
+        "32",
+    )
     assert synth.returncode == 0, synth.stderr
     run_dir = tmp_path / "run"
-    train = run_in(base_venv, "onlinenorm", "train", "--dataset", "cifar10", "--data-dir", str(data),
-                   "--model", "mlp", "--norm", "online", "--ecm", "ac", "--epochs", "1", "--batch-size", "32",
-                   "--kernels", "eager",
-                   "--out", str(run_dir), "--quiet")
+    train = run_in(
+        base_venv,
+        "onlinenorm",
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(data),
+        "--model",
+        "mlp",
+        "--norm",
+        "online",
+        "--ecm",
+        "ac",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--kernels",
+        "eager",
+        "--out",
+        str(run_dir),
+        "--quiet",
+    )
     assert train.returncode == 0, train.stderr
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1]
 
 
 def test_bench_layer_without_extras(base_venv):
-    result = run_in(base_venv, "onlinenorm", "bench", "layer", "--shape", "4x2x3x3", "--rounds", "1",
-                    "--oracle-rounds", "0", "--ecm-rounds", "0", "--kernels", "eager")
+    result = run_in(
+        base_venv,
+        "onlinenorm",
+        "bench",
+        "layer",
+        "--shape",
+        "4x2x3x3",
+        "--rounds",
+        "1",
+        "--oracle-rounds",
+        "0",
+        "--ecm-rounds",
+        "0",
+        "--kernels",
+        "eager",
+    )
     assert result.returncode == 0, result.stderr
     assert "batchnorm" in result.stdout
 
 
-@pytest.mark.parametrize(("command", "extra"), [
-    (["sweep", "run", "sweeps/specs/quick.yaml", "--set", "train.epochs=1"], "sweep"),
-    (["bench", "sweep", "--cpus", "1"], "sweep"),
-    (["report", "EXPERIMENT"], "analysis"),
-])
+@pytest.mark.parametrize(
+    ("command", "extra"),
+    [
+        (["sweep", "run", "sweeps/specs/quick.yaml", "--set", "train.epochs=1"], "sweep"),
+        (["bench", "sweep", "--cpus", "1"], "sweep"),
+        (["report", "EXPERIMENT"], "analysis"),
+    ],
+)
 def test_command_needing_an_extra_names_it(base_venv, tmp_path, command, extra):
     (tmp_path / "EXPERIMENT").mkdir()
     command = [str(tmp_path / "EXPERIMENT") if part == "EXPERIMENT" else part for part in command]

@@ -7,8 +7,16 @@ import pytest
 import torch
 
 import onlinenorm
-from onlinenorm.bench.layer import (bench_layer, ecm_kernel_costs, median_interval, paired_difference, paired_ratio,
-                               saved_bytes_per_element, settle, time_interleaved)
+from onlinenorm.bench.layer import (
+    bench_layer,
+    ecm_kernel_costs,
+    median_interval,
+    paired_difference,
+    paired_ratio,
+    saved_bytes_per_element,
+    settle,
+    time_interleaved,
+)
 from onlinenorm.cli import main
 
 
@@ -17,13 +25,32 @@ def table_rows(out: str) -> list[list[str]]:
 
 
 def test_bench_layer_prints_ratio_table(capsys):
-    assert main(["bench", "layer", "--shape", "3x2x5x5", "--shape", "2x4x3x3", "--kernels", "eager",
-                 "--rounds", "2", "--oracle-rounds", "1", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "layer",
+                "--shape",
+                "3x2x5x5",
+                "--shape",
+                "2x4x3x3",
+                "--kernels",
+                "eager",
+                "--rounds",
+                "2",
+                "--oracle-rounds",
+                "1",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["shape", "candidate", "ms", "x", "BN", "saved", "B/elem"]
     candidates = ["batchnorm", "ac", "ls", "none", "ls-autograd", "floor", "loop"]
     for start, shape in ((3, "(3, 2, 5, 5)"), (3 + len(candidates) + 3, "(2, 4, 3, 3)")):
-        block = lines[start:start + len(candidates)]
+        block = lines[start : start + len(candidates)]
         assert block[0].startswith(shape)
         assert [row.split()[-4] for row in block] == candidates
         # the floor is a copy and an add: at these toy shapes under 0.005 ms, printed as 0.00
@@ -45,17 +72,25 @@ def test_bench_layer_prints_ratio_table(capsys):
 
 def test_rounds_shuffle_the_order_so_each_candidate_follows_each_other():
     order = []
-    samples = time_interleaved({name: (lambda name=name: order.append(name)) for name in "abc"},
-                               rounds=60, device=torch.device("cpu"), warmup=0)
-    rounds = ["".join(order[i:i + 3]) for i in range(0, len(order), 3)]
+    samples = time_interleaved(
+        {name: (lambda name=name: order.append(name)) for name in "abc"},
+        rounds=60,
+        device=torch.device("cpu"),
+        warmup=0,
+    )
+    rounds = ["".join(order[i : i + 3]) for i in range(0, len(order), 3)]
     assert all(sorted(r) == ["a", "b", "c"] for r in rounds)
     # within rounds, every ordered pair occurs: no candidate always comes after the same one
     followers = {(r[i], r[i + 1]) for r in rounds for i in range(2)}
     assert followers == {(p, q) for p in "abc" for q in "abc" if p != q}
     assert {name: len(times) for name, times in samples.items()} == {"a": 60, "b": 60, "c": 60}
     again = []
-    time_interleaved({name: (lambda name=name: again.append(name)) for name in "abc"},
-                     rounds=60, device=torch.device("cpu"), warmup=0)
+    time_interleaved(
+        {name: (lambda name=name: again.append(name)) for name in "abc"},
+        rounds=60,
+        device=torch.device("cpu"),
+        warmup=0,
+    )
     assert again == order  # seeded: a rerun times in the same order
 
 
@@ -88,23 +123,44 @@ def test_ecm_kernel_costs_time_each_ecm_against_none_in_the_c_kernels():
 
 
 def test_bench_layer_prints_the_ecm_costs_where_it_times_the_c_kernels(capsys):
-    assert main(["bench", "layer", "--shape", "3x2x5x5", "--kernels", "native", "--rounds", "2",
-                 "--oracle-rounds", "0", "--ecm-rounds", "3", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "layer",
+                "--shape",
+                "3x2x5x5",
+                "--kernels",
+                "native",
+                "--rounds",
+                "2",
+                "--oracle-rounds",
+                "0",
+                "--ecm-rounds",
+                "3",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     (line,) = [line.strip() for line in lines if line.strip().startswith("C kernels over none:")]
     number = r"[+-]\d+ us \[[+-]\d+, [+-]\d+\]"
     assert re.fullmatch(rf"C kernels over none: ac {number}, ls {number}; ls beyond ac {number}", line)
     (result,) = bench_layer([(3, 2, 5, 5)], rounds=1, oracle_rounds=0, kernels=("native",), ecm_rounds=0)
     assert result["ecm_costs"] is None  # --ecm-rounds 0 skips it
-    (result,) = bench_layer([(3, 2, 5, 5)], rounds=1, oracle_rounds=0, kernels=("native",), ecm_rounds=2,
-                            dtype=torch.float64)
+    (result,) = bench_layer(
+        [(3, 2, 5, 5)], rounds=1, oracle_rounds=0, kernels=("native",), ecm_rounds=2, dtype=torch.float64
+    )
     assert result["ecm_costs"] is None  # the C kernels do not run float64
 
 
 def test_bench_layer_rejects_negative_ecm_rounds(capsys):
     assert main(["bench", "layer", "--ecm-rounds", "-1"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "onlinenorm bench: error: --rounds must be >= 1, --oracle-rounds and --ecm-rounds >= 0")
+        "onlinenorm bench: error: --rounds must be >= 1, --oracle-rounds and --ecm-rounds >= 0"
+    )
 
 
 def test_settle_puts_the_state_at_the_inputs_channel_statistics():
@@ -129,7 +185,8 @@ def test_bench_layer_reports_how_often_its_layers_clamped():
 def test_bench_layer_rejects_a_bad_clamp_value(capsys):
     assert main(["bench", "layer", "--clamp-value", "0"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "onlinenorm bench: error: --clamp-value must be a positive, finite number; got 0.0")
+        "onlinenorm bench: error: --clamp-value must be a positive, finite number; got 0.0"
+    )
 
 
 @pytest.mark.parametrize("kernels", ["eager", "native"])
@@ -145,11 +202,40 @@ def test_layer_saves_no_more_for_backward_than_batch_norm(ecm, kernels):
 
 @pytest.mark.slow
 def test_bench_layer_times_compiled_and_native_kernels_beside_eager(capsys):
-    assert main(["bench", "layer", "--shape", "4x3x5x5", "--rounds", "1", "--oracle-rounds", "0",
-                 "--ecm-rounds", "2", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "layer",
+                "--shape",
+                "4x3x5x5",
+                "--rounds",
+                "1",
+                "--oracle-rounds",
+                "0",
+                "--ecm-rounds",
+                "2",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[-4] for line in lines[3:15]] == [
-        "batchnorm", "ac", "ls", "none", "ac*", "ls*", "none*", "ac+", "ls+", "none+", "ls-autograd", "floor"]
+        "batchnorm",
+        "ac",
+        "ls",
+        "none",
+        "ac*",
+        "ls*",
+        "none*",
+        "ac+",
+        "ls+",
+        "none+",
+        "ls-autograd",
+        "floor",
+    ]
     assert lines[15].strip().startswith("x floor: batchnorm ")
     assert "ac*/ls* " in lines[16] and "ac+/ls+ " in lines[16]
     assert re.fullmatch(r"clamped at c=5: ac \S+, ac\* \S+, ac\+ \S+", lines[17].strip())
@@ -160,13 +246,17 @@ def test_bench_layer_times_compiled_and_native_kernels_beside_eager(capsys):
 def test_bench_layer_rejects_unknown_kernels(capsys):
     assert main(["bench", "layer", "--kernels", "eager,fast"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "onlinenorm bench: error: --kernels must list some of eager, compiled, native, triton; got 'eager,fast'")
+        "onlinenorm bench: error: --kernels must list some of eager, compiled, native, triton; got 'eager,fast'"
+    )
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--shape", "3x2x5"], "shape must be four positive sizes"),
-    (["--shape", "axbxcxd"], "shape must look like 128x16x32x32"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--shape", "3x2x5"], "shape must be four positive sizes"),
+        (["--shape", "axbxcxd"], "shape must look like 128x16x32x32"),
+    ],
+)
 def test_bench_layer_rejects_bad_shapes(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "layer", *argv])
@@ -187,7 +277,8 @@ def test_bench_rejects_cuda_without_device(kind, capsys):
 def test_bench_rejects_unknown_devices(kind, capsys):
     assert main(["bench", kind, "--device", "gpu"]) == 2
     assert capsys.readouterr().err == (
-        "onlinenorm bench: error: --device must be cpu or cuda (cuda:N for one of several GPUs); got 'gpu'\n")
+        "onlinenorm bench: error: --device must be cpu or cuda (cuda:N for one of several GPUs); got 'gpu'\n"
+    )
 
 
 def test_bench_layer_rejects_unknown_dtypes(capsys):
@@ -200,8 +291,27 @@ def test_bench_layer_rejects_unknown_dtypes(capsys):
 def test_bench_layer_times_each_dtype_in_turn_with_the_triton_kernels(capsys):
     """--dtype takes a list, one table each; kernels "triton" is a candidate (here in Triton's interpreter)."""
     pytest.importorskip("triton")
-    assert main(["bench", "layer", "--shape", "2x2x3x3", "--kernels", "triton", "--dtype", "float32,bfloat16",
-                 "--rounds", "1", "--oracle-rounds", "0", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "layer",
+                "--shape",
+                "2x2x3x3",
+                "--kernels",
+                "triton",
+                "--dtype",
+                "float32,bfloat16",
+                "--rounds",
+                "1",
+                "--oracle-rounds",
+                "0",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     headers = [line for line in out.splitlines() if line.startswith("torch ")]
     assert [header.split(", ")[2] for header in headers] == ["dtype float32", "dtype bfloat16"]

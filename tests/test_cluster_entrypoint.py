@@ -29,8 +29,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 import yaml
@@ -42,8 +42,14 @@ START_TIMEOUT_S = 90
 SWEEP_TIMEOUT_S = 300
 STOP_TIMEOUT_S = 60
 # The quick spec shrunk to one-epoch trials on a few generated images; the grid is added per test.
-TINY_SWEEP = ("grid.alpha_fwd=[0.999]", "grid.seed=[0]", "extra_trials=[]", "dataset.synthetic={train: 64, test: 32}",
-              "train.epochs=1", "train.batch_size=32")
+TINY_SWEEP = (
+    "grid.alpha_fwd=[0.999]",
+    "grid.seed=[0]",
+    "extra_trials=[]",
+    "dataset.synthetic={train: 64, test: 32}",
+    "train.epochs=1",
+    "train.batch_size=32",
+)
 
 
 def image_ray_settings() -> dict[str, str]:
@@ -111,7 +117,11 @@ class Cluster:
     def start(self) -> None:
         port, self.dashboard_port = free_port(), free_port()
         self.head_address = f"127.0.0.1:{port}"
-        head = {"RAY_PORT": str(port), "RAY_DASHBOARD_PORT": str(self.dashboard_port), "RAY_DASHBOARD_HOST": "127.0.0.1"}
+        head = {
+            "RAY_PORT": str(port),
+            "RAY_DASHBOARD_PORT": str(self.dashboard_port),
+            "RAY_DASHBOARD_HOST": "127.0.0.1",
+        }
         if importlib.util.find_spec("grpc"):  # with ray[client], the head also serves Ray Client, by default on 10001
             self.client_port = free_port()
             head["RAY_CLIENT_PORT"] = str(self.client_port)
@@ -120,15 +130,28 @@ class Cluster:
 
     def _start(self, role: str, **settings: str) -> subprocess.Popen:
         # One CPU per node, and this node's own free ports where Ray's defaults would collide.
-        settings |= {"RAY_NODE_IP": "127.0.0.1", "RAY_NUM_CPUS": "1",
-                     "RAY_START_ARGS": f"--dashboard-agent-listen-port={free_port()}"}
+        settings |= {
+            "RAY_NODE_IP": "127.0.0.1",
+            "RAY_NUM_CPUS": "1",
+            "RAY_START_ARGS": f"--dashboard-agent-listen-port={free_port()}",
+        }
         workdir, log = project_dir(self.folder / role), self.folder / f"{role}.log"
         with log.open("wb") as out:
-            process = subprocess.Popen([ENTRYPOINT, role], cwd=workdir, env=self.env | settings, stdout=out,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                [ENTRYPOINT, role],
+                cwd=workdir,
+                env=self.env | settings,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.nodes.append(process)
-        wait_until(lambda: "Ray runtime started" in log.read_text() or process.poll() is not None,
-                   START_TIMEOUT_S, f"the {role} node to start", (log,))
+        wait_until(
+            lambda: "Ray runtime started" in log.read_text() or process.poll() is not None,
+            START_TIMEOUT_S,
+            f"the {role} node to start",
+            (log,),
+        )
         assert process.poll() is None, f"the {role} node exited:\n{log.read_text()[-3000:]}"
         return process
 
@@ -189,8 +212,19 @@ def running_cluster(tmp_path_factory) -> Iterator[Cluster]:
 def sweep_command(storage: Path, name: str, clamp_values: str, address: str = "auto") -> list[str]:
     """The README's sweep command, shrunk, with its own storage and name."""
     sets = (f"grid.clamp_value={clamp_values}", *TINY_SWEEP)
-    return ["onlinenorm", "sweep", "run", "sweeps/specs/quick.yaml", "--address", address,
-            "--storage", str(storage), "--name", name, *(arg for item in sets for arg in ("--set", item))]
+    return [
+        "onlinenorm",
+        "sweep",
+        "run",
+        "sweeps/specs/quick.yaml",
+        "--address",
+        address,
+        "--storage",
+        str(storage),
+        "--name",
+        name,
+        *(arg for item in sets for arg in ("--set", item)),
+    ]
 
 
 def trial_rows(experiment: Path) -> dict[str, dict]:
@@ -234,8 +268,9 @@ def test_sigterm_stops_each_node_and_leaves_no_ray_process(tmp_path):
         assert sum(processes.values()) >= 3 and len(head_pids) >= 5, processes  # raylet, agents, gcs_server, ...
 
         assert stop(ray_cluster.worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
-        wait_until(lambda: not any(ray_processes(ray_cluster.tmpdir).values()), 10,
-                   "the worker node's processes to exit")
+        wait_until(
+            lambda: not any(ray_processes(ray_cluster.tmpdir).values()), 10, "the worker node's processes to exit"
+        )
         assert ray_cluster.head.poll() is None, "stopping the worker stopped the head"
         assert ray_cluster.healthcheck() == 0
 
@@ -247,8 +282,9 @@ def test_sigterm_stops_each_node_and_leaves_no_ray_process(tmp_path):
 def test_sweep_through_address_runs_trials_on_both_nodes(running_cluster, tmp_path):
     assert running_cluster.healthcheck() == 0
     storage = tmp_path / "results"
-    output, seen = running_cluster.run(sweep_command(storage, "cluster", "[1,2,3,5]"), "sweep",
-                                       cwd=project_dir(tmp_path / "project"))
+    output, seen = running_cluster.run(
+        sweep_command(storage, "cluster", "[1,2,3,5]"), "sweep", cwd=project_dir(tmp_path / "project")
+    )
     assert f"results in {storage / 'cluster'}" in output, output[-2000:]
 
     trials = trial_rows(storage / "cluster")
@@ -263,11 +299,19 @@ def test_sweep_through_address_runs_trials_on_both_nodes(running_cluster, tmp_pa
 
 @pytest.mark.slow
 def test_ray_job_submit_runs_the_readme_sweep_command_on_the_head(running_cluster, tmp_path):
-    pytest.importorskip("ray.dashboard.optional_deps",
-                        reason="ray job submit needs Ray's dashboard: ray[default] is not installed")
+    pytest.importorskip(
+        "ray.dashboard.optional_deps", reason="ray job submit needs Ray's dashboard: ray[default] is not installed"
+    )
     storage = tmp_path / "results"
-    submit = ["ray", "job", "submit", "--address", f"http://127.0.0.1:{running_cluster.dashboard_port}", "--",
-              *sweep_command(storage, "job", "[1,5]")]
+    submit = [
+        "ray",
+        "job",
+        "submit",
+        "--address",
+        f"http://127.0.0.1:{running_cluster.dashboard_port}",
+        "--",
+        *sweep_command(storage, "job", "[1,5]"),
+    ]
     output, _ = running_cluster.run(submit, "job", cwd=tmp_path)
     assert "succeeded" in output, output[-3000:]
     trials = trial_rows(storage / "job")
@@ -295,13 +339,22 @@ def test_the_head_refuses_clients_without_the_cluster_token(running_cluster, tmp
     with urllib.request.urlopen(urllib.request.Request(jobs, headers=bearer), timeout=30) as answer:
         assert answer.status == 200
 
-    driver = (f"import ray; ray.init(address={running_cluster.head_address!r}); "
-              "print(ray.get(ray.remote(lambda: 'ran').remote()))")
+    driver = (
+        f"import ray; ray.init(address={running_cluster.head_address!r}); "
+        "print(ray.get(ray.remote(lambda: 'ran').remote()))"
+    )
     without = {key: value for key, value in running_cluster.env.items() if key != "RAY_AUTH_TOKEN"}
-    for name, settings in {"a wrong token": {"RAY_AUTH_TOKEN": secrets.token_hex(32)},
-                           "no token, authentication off": {"RAY_AUTH_MODE": "disabled"}}.items():
-        client = subprocess.run([sys.executable, "-c", driver], env=without | settings | {"HOME": str(tmp_path)},
-                                capture_output=True, text=True, timeout=120)
+    for name, settings in {
+        "a wrong token": {"RAY_AUTH_TOKEN": secrets.token_hex(32)},
+        "no token, authentication off": {"RAY_AUTH_MODE": "disabled"},
+    }.items():
+        client = subprocess.run(
+            [sys.executable, "-c", driver],
+            env=without | settings | {"HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert client.returncode != 0 and "ran" not in client.stdout, f"{name}: the head accepted the client"
         # The head's answer, not the client's own check: Ray's GCS rejects the call.
         assert "Unauthenticated: RPC error: InvalidAuthToken" in client.stderr, f"{name}: {client.stderr[-3000:]}"
@@ -314,7 +367,9 @@ def test_sweep_through_ray_client(running_cluster, tmp_path):
     storage = tmp_path / "results"  # a folder every node and the client share, as on one machine
     output, _ = running_cluster.run(
         sweep_command(storage, "client", "[1,5]", address=f"ray://127.0.0.1:{running_cluster.client_port}"),
-        "client", cwd=project_dir(tmp_path / "project"))
+        "client",
+        cwd=project_dir(tmp_path / "project"),
+    )
     assert f"results in {storage / 'client'}" in output, output[-3000:]
     trials = trial_rows(storage / "client")
     assert len(trials) == 2 and all(row.get("epoch") == 1 and "val_acc" in row for row in trials.values()), output

@@ -124,8 +124,9 @@ def check_ray_start_options(where: str, options: dict[str, str], known: set[str]
     for name, value in options.items():
         assert name in known, f"{where}: `ray start --{name}` is not an option of ray start"
         if name in PORT_OPTIONS:
-            assert int(value) == ports[PORT_OPTIONS[name]], f"{where}: --{name}={value}, the entrypoint uses " \
-                                                            f"{ports[PORT_OPTIONS[name]]}"
+            assert int(value) == ports[PORT_OPTIONS[name]], (
+                f"{where}: --{name}={value}, the entrypoint uses {ports[PORT_OPTIONS[name]]}"
+            )
         if name == "address":
             assert int(value.rsplit(":", 1)[1]) == ports["RAY_PORT"], f"{where}: --address={value}"
 
@@ -193,7 +194,11 @@ def test_kuberay_cluster_and_job_fit_together(ray_start_options):
     (cluster,) = load(KUBERAY[1])
     (job,) = load(KUBERAY[2])
     assert (cluster["apiVersion"], cluster["kind"], job["apiVersion"], job["kind"]) == (
-        "ray.io/v1", "RayCluster", "ray.io/v1", "RayJob")
+        "ray.io/v1",
+        "RayCluster",
+        "ray.io/v1",
+        "RayJob",
+    )
     assert job["spec"]["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
 
     groups = [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]
@@ -204,15 +209,20 @@ def test_kuberay_cluster_and_job_fit_together(ray_start_options):
         (container,) = pod["containers"]
         assert container["image"] in image_tags()
         volumes = {volume["name"]: volume for volume in pod["volumes"]}
-        assert {v["persistentVolumeClaim"]["claimName"] for v in volumes.values() if "persistentVolumeClaim" in v} \
-            == claims
+        assert {
+            v["persistentVolumeClaim"]["claimName"] for v in volumes.values() if "persistentVolumeClaim" in v
+        } == claims
         mounts = {mount["mountPath"] for mount in container["volumeMounts"] if mount["name"] in volumes}
         assert {STORAGE, f"{APP_DIR}/data"} <= mounts
-    ports = {port["containerPort"] for port in cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-             ["ports"]}
+    ports = {
+        port["containerPort"] for port in cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
+    }
     assert ports == set(entrypoint_ports().values())
-    assert any(container["resources"]["limits"].get("nvidia.com/gpu")
-               for group in cluster["spec"]["workerGroupSpecs"] for container in group["template"]["spec"]["containers"])
+    assert any(
+        container["resources"]["limits"].get("nvidia.com/gpu")
+        for group in cluster["spec"]["workerGroupSpecs"]
+        for container in group["template"]["spec"]["containers"]
+    )
 
 
 def test_every_ray_start_in_manifests_and_readme_uses_real_options(ray_start_options):
@@ -227,7 +237,9 @@ def test_every_ray_command_in_the_readme_and_the_launcher_config_parses():
 
     (launcher,) = load(LAUNCHER)
     commands = [command for command in shell_commands(shell_blocks(readme_section())) if command[0] == "ray"]
-    commands += [shlex.split(line) for line in launcher["head_start_ray_commands"] + launcher["worker_start_ray_commands"]]
+    commands += [
+        shlex.split(line) for line in launcher["head_start_ray_commands"] + launcher["worker_start_ray_commands"]
+    ]
     for argv in commands:
         command, name, arguments = cli, "ray", argv[1:]
         while isinstance(command, click.Group):
@@ -256,8 +268,9 @@ def test_every_onlinenorm_command_parses_and_every_sweep_spec_loads():
                 spec = ROOT / Path(args.spec).relative_to(APP_DIR) if args.spec.startswith("/") else ROOT / args.spec
                 assert spec.is_file(), f"{where}: no sweep spec {args.spec} in the project"
                 load_spec(spec, args.set)
-                assert args.storage == STORAGE or args.storage.startswith("s3://"), \
+                assert args.storage == STORAGE or args.storage.startswith("s3://"), (
                     f"{where}: cluster sweeps write to the shared {STORAGE} or to a bucket"
+                )
     assert {("sweep", "run"), ("report", None)} <= seen
 
 
@@ -279,9 +292,15 @@ def test_every_project_path_named_exists():
 def test_readme_section_covers_the_ways_to_run():
     section = readme_section()
     commands = shell_blocks(section)
-    for needed in ("docker build -f docker/Dockerfile ", "docker build -f docker/Dockerfile.gpu ",
-                   "docker compose -f docker/compose.yaml up", "ray up docker/ray-cluster.yaml",
-                   "kubectl apply -f docker/kuberay/", "ray job submit", "--address"):
+    for needed in (
+        "docker build -f docker/Dockerfile ",
+        "docker build -f docker/Dockerfile.gpu ",
+        "docker compose -f docker/compose.yaml up",
+        "ray up docker/ray-cluster.yaml",
+        "kubectl apply -f docker/kuberay/",
+        "ray job submit",
+        "--address",
+    ):
         assert needed in commands, f"README section: no `{needed}` command"
     assert "analysis.load(" in section
     ports = {int(port) for port in re.findall(r"https?://(?:127\.0\.0\.1|localhost):(\d+)", commands)}
@@ -290,17 +309,26 @@ def test_readme_section_covers_the_ways_to_run():
 
 def kubernetes_token_sources(pod_spec: dict) -> list[dict]:
     """Each container's secretKeyRef for RAY_AUTH_TOKEN (None where a container has none)."""
-    return [next((item["valueFrom"]["secretKeyRef"] for item in container.get("env", [])
-                  if item["name"] == "RAY_AUTH_TOKEN" and "valueFrom" in item), None)
-            for container in pod_spec["containers"]]
+    return [
+        next(
+            (
+                item["valueFrom"]["secretKeyRef"]
+                for item in container.get("env", [])
+                if item["name"] == "RAY_AUTH_TOKEN" and "valueFrom" in item
+            ),
+            None,
+        )
+        for container in pod_spec["containers"]
+    ]
 
 
 def test_every_node_and_client_gets_the_one_cluster_token():
     """Token authentication stays on: each way to run passes one token to every node and client."""
     ignored = (ROOT / TOKEN_FOLDER / ".gitignore").read_text().split()
     assert "*" in ignored and "!.gitignore" in ignored, f"{TOKEN_FOLDER}: the token would be committed"
-    assert not any("RAY_AUTH_MODE" in yaml.safe_dump(doc) for path in (COMPOSE, *KUBERAY) for doc in load(path)), \
+    assert not any("RAY_AUTH_MODE" in yaml.safe_dump(doc) for path in (COMPOSE, *KUBERAY) for doc in load(path)), (
         "a manifest sets RAY_AUTH_MODE: authentication stays as the images have it (on)"
+    )
 
     (compose,) = load(COMPOSE)
     for name, service in compose["services"].items():

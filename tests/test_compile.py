@@ -16,9 +16,15 @@ def small_model():
     model's compile traces into their math)."""
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3), onlinenorm.OnlineNorm2d(8, alpha_fwd=0.9, alpha_bkw=0.8, clamp_value=1.0, kernels="auto"), nn.ReLU(),
-        nn.Conv2d(8, 4, 3), onlinenorm.OnlineNorm2d(4, alpha_fwd=0.9, alpha_bkw=0.8, ecm="ls"), nn.Flatten(),
-        nn.Linear(4 * 6 * 6, 5), onlinenorm.OnlineNorm1d(5, ecm="none"))
+        nn.Conv2d(3, 8, 3),
+        onlinenorm.OnlineNorm2d(8, alpha_fwd=0.9, alpha_bkw=0.8, clamp_value=1.0, kernels="auto"),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 3),
+        onlinenorm.OnlineNorm2d(4, alpha_fwd=0.9, alpha_bkw=0.8, ecm="ls"),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 5),
+        onlinenorm.OnlineNorm1d(5, ecm="none"),
+    )
 
 
 def close(a, b):
@@ -41,9 +47,9 @@ def test_fullgraph_compiled_model_matches_eager():
             outputs.append((out.detach(), inp.grad))
         (out_e, dx_e), (out_c, dx_c) = outputs
         assert close(out_c, out_e) and close(dx_c, dx_e)
-    for (name, p_e), p_c in zip(eager.named_parameters(), compiled_model.parameters()):
+    for (name, p_e), p_c in zip(eager.named_parameters(), compiled_model.parameters(), strict=False):
         assert close(p_c.grad, p_e.grad), name
-    for (name, b_e), b_c in zip(eager.named_buffers(), compiled_model.buffers()):
+    for (name, b_e), b_c in zip(eager.named_buffers(), compiled_model.buffers(), strict=False):
         assert torch.allclose(b_c.double(), b_e.double(), rtol=1e-4, atol=1e-6), name
     assert onlinenorm.clamp_fractions(compiled_model) == onlinenorm.clamp_fractions(eager)
     assert 0 < onlinenorm.clamp_fractions(eager)["all"] < 1
@@ -102,6 +108,7 @@ class GraphRecorder:
         def compiler(gm, example_inputs):
             self.graphs[direction].append(str(gm.graph))
             return make_boxed_func(gm.forward)
+
         return compiler
 
     def calls(self, direction, op):
@@ -109,16 +116,27 @@ class GraphRecorder:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kernels", ["native", pytest.param("triton", marks=pytest.mark.skipif(
-    importlib.util.find_spec("triton") is None, reason="triton is not installed"))])
+@pytest.mark.parametrize(
+    "kernels",
+    [
+        "native",
+        pytest.param(
+            "triton",
+            marks=pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed"),
+        ),
+    ],
+)
 def test_fullgraph_compile_keeps_the_fused_kernels(kernels):
     """torch.compile(model, fullgraph=True) calls the custom ops, once per layer and direction, instead of
     tracing the math into inductor's code; the compiled model's numbers are the uncompiled one's."""
     device = "cuda" if kernels == "triton" and torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     eager = nn.Sequential(
-        nn.Conv2d(3, 4, 3), onlinenorm.OnlineNorm2d(4, alpha_fwd=0.9, alpha_bkw=0.8, clamp_value=1.0, kernels=kernels),
-        nn.ReLU(), nn.Conv2d(4, 4, 3), onlinenorm.OnlineNorm2d(4, alpha_fwd=0.9, alpha_bkw=0.8, ecm="ls", kernels=kernels),
+        nn.Conv2d(3, 4, 3),
+        onlinenorm.OnlineNorm2d(4, alpha_fwd=0.9, alpha_bkw=0.8, clamp_value=1.0, kernels=kernels),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3),
+        onlinenorm.OnlineNorm2d(4, alpha_fwd=0.9, alpha_bkw=0.8, ecm="ls", kernels=kernels),
     ).to(device)
     model = copy.deepcopy(eager)
     recorder = GraphRecorder()
@@ -128,7 +146,7 @@ def test_fullgraph_compile_keeps_the_fused_kernels(kernels):
         module(x).square().sum().backward()
     assert recorder.calls("forward", f"onlinenorm.{kernels}_forward") == 2
     assert recorder.calls("backward", f"onlinenorm.{kernels}_backward") == 2
-    for (name, b_e), b_c in zip(eager.named_buffers(), model.buffers()):
+    for (name, b_e), b_c in zip(eager.named_buffers(), model.buffers(), strict=False):
         assert torch.allclose(b_c, b_e, rtol=1e-5, atol=1e-6), name
-    for (name, p_e), p_c in zip(eager.named_parameters(), model.parameters()):
+    for (name, p_e), p_c in zip(eager.named_parameters(), model.parameters(), strict=False):
         assert close(p_c.grad, p_e.grad), name

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from onlinenorm.cli import main
-from onlinenorm.training.config import RECIPES, SCHEMA, parse_assignment, validate_config
-from onlinenorm.constants import DATASETS, ECMS, KERNEL_CHOICES, MODELS, NORMS, RUN_CONFIG_FILE
-from onlinenorm.training.train import lr_factor
 from onlinenorm.cli.train import read_config
+from onlinenorm.constants import DATASETS, ECMS, KERNEL_CHOICES, MODELS, NORMS, RUN_CONFIG_FILE
+from onlinenorm.training.config import RECIPES, SCHEMA, parse_assignment, validate_config
+from onlinenorm.training.train import lr_factor
 from onlinenorm.training.yaml12 import load_yaml
 
 
@@ -33,7 +33,11 @@ def test_imagenet_recipe_is_the_published_script():
     for dataset in ("imagefolder", "imagenet-npz"):
         config = validate_config({"dataset": dataset})
         assert (config["model"], config["epochs"], config["batch_size"]) == ("resnet50", 90, 256)
-        assert (config["milestones"], config["weight_decay"], config["decay_norm_params"]) == ([30, 60, 80], 1e-4, False)
+        assert (config["milestones"], config["weight_decay"], config["decay_norm_params"]) == (
+            [30, 60, 80],
+            1e-4,
+            False,
+        )
         assert (config["alpha_fwd"], config["alpha_bkw"], config["ecm"]) == (0.999, 0.99, "ls")
     assert set(RECIPES) == set(DATASETS) and all("Cerebras/online-normalization" in r.source for r in RECIPES.values())
 
@@ -44,14 +48,20 @@ def test_recipe_milestones_scale_with_a_shorter_run_unless_given():
     assert validate_config({"epochs": 25, "milestones": []})["milestones"] == []
 
 
-@pytest.mark.parametrize("config,message", [
-    ({"shortcut": "identity"}, "config key 'shortcut' must be null or one of pad, projection"),
-    ({"lr_warmup_epochs": -1}, "config key 'lr_warmup_epochs' must be an integer >= 0, got -1"),
-    ({"stats_warmup_batches": 1.5}, "config key 'stats_warmup_batches' must be an integer >= 0, got 1.5"),
-    ({"decay_norm_params": "no"}, "config key 'decay_norm_params' must be null or true or false"),
-    ({"clamp_value": 2.0}, "config key 'clamp_value' is set, but 'ecm' is not: the cifar10 recipe's ecm is 'ls', "
-                           "which does not clamp; set ecm: ac to clamp"),
-])
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ({"shortcut": "identity"}, "config key 'shortcut' must be null or one of pad, projection"),
+        ({"lr_warmup_epochs": -1}, "config key 'lr_warmup_epochs' must be an integer >= 0, got -1"),
+        ({"stats_warmup_batches": 1.5}, "config key 'stats_warmup_batches' must be an integer >= 0, got 1.5"),
+        ({"decay_norm_params": "no"}, "config key 'decay_norm_params' must be null or true or false"),
+        (
+            {"clamp_value": 2.0},
+            "config key 'clamp_value' is set, but 'ecm' is not: the cifar10 recipe's ecm is 'ls', "
+            "which does not clamp; set ecm: ac to clamp",
+        ),
+    ],
+)
 def test_new_keys_are_checked(config, message):
     with pytest.raises(ValueError) as err:
         validate_config(config)
@@ -71,13 +81,27 @@ def test_constants_are_the_ones_the_schema_and_the_layer_use():
 
     assert SCHEMA["ecm"].rule.allowed.endswith(", ".join(ECMS)) and onlinenorm.layers.ECMS is ECMS
     assert SCHEMA["norm"].rule.allowed == "one of " + ", ".join(NORMS) and onlinenorm.norms.NORMS is NORMS
-    assert onlinenorm.functional.KERNEL_CHOICES is KERNEL_CHOICES and SCHEMA["model"].rule.allowed.endswith(", ".join(MODELS))
+    assert onlinenorm.functional.KERNEL_CHOICES is KERNEL_CHOICES and SCHEMA["model"].rule.allowed.endswith(
+        ", ".join(MODELS)
+    )
 
 
-@pytest.mark.parametrize("text,value", [
-    ("1e-5", 1e-5), ("5e-4", 5e-4), ("1E5", 1e5), ("-2.5e+3", -2500.0), ("1.", 1.0), (".5", 0.5), ("7", 7),
-    ("0x10", 16), (".inf", float("inf")), ("-.inf", float("-inf")), ("1e-05", 1e-05),
-])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("1e-5", 1e-5),
+        ("5e-4", 5e-4),
+        ("1E5", 1e5),
+        ("-2.5e+3", -2500.0),
+        ("1.", 1.0),
+        (".5", 0.5),
+        ("7", 7),
+        ("0x10", 16),
+        (".inf", float("inf")),
+        ("-.inf", float("-inf")),
+        ("1e-05", 1e-05),
+    ],
+)
 def test_every_yaml_12_and_json_number_is_a_number(text, value):
     assert load_yaml(f"x: {text}") == {"x": value}
     assert parse_assignment(f"x={text}") == ("x", value)
@@ -125,7 +149,11 @@ def test_config_show_lists_every_key_with_default_recipe_value_and_allowed_value
     assert list(rows) == list(SCHEMA)
     assert rows["alpha_fwd"].split()[:3] == ["alpha_fwd", "null", "0.998046875"]
     assert rows["milestones"].split("  ")[0:1] == ["milestones"] and "[100, 150, 200]" in rows["milestones"]
-    assert "one of ac, ls, none" in rows["ecm"] and rows["lr_warmup_epochs"].split()[:3] == ["lr_warmup_epochs", "0", "0"]
+    assert "one of ac, ls, none" in rows["ecm"] and rows["lr_warmup_epochs"].split()[:3] == [
+        "lr_warmup_epochs",
+        "0",
+        "0",
+    ]
 
 
 def test_config_show_rejects_an_unknown_dataset(capsys):

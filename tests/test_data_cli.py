@@ -10,7 +10,7 @@ from onlinenorm.training.data import SYNTH_DEFAULTS
 
 
 def test_formats_match_the_generator():
-    assert data_cli.FORMATS == tuple(SYNTH_DEFAULTS)
+    assert tuple(SYNTH_DEFAULTS) == data_cli.FORMATS
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = ("docker/Dockerfile", "docker/Dockerfile.gpu")
@@ -91,12 +91,17 @@ def test_image_installs_with_make_install_and_nothing_else(dockerfile):
     for stage in stages(dockerfile):
         for command in run_commands(stage):
             assert not re.search(r"\bpip\b|\bsetup\.py\b|\buv\b|\bconda\b", command), (
-                f"{dockerfile}: a second install recipe: {command!r}; install through `make install` only")
+                f"{dockerfile}: a second install recipe: {command!r}; install through `make install` only"
+            )
     assert ("WORKDIR", APP_DIR) in build  # the Makefile's .venv lands in APP_DIR/.venv, which PATH names
 
     install_at = build.index(("RUN", next(r for k, r in build if k == "RUN" and r.endswith("make install"))))
-    copied = {Path(src).as_posix() for keyword, rest in build[:install_at] if keyword == "COPY"
-              for src in shlex.split(rest)[:-1]}
+    copied = {
+        Path(src).as_posix()
+        for keyword, rest in build[:install_at]
+        if keyword == "COPY"
+        for src in shlex.split(rest)[:-1]
+    }
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = {pattern.rstrip("*") for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
     needed = {"Makefile", "pyproject.toml", "constraints.txt", pyproject["project"]["readme"], *packages}
@@ -123,12 +128,17 @@ def test_final_stage_is_small_non_root_labelled_and_health_checked(dockerfile):
     assert final[0] == ("FROM", base), f"{dockerfile}: the venv needs the build stage's python; both FROM {base}"
     assert ("COPY", f"--from=build {APP_DIR} {APP_DIR}") in final
 
-    apt_installs = [part.split("apt-get install", 1)[1] for command in run_commands(final)
-                    for part in command.split("&&") if "apt-get install" in part]
+    apt_installs = [
+        part.split("apt-get install", 1)[1]
+        for command in run_commands(final)
+        for part in command.split("&&")
+        if "apt-get install" in part
+    ]
     packages = {word for words in apt_installs for word in words.split() if not word.startswith("-")}
     run_time_compiler = GPU_RUN_TIME_COMPILER if dockerfile == "docker/Dockerfile.gpu" else set()
     assert packages and not packages & (set(BUILD_TOOLS) - run_time_compiler), (
-        f"{dockerfile}: build tools in the final stage: {packages}")
+        f"{dockerfile}: build tools in the final stage: {packages}"
+    )
 
     users = [rest for keyword, rest in final if keyword == "USER"]
     assert users and users[-1] not in ("root", "0"), f"{dockerfile}: the final stage must run as a non-root USER"
@@ -170,7 +180,9 @@ def test_cpu_image_runs_the_c_kernels_built_in_its_build_stage():
     assert "onlinenorm kernels build --portable" in " ".join(run_commands(build))
 
     def cache_dir(stage) -> str:
-        (value,) = re.findall(r"ONLINENORM_CACHE_DIR=(\S+)", " ".join(rest for keyword, rest in stage if keyword == "ENV"))
+        (value,) = re.findall(
+            r"ONLINENORM_CACHE_DIR=(\S+)", " ".join(rest for keyword, rest in stage if keyword == "ENV")
+        )
         return value
 
     assert cache_dir(build) == cache_dir(final) and cache_dir(final).startswith(f"{APP_DIR}/")

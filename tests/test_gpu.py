@@ -10,8 +10,10 @@ import torch
 import onlinenorm
 from onlinenorm.reference import OracleOnlineNorm
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"),
+]
 
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 
@@ -58,6 +60,12 @@ def test_auto_kernels_run_the_triton_kernels_on_cuda():
         layer(x).sum().backward()
         torch.cuda.synchronize()
     names = [event.name for event in profile.events()]
-    for kernel in ("forward_row_moments", "forward_scan", "forward_output", "backward_row_sums", "backward_scan",
-                   "backward_grad_x"):
+    for kernel in (
+        "forward_row_moments",
+        "forward_scan",
+        "forward_output",
+        "backward_row_sums",
+        "backward_scan",
+        "backward_grad_x",
+    ):
         assert sum(kernel in name for name in names) == 1, (kernel, sorted(set(names)))

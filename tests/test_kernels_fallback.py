@@ -43,9 +43,16 @@ print(native.library()._name)
 
 
 def run_python(code: str, tmp_path, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("ONLINENORM_KERNELS", "CC", "CXX")} | {
-        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "TORCHINDUCTOR_FX_GRAPH_CACHE": "0",
-        "TORCHINDUCTOR_AUTOGRAD_CACHE": "0", "ONLINENORM_CACHE_DIR": str(tmp_path / "onlinenorm")} | env
+    clean = (
+        {k: v for k, v in os.environ.items() if k not in ("ONLINENORM_KERNELS", "CC", "CXX")}
+        | {
+            "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+            "TORCHINDUCTOR_FX_GRAPH_CACHE": "0",
+            "TORCHINDUCTOR_AUTOGRAD_CACHE": "0",
+            "ONLINENORM_CACHE_DIR": str(tmp_path / "onlinenorm"),
+        }
+        | env
+    )
     return subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True)
 
 
@@ -105,10 +112,13 @@ def test_building_the_kernels_for_this_cpu_prints_the_cached_path(tmp_path):
 def test_kernels_build_failures_are_one_line(tmp_path):
     no_compiler = onlinenorm_command("kernels", "build", tmp_path=tmp_path, CC="/bin/false")
     assert no_compiler.returncode == 2
-    assert no_compiler.stderr == ("onlinenorm kernels: error: /bin/false could not build online_norm.c: "
-                                  "exit status 1, no output\n")
+    assert no_compiler.stderr == (
+        "onlinenorm kernels: error: /bin/false could not build online_norm.c: exit status 1, no output\n"
+    )
     (tmp_path / "a-file").write_text("")
-    unwritable = onlinenorm_command("kernels", "build", tmp_path=tmp_path, ONLINENORM_CACHE_DIR=str(tmp_path / "a-file"))
+    unwritable = onlinenorm_command(
+        "kernels", "build", tmp_path=tmp_path, ONLINENORM_CACHE_DIR=str(tmp_path / "a-file")
+    )
     assert unwritable.returncode == 2 and unwritable.stderr.count("\n") == 1, unwritable.stderr
     assert unwritable.stderr.startswith(f"onlinenorm kernels: error: could not write the built kernels to {tmp_path}")
     assert unwritable.stderr.endswith("set ONLINENORM_CACHE_DIR to a writable folder\n")
@@ -123,8 +133,13 @@ def test_the_default_is_auto_unless_the_environment_says_otherwise(monkeypatch):
     assert default_kernels() == "compiled"
 
 
-C_TYPES = {"ptr": ctypes.c_void_p, "int64_t": ctypes.c_int64, "double": ctypes.c_double, "float": ctypes.c_float,
-           "int": ctypes.c_int}
+C_TYPES = {
+    "ptr": ctypes.c_void_p,
+    "int64_t": ctypes.c_int64,
+    "double": ctypes.c_double,
+    "float": ctypes.c_float,
+    "int": ctypes.c_int,
+}
 
 
 @pytest.mark.parametrize("function", ["onlinenorm_forward", "onlinenorm_backward"])

@@ -62,18 +62,24 @@ def test_state_persists_across_batches():
 
 
 def model_with_two_clamps(clamp_value):
-    return nn.Sequential(nn.Conv2d(3, 4, 3), onlinenorm.OnlineNorm2d(4, clamp_value=clamp_value),
-                         nn.ReLU(), nn.Conv2d(4, 4, 3),
-                         onlinenorm.OnlineNorm2d(4, clamp_value=clamp_value / 4),
-                         onlinenorm.OnlineNorm2d(4, ecm="ls"))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        onlinenorm.OnlineNorm2d(4, clamp_value=clamp_value),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3),
+        onlinenorm.OnlineNorm2d(4, clamp_value=clamp_value / 4),
+        onlinenorm.OnlineNorm2d(4, ecm="ls"),
+    )
 
 
 def test_clamp_fractions_equal_a_direct_count(kernels):
     torch.manual_seed(0)
     model = model_with_two_clamps(0.7)
     norms = [model[1], model[4]]
-    oracles = [OracleOnlineNorm(4, m.alpha_fwd, m.alpha_bkw, ecm="ac", clamp_value=m.clamp_value,
-                                weight=m.weight, bias=m.bias) for m in norms]
+    oracles = [
+        OracleOnlineNorm(4, m.alpha_fwd, m.alpha_bkw, ecm="ac", clamp_value=m.clamp_value, weight=m.weight, bias=m.bias)
+        for m in norms
+    ]
     captured = []
     for norm in norms:  # record what each clamping layer sees in the real forward
         norm.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach()))
@@ -81,7 +87,7 @@ def test_clamp_fractions_equal_a_direct_count(kernels):
     for seed in range(2):
         captured.clear()
         model(inputs((6, 3, 9, 9), seed)[0]).sum().backward()
-        for i, (oracle, inp) in enumerate(zip(oracles, captured)):
+        for i, (oracle, inp) in enumerate(zip(oracles, captured, strict=False)):
             *_, pre = oracle.step(inp, torch.zeros_like(inp))
             clamped[i] += int((pre.abs() > oracle.clamp_value).sum())
             seen[i] += inp.numel()
@@ -105,10 +111,9 @@ def test_clamp_disabled_removes_clamp_and_restores_it_after_an_exception():
     x, _ = inputs((2, 3, 8, 8), 1)
     clamped_out = model[1](model[0](x))
     assert clamped_out.abs().max() <= 0.5
-    with pytest.raises(RuntimeError, match="boom"):
-        with onlinenorm.clamp_disabled(model):
-            assert model[1](model[0](x)).abs().max() > 0.5
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), onlinenorm.clamp_disabled(model):  # noqa: PT012
+        assert model[1](model[0](x)).abs().max() > 0.5
+        raise RuntimeError("boom")
     assert model[1].clamp_enabled and model[4].clamp_enabled
     assert torch.equal(model[1](model[0](x)), clamped_out)
 
@@ -130,19 +135,22 @@ def test_half_precision_inputs(dtype, ecm, kernels):
     assert half(x).dtype == dtype
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(alpha_fwd=1.0), r"alpha_fwd must be a number in the open interval \(0, 1\); got 1.0"),
-    (dict(alpha_fwd=0), r"alpha_fwd must be a number in the open interval \(0, 1\); got 0"),
-    (dict(alpha_bkw=-0.5), r"alpha_bkw must be a number in the open interval \(0, 1\)"),
-    (dict(clamp_value=0.0), r"clamp_value must be a positive, finite number; got 0.0"),
-    (dict(clamp_value=-1), r"clamp_value must be a positive, finite number"),
-    (dict(clamp_value=float("inf")), r"clamp_value must be a positive, finite number; got inf"),
-    (dict(ecm="clamp"), r"ecm must be one of 'ac', 'ls', 'none'; got 'clamp'"),
-    (dict(eps=0.0), r"eps must be a positive, finite number"),
-    (dict(ls_eps=-1e-5), r"ls_eps must be a positive, finite number"),
-    (dict(num_features=0), r"num_features must be a positive integer"),
-    (dict(kernels="fast"), r"kernels must be one of 'auto', 'eager', 'compiled', 'native', 'triton'; got 'fast'"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(alpha_fwd=1.0), r"alpha_fwd must be a number in the open interval \(0, 1\); got 1.0"),
+        (dict(alpha_fwd=0), r"alpha_fwd must be a number in the open interval \(0, 1\); got 0"),
+        (dict(alpha_bkw=-0.5), r"alpha_bkw must be a number in the open interval \(0, 1\)"),
+        (dict(clamp_value=0.0), r"clamp_value must be a positive, finite number; got 0.0"),
+        (dict(clamp_value=-1), r"clamp_value must be a positive, finite number"),
+        (dict(clamp_value=float("inf")), r"clamp_value must be a positive, finite number; got inf"),
+        (dict(ecm="clamp"), r"ecm must be one of 'ac', 'ls', 'none'; got 'clamp'"),
+        (dict(eps=0.0), r"eps must be a positive, finite number"),
+        (dict(ls_eps=-1e-5), r"ls_eps must be a positive, finite number"),
+        (dict(num_features=0), r"num_features must be a positive integer"),
+        (dict(kernels="fast"), r"kernels must be one of 'auto', 'eager', 'compiled', 'native', 'triton'; got 'fast'"),
+    ],
+)
 def test_bad_arguments_raise_value_error_naming_the_argument(kwargs, message):
     args = dict(num_features=4) | kwargs
     with pytest.raises(ValueError, match=message):
@@ -154,18 +162,28 @@ def test_functional_counters_must_be_int64_and_nothing_moves_otherwise(counter):
     """The C kernels add into the counters' memory as int64: another dtype is refused before any state moves."""
     state = [torch.zeros(4), torch.ones(4), torch.zeros(4), torch.zeros(4)]
     kwargs = {counter: torch.zeros((), dtype=torch.int32)}
-    with pytest.raises(ValueError, match=rf"{counter} must be a torch.int64 tensor on the input's device \(cpu\); "
-                                         r"got torch.int32 on cpu"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{counter} must be a torch.int64 tensor on the input's device \(cpu\); "
+        r"got torch.int32 on cpu",
+    ):
         onlinenorm.functional.online_norm(torch.randn(2, 4, 3, 3), *state, clamp_value=1.0, **kwargs)
     assert torch.equal(state[0], torch.zeros(4)) and torch.equal(state[1], torch.ones(4))
 
 
-@pytest.mark.parametrize("cls,shape,message", [
-    (onlinenorm.OnlineNorm2d, (2, 4, 5), r"OnlineNorm2d expects a 4-d input \(N, C, H, W\); got shape \(2, 4, 5\)"),
-    (onlinenorm.OnlineNorm2d, (2, 3, 5, 5), r"OnlineNorm2d\(4\) expects 4 channels in dim 1; got shape \(2, 3, 5, 5\)"),
-    (onlinenorm.OnlineNorm1d, (2, 4, 5, 5), r"OnlineNorm1d expects a 2-d input \(N, C\)"),
-    (onlinenorm.OnlineNorm1d, (2, 5), r"OnlineNorm1d\(4\) expects 4 channels"),
-])
+@pytest.mark.parametrize(
+    "cls,shape,message",
+    [
+        (onlinenorm.OnlineNorm2d, (2, 4, 5), r"OnlineNorm2d expects a 4-d input \(N, C, H, W\); got shape \(2, 4, 5\)"),
+        (
+            onlinenorm.OnlineNorm2d,
+            (2, 3, 5, 5),
+            r"OnlineNorm2d\(4\) expects 4 channels in dim 1; got shape \(2, 3, 5, 5\)",
+        ),
+        (onlinenorm.OnlineNorm1d, (2, 4, 5, 5), r"OnlineNorm1d expects a 2-d input \(N, C\)"),
+        (onlinenorm.OnlineNorm1d, (2, 5), r"OnlineNorm1d\(4\) expects 4 channels"),
+    ],
+)
 def test_wrong_input_shape_raises_value_error(cls, shape, message):
     with pytest.raises(ValueError, match=message):
         cls(4)(torch.zeros(shape))

@@ -24,15 +24,15 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def make_pair(kind, channels, ecm, affine, alpha_fwd, alpha_bkw, clamp_value=1.5, seed=0):
     """A layer with random affine parameters and an oracle with the same ones."""
     cls = onlinenorm.OnlineNorm2d if kind == "2d" else onlinenorm.OnlineNorm1d
-    layer = cls(channels, alpha_fwd=alpha_fwd, alpha_bkw=alpha_bkw, affine=affine, ecm=ecm,
-                clamp_value=clamp_value)
+    layer = cls(channels, alpha_fwd=alpha_fwd, alpha_bkw=alpha_bkw, affine=affine, ecm=ecm, clamp_value=clamp_value)
     gen = torch.Generator().manual_seed(seed)
     if affine:
         with torch.no_grad():
             layer.weight.copy_(torch.rand(channels, generator=gen) + 0.5)
             layer.bias.copy_(torch.randn(channels, generator=gen) * 0.5)
-    oracle = OracleOnlineNorm(channels, alpha_fwd, alpha_bkw, ecm=ecm, clamp_value=clamp_value,
-                              weight=layer.weight, bias=layer.bias)
+    oracle = OracleOnlineNorm(
+        channels, alpha_fwd, alpha_bkw, ecm=ecm, clamp_value=clamp_value, weight=layer.weight, bias=layer.bias
+    )
     return layer, oracle
 
 
@@ -45,14 +45,14 @@ def batch(kind, n, channels, spatial, gen):
 
 CASES = [
     (kind, n, ecm, affine)
-    for kind, n, ecm, affine in itertools.product(
-        ("1d", "2d"), (1, 2, 7, 128), onlinenorm.ECMS, (True, False))
+    for kind, n, ecm, affine in itertools.product(("1d", "2d"), (1, 2, 7, 128), onlinenorm.ECMS, (True, False))
 ]
 
 
 @pytest.mark.parametrize("alphas", [(0.999, 0.99), (0.9, 0.75)], ids=["paper", "fast-decay"])
-@pytest.mark.parametrize("kind,n,ecm,affine", CASES,
-                         ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}" for k, n, e, a in CASES])
+@pytest.mark.parametrize(
+    "kind,n,ecm,affine", CASES, ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}" for k, n, e, a in CASES]
+)
 def test_matches_oracle_over_consecutive_batches(kind, n, ecm, affine, alphas):
     layer, oracle = make_pair(kind, 3, ecm, affine, *alphas)
     check_against_oracle(layer, oracle, kind, n, affine)
@@ -127,16 +127,28 @@ def test_layer_scaling_is_per_sample_rms(kind):
     torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-4, atol=0)
 
 
-COMPILED_CASES = [("2d", 7, "ac", True, "compiled"), ("2d", 128, "none", False, "compiled"),
-                  ("2d", 7, "ls", True, "compiled"), ("1d", 2, "ls", True, "compiled"), ("2d", 7, "ac", True, "auto"),
-                  ("2d", 7, "ac", True, "native"), ("2d", 128, "ac", False, "native"), ("2d", 1, "none", True, "native"),
-                  ("1d", 2, "ac", True, "native"), ("2d", 7, "ls", True, "native"), ("2d", 128, "ls", False, "native"),
-                  ("1d", 2, "ls", True, "native")]
+COMPILED_CASES = [
+    ("2d", 7, "ac", True, "compiled"),
+    ("2d", 128, "none", False, "compiled"),
+    ("2d", 7, "ls", True, "compiled"),
+    ("1d", 2, "ls", True, "compiled"),
+    ("2d", 7, "ac", True, "auto"),
+    ("2d", 7, "ac", True, "native"),
+    ("2d", 128, "ac", False, "native"),
+    ("2d", 1, "none", True, "native"),
+    ("1d", 2, "ac", True, "native"),
+    ("2d", 7, "ls", True, "native"),
+    ("2d", 128, "ls", False, "native"),
+    ("1d", 2, "ls", True, "native"),
+]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind,n,ecm,affine,kernels", COMPILED_CASES,
-                         ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}-{kern}" for k, n, e, a, kern in COMPILED_CASES])
+@pytest.mark.parametrize(
+    "kind,n,ecm,affine,kernels",
+    COMPILED_CASES,
+    ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}-{kern}" for k, n, e, a, kern in COMPILED_CASES],
+)
 def test_compiled_kernels_match_oracle(kind, n, ecm, affine, kernels):
     """The torch.compile-fused path, the C kernels ("native") and "auto" (which takes them where a compiler
     works) run the same math: same tolerance, same carried state."""
@@ -196,8 +208,7 @@ def clamp_value_clear_of(layer, batches, margin=1e-6):
     with torch.no_grad():
         values = torch.cat([probe(x).abs().flatten() for x in batches]).sort().values
     candidates = torch.linspace(1.0, 1.5, 2001)
-    near = (torch.searchsorted(values, candidates * (1 + margin))
-            - torch.searchsorted(values, candidates * (1 - margin)))
+    near = torch.searchsorted(values, candidates * (1 + margin)) - torch.searchsorted(values, candidates * (1 - margin))
     assert (near == 0).any(), "no clamp value in [1, 1.5] is clear of the batches' outputs"
     return candidates[(near == 0).nonzero()[0, 0]].item()
 
@@ -209,8 +220,10 @@ def test_native_blocks_give_the_eager_numbers(shape, threads, ecm):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        native, eager = (onlinenorm.OnlineNorm2d(shape[1], alpha_fwd=0.9, alpha_bkw=0.8, ecm=ecm, kernels=kernels)
-                         for kernels in ("native", "eager"))
+        native, eager = (
+            onlinenorm.OnlineNorm2d(shape[1], alpha_fwd=0.9, alpha_bkw=0.8, ecm=ecm, kernels=kernels)
+            for kernels in ("native", "eager")
+        )
         gen = torch.Generator().manual_seed(5)
         with torch.no_grad():  # a non-trivial affine, so layer scaling's bias terms count
             native.weight.uniform_(0.5, 1.5, generator=gen)
@@ -232,8 +245,10 @@ def test_native_masks_exactly_the_rows_that_clamped():
     """The C backward recomputes the clamp mask only in the (sample, channel) rows where the forward clamped
     something: batches with both kinds of rows give the eager numbers, and the oracle's."""
     shape, clamp = (16, 8, 6, 6), 4.0
-    native, eager = (onlinenorm.OnlineNorm2d(8, alpha_fwd=0.9, alpha_bkw=0.8, clamp_value=clamp, kernels=kernels)
-                     for kernels in ("native", "eager"))
+    native, eager = (
+        onlinenorm.OnlineNorm2d(8, alpha_fwd=0.9, alpha_bkw=0.8, clamp_value=clamp, kernels=kernels)
+        for kernels in ("native", "eager")
+    )
     layer, oracle = make_pair("2d", 8, "ac", True, 0.9, 0.8, clamp_value=clamp)
     layer.kernels = "native"
     gen = torch.Generator().manual_seed(3)
@@ -272,8 +287,11 @@ def test_native_clamps_and_counts_an_infinite_output_but_not_a_nan():
 TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 HALF_TOLERANCE = {torch.bfloat16: 3e-2, torch.float16: 5e-3}
-TRITON_CASES = [(kind, n, ecm, affine) for kind, n, affine in (("2d", 7, True), ("2d", 1, False), ("1d", 5, True))
-                for ecm in onlinenorm.ECMS]
+TRITON_CASES = [
+    (kind, n, ecm, affine)
+    for kind, n, affine in (("2d", 7, True), ("2d", 1, False), ("1d", 5, True))
+    for ecm in onlinenorm.ECMS
+]
 
 
 def triton_check(layer, oracle, shape, dtype=torch.float32, affine=True, seed=0):
@@ -305,8 +323,9 @@ def triton_check(layer, oracle, shape, dtype=torch.float32, affine=True, seed=0)
 
 
 @needs_triton
-@pytest.mark.parametrize("kind,n,ecm,affine", TRITON_CASES,
-                         ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}" for k, n, e, a in TRITON_CASES])
+@pytest.mark.parametrize(
+    "kind,n,ecm,affine", TRITON_CASES, ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}" for k, n, e, a in TRITON_CASES]
+)
 def test_triton_kernels_match_oracle(kind, n, ecm, affine):
     layer, oracle = make_pair(kind, 3, ecm, affine, 0.9, 0.75)
     triton_check(layer, oracle, (n, 3, 5, 3) if kind == "2d" else (n, 3), affine=affine)

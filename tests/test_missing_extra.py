@@ -26,12 +26,23 @@ def hide(monkeypatch, *modules: str) -> None:
 
 def test_sweep_without_ray_names_the_sweep_extra(monkeypatch, tmp_path, capsys):
     hide(monkeypatch, "ray")
-    code = main(["sweep", "run", str(ROOT / "sweeps/specs/quick.yaml"), "--storage", str(tmp_path / "results"),
-                 "--name", "no-ray"])
+    code = main(
+        [
+            "sweep",
+            "run",
+            str(ROOT / "sweeps/specs/quick.yaml"),
+            "--storage",
+            str(tmp_path / "results"),
+            "--name",
+            "no-ray",
+        ]
+    )
     assert code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line == ("onlinenorm sweep: error: this command needs ray, which is not installed; "
-                    "install it with: pip install 'onlinenorm[sweep]'")
+    assert line == (
+        "onlinenorm sweep: error: this command needs ray, which is not installed; "
+        "install it with: pip install 'onlinenorm[sweep]'"
+    )
     assert not (tmp_path / "results" / "no-ray").exists()
 
 

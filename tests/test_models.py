@@ -7,10 +7,9 @@ import torch
 from torch import nn
 
 import onlinenorm
-from onlinenorm.training import config
 from onlinenorm.models import MODELS, NORM_DIMS, create_model
 from onlinenorm.norms import NORMS, create_norm
-
+from onlinenorm.training import config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

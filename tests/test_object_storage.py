@@ -36,8 +36,12 @@ BUCKET = "sweeps"
 NAME = "bucket"
 EPOCHS = 6
 WAIT_S = 240
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-               "AWS_EC2_METADATA_DISABLED": "true"}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 CHECKPOINT = re.compile(r"^(?P<trial>[^/]+)/checkpoint_(?P<index>\d{6})/")
 
 
@@ -61,8 +65,11 @@ def wait_for(condition, what: str, timeout: float = WAIT_S):
 def s3_server() -> Iterator[str]:
     """moto's S3 server on a free loopback port (the endpoint URL); stopped on exit."""
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -87,7 +94,7 @@ def listing(uri: str) -> dict[str, int]:
 
     filesystem, root = pyarrow.fs.FileSystem.from_uri(uri)
     infos = filesystem.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
-    return {info.path[len(root):].lstrip("/"): info.size for info in infos if info.type == pyarrow.fs.FileType.File}
+    return {info.path[len(root) :].lstrip("/"): info.size for info in infos if info.type == pyarrow.fs.FileType.File}
 
 
 def read_object(uri: str, relative: str) -> str:
@@ -100,8 +107,11 @@ def read_object(uri: str, relative: str) -> str:
 
 def trial_rows(uri: str) -> dict[str, list[dict]]:
     """Trial folder -> its result.json rows, read from the bucket."""
-    return {path.split("/")[0]: [json.loads(line) for line in read_object(uri, path).splitlines() if line.strip()]
-            for path in listing(uri) if path.count("/") == 1 and path.endswith("/result.json")}
+    return {
+        path.split("/")[0]: [json.loads(line) for line in read_object(uri, path).splitlines() if line.strip()]
+        for path in listing(uri)
+        if path.count("/") == 1 and path.endswith("/result.json")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +127,16 @@ def bucket(tmp_path_factory) -> Iterator[dict]:
             import pyarrow.fs
 
             filesystem, _ = pyarrow.fs.FileSystem.from_uri(
-                f"s3://{BUCKET}?endpoint_override={endpoint}&allow_bucket_creation=true")
+                f"s3://{BUCKET}?endpoint_override={endpoint}&allow_bucket_creation=true"
+            )
             filesystem.create_dir(BUCKET)
-            yield {"endpoint": endpoint, "storage": f"s3://{BUCKET}/runs?endpoint_override={endpoint}",
-                   "experiment": f"s3://{BUCKET}/runs/{NAME}?endpoint_override={endpoint}",
-                   "plain": f"s3://{BUCKET}/runs/{NAME}", "folder": tmp_path_factory.mktemp("bucket")}
+            yield {
+                "endpoint": endpoint,
+                "storage": f"s3://{BUCKET}/runs?endpoint_override={endpoint}",
+                "experiment": f"s3://{BUCKET}/runs/{NAME}?endpoint_override={endpoint}",
+                "plain": f"s3://{BUCKET}/runs/{NAME}",
+                "folder": tmp_path_factory.mktemp("bucket"),
+            }
     finally:
         for key, value in saved.items():
             if value is None:
@@ -135,8 +150,15 @@ def write_spec(folder: Path) -> Path:
         "name": NAME,
         "dataset": {"name": "cifar10", "data_dir": str(folder / "data"), "synthetic": {"train": 200, "test": 100}},
         "model": "mlp",
-        "train": {"epochs": EPOCHS, "batch_size": 20, "lr": 0.02, "milestones": [], "alpha_fwd": 0.99,
-                  "alpha_bkw": 0.9, "augment": False},
+        "train": {
+            "epochs": EPOCHS,
+            "batch_size": 20,
+            "lr": 0.02,
+            "milestones": [],
+            "alpha_fwd": 0.99,
+            "alpha_bkw": 0.9,
+            "augment": False,
+        },
         "grid": {"clamp_value": [1, 3]},
         "extra_trials": [],
         "resources": {"cpu": 1, "gpu": 0},
@@ -157,8 +179,9 @@ def bucket_sweep(bucket) -> Iterator[dict]:
 
     spec = load_spec(write_spec(bucket["folder"]))
     health = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                            "_system_config": health})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False, "_system_config": health}
+    )
     workers = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
     kill: dict = {}
 
@@ -211,8 +234,14 @@ def test_a_trial_on_a_lost_node_goes_on_from_its_checkpoint_in_the_bucket(bucket
 
 def run_cli(args: list[str], env_extra: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, **env_extra}
-    return subprocess.run([str(Path(sys.executable).with_name("onlinenorm")), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("onlinenorm")), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 LOAD_WITHOUT_RAY = """
@@ -234,12 +263,23 @@ def test_status_analysis_and_report_read_the_experiment_from_the_bucket(bucket_s
     assert status.returncode == 0 and status.stdout.strip() == f"{plain}: 2 trials: 2 TERMINATED", status
 
     for uri, env in ((plain, endpoint), (bucket_sweep["experiment"], {})):  # the endpoint from the environment or URI
-        loaded = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_RAY, uri], cwd=tmp_path, env={**os.environ, **env},
-                                capture_output=True, text=True, timeout=120)
+        loaded = subprocess.run(
+            [sys.executable, "-c", LOAD_WITHOUT_RAY, uri],
+            cwd=tmp_path,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert loaded.returncode == 0, loaded.stderr[-3000:]
         found = json.loads(loaded.stdout)
-        assert found == {"states": ["finished", "finished"], "epochs": [EPOCHS, EPOCHS], "paths": [plain],
-                         "warnings": [], "heavy": []}, found
+        assert found == {
+            "states": ["finished", "finished"],
+            "epochs": [EPOCHS, EPOCHS],
+            "paths": [plain],
+            "warnings": [],
+            "heavy": [],
+        }, found
 
     report = run_cli(["report", plain], endpoint, tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
@@ -254,8 +294,9 @@ def test_status_analysis_and_report_read_the_experiment_from_the_bucket(bucket_s
 
 def test_resume_reads_the_sweep_from_the_bucket_and_reruns_nothing(bucket_sweep, tmp_path):
     before = trial_rows(bucket_sweep["experiment"])
-    resumed = run_cli(["sweep", "resume", bucket_sweep["experiment"], "--address", bucket_sweep["address"]], {},
-                      tmp_path)
+    resumed = run_cli(
+        ["sweep", "resume", bucket_sweep["experiment"], "--address", bucket_sweep["address"]], {}, tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"sweep {NAME}: 2 trials: 2 TERMINATED; results in {bucket_sweep['experiment']}" in resumed.stdout
     assert trial_rows(bucket_sweep["experiment"]) == before, "a finished trial ran again"

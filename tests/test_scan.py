@@ -13,7 +13,7 @@ def geometric(b, a, h0):
 def loop(a, b, h0):
     """The history ``h_0..h_N`` of ``h_t = a_t h_{t-1} + b_t``, one step at a time."""
     history = [h0]
-    for a_t, b_t in zip(a, b):
+    for a_t, b_t in zip(a, b, strict=False):
         history.append(a_t * history[-1] + b_t)
     return torch.stack(history)
 

@@ -13,8 +13,14 @@ def test_bench_runs_a_few_demo_trials(tmp_path):
 
 
 def test_figures():
-    bench = SweepBench(sequential_s=(10.0,) * 4, trial_s=(12.0,) * 4, concurrency=2, startup_s=5.0, sweep_s=30.0,
-                       trials="resnet20 on cifar10, 2 epochs each")
+    bench = SweepBench(
+        sequential_s=(10.0,) * 4,
+        trial_s=(12.0,) * 4,
+        concurrency=2,
+        startup_s=5.0,
+        sweep_s=30.0,
+        trials="resnet20 on cifar10, 2 epochs each",
+    )
     assert bench.efficiency == 48.0 / (25.0 * 2) and bench.speedup == 40.0 / 30.0
     text = format_sweep_bench(bench)
     assert "parallel efficiency       0.96" in text and "start-up overhead          5.0 s" in text

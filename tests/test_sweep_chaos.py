@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-from sweeps.embedded import processes_of
 from test_sweep_leftovers import stop
 from test_sweep_ray import POLL_S, kill_process_tree, trials_on_disk, write_spec
+
+from sweeps.embedded import processes_of
 
 pytestmark = pytest.mark.slow
 
@@ -61,8 +61,11 @@ class Chaos:
     def tick(self, epochs_reported: int) -> None:
         if len(self.cluster.worker_nodes) < WORKERS:
             self.add_worker()
-        if (time.monotonic() < self.next_kill or epochs_reported <= self.epochs_at_last_kill
-                or not self.cluster.worker_nodes):
+        if (
+            time.monotonic() < self.next_kill
+            or epochs_reported <= self.epochs_at_last_kill
+            or not self.cluster.worker_nodes
+        ):
             return
         self.epochs_at_last_kill = epochs_reported
         victim = self.rng.choice(sorted(self.cluster.worker_nodes, key=lambda node: node.unique_id))
@@ -111,8 +114,11 @@ def test_sweep_survives_node_and_driver_kills(tmp_path):
         print(schedule[-1], flush=True)
 
     kill_points = [rng.uniform(*bounds) for bounds in DRIVER_KILLS_AT]
-    log(f"chaos seed {SEED} (replay: ONLINENORM_CHAOS_SEED={SEED}); driver dies at "
-        + ", ".join(f"{point:.0%}" for point in kill_points) + " of all epochs")
+    log(
+        f"chaos seed {SEED} (replay: ONLINENORM_CHAOS_SEED={SEED}); driver dies at "
+        + ", ".join(f"{point:.0%}" for point in kill_points)
+        + " of all epochs"
+    )
     spec = write_spec(tmp_path, "chaos", GRID, epochs=EPOCHS, images=60)
     # Every node kill costs the trials on that node a retry.
     spec.write_text(yaml.safe_dump(yaml.safe_load(spec.read_text()) | {"max_failures": 20}))
@@ -120,8 +126,9 @@ def test_sweep_survives_node_and_driver_kills(tmp_path):
     total_epochs = EPOCHS * len(GRID["clamp_value"]) * len(GRID["seed"])
 
     health = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": False, "_system_config": health})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "_system_config": health}
+    )
     ray._common.utils.reset_ray_address()  # Cluster advertises itself to every ray.init() on the machine
     finished_at_kill: list[dict[str, list[dict]]] = []
     drivers = []
@@ -130,11 +137,17 @@ def test_sweep_survives_node_and_driver_kills(tmp_path):
         for _ in range(WORKERS):
             chaos.add_worker()
         for attempt in range(3):
-            action = ["run", str(spec), "--storage", str(tmp_path / "results")] if attempt == 0 else \
-                     ["resume", str(experiment)]
+            action = (
+                ["run", str(spec), "--storage", str(tmp_path / "results")]
+                if attempt == 0
+                else ["resume", str(experiment)]
+            )
             with open(tmp_path / f"driver-{attempt}.log", "w") as out:
-                driver = subprocess.Popen([sys.executable, "-m", "onlinenorm.cli", "sweep", *action,
-                                           "--address", cluster.address], stdout=out, stderr=subprocess.STDOUT)
+                driver = subprocess.Popen(
+                    [sys.executable, "-m", "onlinenorm.cli", "sweep", *action, "--address", cluster.address],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
             drivers.append(driver)
             log(f"driver {attempt}: sweep {action[0]} (pid {driver.pid})")
             threshold = kill_points[attempt] * total_epochs if attempt < len(kill_points) else None
@@ -148,8 +161,9 @@ def test_sweep_survives_node_and_driver_kills(tmp_path):
                     break
                 chaos.tick(progress)
                 time.sleep(POLL_S)
-            assert threshold is None or finished_at_kill[attempt:], \
+            assert threshold is None or finished_at_kill[attempt:], (
                 f"driver {attempt} ended ({driver.poll()}) before {threshold:.0f} epochs were reported"
+            )
             if threshold is None:
                 assert driver.poll() is not None, f"the last driver did not end within {RUN_TIMEOUT_S} s"
                 log(f"driver {attempt} exited with {driver.returncode}")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from test_sweep_ray import trials_on_disk, wait_for, write_spec
 
 from sweeps.embedded import processes_of
-from test_sweep_ray import trials_on_disk, wait_for, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -47,9 +47,22 @@ def user_cluster():
     """A `ray start --head` cluster in its own short temp folder; stopped by its own processes, never `ray stop`."""
     temp = tempfile.mkdtemp(prefix="ray-user-", dir="/tmp")  # Ray's socket paths must stay short
     try:
-        subprocess.run([RAY, "start", "--head", f"--temp-dir={temp}", f"--port={free_port()}", "--num-cpus=1",
-                        "--include-dashboard=false", "--disable-usage-stats"],
-                       check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                RAY,
+                "start",
+                "--head",
+                f"--temp-dir={temp}",
+                f"--port={free_port()}",
+                "--num-cpus=1",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+            ],
+            check=True,
+            timeout=120,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         processes = wait_for(lambda: processes_of(temp), "the user's cluster processes")
         yield Path(temp), processes
     finally:
@@ -70,7 +83,9 @@ def test_resume_reaps_the_killed_drivers_ray_and_spares_the_users(tmp_path, user
     experiment = tmp_path / "results" / "orphaned"
     driver = subprocess.Popen(
         [sys.executable, "-m", "onlinenorm.cli", "sweep", "run", str(spec), "--storage", str(tmp_path / "results")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: any(rows for _, rows in trials_on_disk(experiment).values()), "a trial's first epoch")
         embedded = psutil.Process(driver.pid).children(recursive=True)
@@ -81,8 +96,12 @@ def test_resume_reaps_the_killed_drivers_ray_and_spares_the_users(tmp_path, user
         time.sleep(2)
         assert any(alive(p) for p in embedded), "expected Ray processes to outlive their killed driver"
 
-        resumed = subprocess.run([sys.executable, "-m", "onlinenorm.cli", "sweep", "resume", str(experiment)],
-                                 capture_output=True, text=True, timeout=300)
+        resumed = subprocess.run(
+            [sys.executable, "-m", "onlinenorm.cli", "sweep", "resume", str(experiment)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         stop(embedded)  # only if the resume failed to
     print(resumed.stdout, resumed.stderr)

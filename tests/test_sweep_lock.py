@@ -15,12 +15,18 @@ import time
 from pathlib import Path
 
 import pytest
-
-from sweeps.lock import ExperimentBusyError, experiment_lock, lock_path
 from test_sweep_ray import write_spec
 
-TABLE_HEADER = ("== Status ==", "Current time:", "Using FIFO", "Logical resource usage:", "Result logdir:",
-                "Number of trials:")
+from sweeps.lock import ExperimentBusyError, experiment_lock, lock_path
+
+TABLE_HEADER = (
+    "== Status ==",
+    "Current time:",
+    "Using FIFO",
+    "Logical resource usage:",
+    "Result logdir:",
+    "Number of trials:",
+)
 HOLD = """
 import sys, time
 from sweeps.lock import experiment_lock
@@ -35,9 +41,9 @@ def test_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLD, experiment], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(ExperimentBusyError, match=f"in use by another sweep driver \\(pid {holder.pid}\\)"):
-            with experiment_lock(experiment):
-                pass
+        busy = f"in use by another sweep driver \\(pid {holder.pid}\\)"
+        with pytest.raises(ExperimentBusyError, match=busy), experiment_lock(experiment):
+            pass
         assert not Path(experiment).exists()  # beside the experiment, not inside it
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -58,14 +64,25 @@ def test_two_sweep_runs_with_one_name_at_once(tmp_path):
     import analysis
 
     trials, epochs = 14, 1
-    spec = write_spec(tmp_path, "twice", {"clamp_value": [0.5, 1, 2, 3, 5, 8, 13], "seed": [0, 1]},
-                      epochs=epochs, images=60)
-    command = [sys.executable, "-m", "onlinenorm.cli", "sweep", "run", str(spec), "--storage",
-               str(tmp_path / "results")]
+    spec = write_spec(
+        tmp_path, "twice", {"clamp_value": [0.5, 1, 2, 3, 5, 8, 13], "seed": [0, 1]}, epochs=epochs, images=60
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "onlinenorm.cli",
+        "sweep",
+        "run",
+        str(spec),
+        "--storage",
+        str(tmp_path / "results"),
+    ]
     environment = os.environ | {"OMP_NUM_THREADS": "1"}
     started = time.monotonic()
-    drivers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
-               for _ in range(2)]
+    drivers = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+        for _ in range(2)
+    ]
     ended = sorted((d.wait(timeout=600), *d.communicate()) for d in drivers)  # (exit code, stdout, stderr)
     minutes = (time.monotonic() - started) / 60
     assert [code for code, _, _ in ended] == [0, 2], [(code, out[-2000:], err[-2000:]) for code, out, err in ended]

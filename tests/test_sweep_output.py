@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from test_sweep_ray import local_ray, write_spec
 
 from sweeps.progress import QUIET, QUIET_ENVIRONMENT, SILENT, VERBOSE
 from sweeps.run import run_sweep
 from sweeps.spec import load_spec
-from test_sweep_ray import local_ray, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +20,9 @@ def test_each_output_level(tmp_path, capfd):
     printed = {}
     with local_ray():
         for level in (SILENT, QUIET, VERBOSE):
-            outcome = run_sweep(load_spec(spec, name=f"levels-{level}"), storage=str(tmp_path / "results"),
-                                verbose=level)
+            outcome = run_sweep(
+                load_spec(spec, name=f"levels-{level}"), storage=str(tmp_path / "results"), verbose=level
+            )
             assert outcome.counts == {"TERMINATED": 1}
             printed[level] = capfd.readouterr().out
     assert not set(QUIET_ENVIRONMENT) & set(os.environ)  # the quiet levels' settings end with the sweep

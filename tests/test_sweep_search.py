@@ -20,8 +20,13 @@ SPACE = {
     "alpha_bkw": {"decay": [0.9, 0.999]},
 }
 RANDOM = {
-    "name": "sampled", "dataset": {"name": "cifar10", "data_dir": "data/x"}, "model": "mlp", "train": {"ecm": "ac"},
-    "search": {"type": "random", "num_samples": 5, "seed": 3}, "space": SPACE, "grid": {"seed": [0, 1]},
+    "name": "sampled",
+    "dataset": {"name": "cifar10", "data_dir": "data/x"},
+    "model": "mlp",
+    "train": {"ecm": "ac"},
+    "search": {"type": "random", "num_samples": 5, "seed": 3},
+    "space": SPACE,
+    "grid": {"seed": [0, 1]},
 }
 OPTUNA = {**RANDOM, "search": {"type": "optuna", "num_samples": 4, "metric": "val_acc"}}
 
@@ -38,7 +43,9 @@ def test_random_search_crosses_every_sampled_point_with_the_grid():
     points = {(t["clamp_value"], t["alpha_fwd"], t["alpha_bkw"]) for t in spec.trials}
     assert len(points) == 5
     for point in points:  # each point has both seeds
-        assert sorted(t["seed"] for t in spec.trials if (t["clamp_value"], t["alpha_fwd"], t["alpha_bkw"]) == point) == [0, 1]
+        assert sorted(
+            t["seed"] for t in spec.trials if (t["clamp_value"], t["alpha_fwd"], t["alpha_bkw"]) == point
+        ) == [0, 1]
     for trial in spec.trials:
         assert 0.5 <= trial["clamp_value"] <= 8
         assert 0.99 <= trial["alpha_fwd"] <= 0.9999 and 0.9 <= trial["alpha_bkw"] <= 0.999
@@ -61,9 +68,17 @@ def test_decay_draws_one_minus_alpha_log_uniformly():
 
 
 def test_every_distribution_samples_inside_its_bounds():
-    raw = {**RANDOM, "space": {"lr": {"uniform": [0.01, 0.1]}, "batch_size": {"randint": [8, 12]},
-                               "ecm": {"choice": ["ac", "ls"]}, "clamp_value": {"loguniform": [1, 100]}},
-           "search": {"type": "random", "num_samples": 20, "seed": 0}, "grid": {}}
+    raw = {
+        **RANDOM,
+        "space": {
+            "lr": {"uniform": [0.01, 0.1]},
+            "batch_size": {"randint": [8, 12]},
+            "ecm": {"choice": ["ac", "ls"]},
+            "clamp_value": {"loguniform": [1, 100]},
+        },
+        "search": {"type": "random", "num_samples": 20, "seed": 0},
+        "grid": {},
+    }
     trials = parse_spec(raw).trials
     assert all(0.01 <= t["lr"] <= 0.1 and 1 <= t["clamp_value"] <= 100 for t in trials)
     assert {t["batch_size"] for t in trials} <= {8, 9, 10, 11} and all(isinstance(t["batch_size"], int) for t in trials)
@@ -126,8 +141,10 @@ def test_dry_run_of_an_optuna_search(tmp_path, capsys):
     path.write_text(yaml.safe_dump(OPTUNA))
     assert main(["sweep", "run", str(path), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("sweep sampled: 8 trials: optuna (TPE) suggests 4 points "
-                               "(maximizing the mean val_acc over each point's 2 grid runs")
+    assert lines[0].startswith(
+        "sweep sampled: 8 trials: optuna (TPE) suggests 4 points "
+        "(maximizing the mean val_acc over each point's 2 grid runs"
+    )
     assert lines[-2:] == ["    0  seed=0", "    1  seed=1"]
 
 
@@ -135,43 +152,81 @@ def test_shipped_sampled_spec():
     spec = load_spec(SPECS / "clamp_search.yaml")
     assert spec.search.type == "random" and len(spec.trials) == 16
     assert {axis.key: axis.distribution for axis in spec.search.space} == {
-        "clamp_value": "loguniform", "alpha_fwd": "decay", "alpha_bkw": "decay"}
+        "clamp_value": "loguniform",
+        "alpha_fwd": "decay",
+        "alpha_bkw": "decay",
+    }
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"space": {"clamp_value": {"lognormal": [1, 2]}}},
-     "space.clamp_value: unknown distribution 'lognormal'; use one of uniform, loguniform, randint, choice, decay"),
-    ({"space": {"clamp_value": {"uniform": [4, 2]}}}, "space.clamp_value.uniform: low must be < high; got low=4, high=2"),
-    ({"space": {"batch_size": {"randint": [8, 8]}}}, "space.batch_size.randint: low must be < high; got low=8, high=8"),
-    ({"space": {"alpha_fwd": {"decay": [0.9, 1.0]}}}, "space.alpha_fwd.decay: bounds must lie in (0, 1)"),
-    ({"space": {"alpha_bkw": {"decay": [0, 0.9]}}}, "space.alpha_bkw.decay: bounds must lie in (0, 1)"),
-    ({"space": {"clamp_value": {"loguniform": [0, 8]}}}, "space.clamp_value.loguniform: bounds must be > 0"),
-    ({"space": {"clamp_value": {"uniform": [-1, 8]}}}, "space.clamp_value.uniform: clamp_value must be a number in (0.0, inf)"),
-    ({"space": {"seed": {"randint": [0, 9]}}}, "space.seed: also a grid axis"),
-    ({"space": {"colour": {"choice": [1]}}}, "space.colour: not a training-config key"),
-    ({"space": {}}, "space: required with search type random"),
-    ({"search": {"type": "annealing"}}, "search.type: must be one of grid, random, optuna; got 'annealing'"),
-    ({"search": {"type": "random", "num_samples": 0}}, "search.num_samples: must be an integer >= 1"),
-    ({"search": {"type": "optuna", "num_samples": 4}}, "search.metric: required with type optuna"),
-    ({"search": {"type": "random", "num_samples": 2, "metric": "val_acc"}}, "search.metric: only used by search type optuna"),
-    ({"search": {"type": "grid"}}, "space: sampled keys need search.type random or optuna"),
-    ({"tracking": {"neptune": {}}}, "tracking.neptune: unknown key"),
-    ({"tracking": {"wandb": {"mode": "shared"}}}, "tracking.wandb.mode: must be one of online, offline, disabled"),
-    ({"tracking": {"mlflow": {"tracking_uri": 5}}}, "tracking.mlflow.tracking_uri: must be a string; got 5"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            {"space": {"clamp_value": {"lognormal": [1, 2]}}},
+            "space.clamp_value: unknown distribution 'lognormal'; "
+            "use one of uniform, loguniform, randint, choice, decay",
+        ),
+        (
+            {"space": {"clamp_value": {"uniform": [4, 2]}}},
+            "space.clamp_value.uniform: low must be < high; got low=4, high=2",
+        ),
+        (
+            {"space": {"batch_size": {"randint": [8, 8]}}},
+            "space.batch_size.randint: low must be < high; got low=8, high=8",
+        ),
+        ({"space": {"alpha_fwd": {"decay": [0.9, 1.0]}}}, "space.alpha_fwd.decay: bounds must lie in (0, 1)"),
+        ({"space": {"alpha_bkw": {"decay": [0, 0.9]}}}, "space.alpha_bkw.decay: bounds must lie in (0, 1)"),
+        ({"space": {"clamp_value": {"loguniform": [0, 8]}}}, "space.clamp_value.loguniform: bounds must be > 0"),
+        (
+            {"space": {"clamp_value": {"uniform": [-1, 8]}}},
+            "space.clamp_value.uniform: clamp_value must be a number in (0.0, inf)",
+        ),
+        ({"space": {"seed": {"randint": [0, 9]}}}, "space.seed: also a grid axis"),
+        ({"space": {"colour": {"choice": [1]}}}, "space.colour: not a training-config key"),
+        ({"space": {}}, "space: required with search type random"),
+        ({"search": {"type": "annealing"}}, "search.type: must be one of grid, random, optuna; got 'annealing'"),
+        ({"search": {"type": "random", "num_samples": 0}}, "search.num_samples: must be an integer >= 1"),
+        ({"search": {"type": "optuna", "num_samples": 4}}, "search.metric: required with type optuna"),
+        (
+            {"search": {"type": "random", "num_samples": 2, "metric": "val_acc"}},
+            "search.metric: only used by search type optuna",
+        ),
+        ({"search": {"type": "grid"}}, "space: sampled keys need search.type random or optuna"),
+        ({"tracking": {"neptune": {}}}, "tracking.neptune: unknown key"),
+        ({"tracking": {"wandb": {"mode": "shared"}}}, "tracking.wandb.mode: must be one of online, offline, disabled"),
+        ({"tracking": {"mlflow": {"tracking_uri": 5}}}, "tracking.mlflow.tracking_uri: must be a string; got 5"),
+    ],
+)
 def test_bad_search_and_tracking_sections(change, expected):
     problems = problems_of({**RANDOM, **change})
     assert any(p.startswith(expected) for p in problems), problems
 
 
-@pytest.mark.parametrize("change, package, expected", [
-    ({"search": OPTUNA["search"]}, "optuna", "search.type: optuna needs the optuna package: pip install 'onlinenorm[optuna]'"),
-    ({"tracking": {"mlflow": {}}}, "mlflow", "tracking.mlflow: needs the mlflow package: pip install 'onlinenorm[mlflow]'"),
-    ({"tracking": {"wandb": {}}}, "wandb", "tracking.wandb: needs the wandb package: pip install 'onlinenorm[wandb]'"),
-])
+@pytest.mark.parametrize(
+    "change, package, expected",
+    [
+        (
+            {"search": OPTUNA["search"]},
+            "optuna",
+            "search.type: optuna needs the optuna package: pip install 'onlinenorm[optuna]'",
+        ),
+        (
+            {"tracking": {"mlflow": {}}},
+            "mlflow",
+            "tracking.mlflow: needs the mlflow package: pip install 'onlinenorm[mlflow]'",
+        ),
+        (
+            {"tracking": {"wandb": {}}},
+            "wandb",
+            "tracking.wandb: needs the wandb package: pip install 'onlinenorm[wandb]'",
+        ),
+    ],
+)
 def test_a_missing_optional_package_is_a_spec_error(monkeypatch, change, package, expected):
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == package else find_spec(name, *args))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == package else find_spec(name, *args)
+    )
     assert problems_of({**RANDOM, **change}) == [expected]
 
 
@@ -179,8 +234,15 @@ def test_cli_rejects_bad_sections_with_one_line_each_exit_2_and_writes_nothing(t
     import ray
 
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({**RANDOM, "space": {"alpha_fwd": {"decay": [0.9, 1.5]}, "lr": {"gauss": [0, 1]}},
-                                    "search": {"type": "optuna", "num_samples": 2}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                **RANDOM,
+                "space": {"alpha_fwd": {"decay": [0.9, 1.5]}, "lr": {"gauss": [0, 1]}},
+                "search": {"type": "optuna", "num_samples": 2},
+            }
+        )
+    )
     storage = tmp_path / "results"
     assert main(["sweep", "run", str(path), "--storage", str(storage)]) == 2
     err = capsys.readouterr().err.splitlines()
@@ -198,8 +260,10 @@ def test_tracking_override_keeps_spec_settings_or_defaults(tmp_path):
     path.write_text(yaml.safe_dump({**RANDOM, "tracking": {"wandb": {"project": "clamps", "mode": "offline"}}}))
     assert load_spec(path).tracking == {"wandb": {"project": "clamps", "group": None, "mode": "offline"}}
     both = load_spec(path, tracking="mlflow,wandb").tracking
-    assert both == {"mlflow": {"tracking_uri": None, "experiment_name": None},
-                    "wandb": {"project": "clamps", "group": None, "mode": "offline"}}
+    assert both == {
+        "mlflow": {"tracking_uri": None, "experiment_name": None},
+        "wandb": {"project": "clamps", "group": None, "mode": "offline"},
+    }
     assert load_spec(path, tracking="none").tracking == {}
     assert load_spec(path, tracking="none").raw["tracking"] == {}  # what spec.yaml records
     with pytest.raises(SpecError) as caught:
@@ -208,6 +272,11 @@ def test_tracking_override_keeps_spec_settings_or_defaults(tmp_path):
 
 
 def test_grid_specs_are_unchanged_by_the_search_section():
-    base = {"name": "g", "dataset": {"name": "cifar10", "data_dir": "x"}, "train": {"ecm": "ac"}, "grid": {"clamp_value": [1, 2]}}
+    base = {
+        "name": "g",
+        "dataset": {"name": "cifar10", "data_dir": "x"},
+        "train": {"ecm": "ac"},
+        "grid": {"clamp_value": [1, 2]},
+    }
     assert parse_spec(base).trials == parse_spec({**base, "search": {"type": "grid"}}).trials
     assert parse_spec(base).search.type == "grid" and len(parse_spec(base).trials) == 2

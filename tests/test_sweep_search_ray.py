@@ -25,11 +25,11 @@ import numpy as np
 import pytest
 import yaml
 from ray import tune
+from test_sweep_ray import canonical, kill_process_tree, trials_on_disk, wait_for
 
 from sweeps.run import resume_sweep, run_sweep
 from sweeps.spec import load_spec
 from sweeps.status import experiment_counts
-from test_sweep_ray import canonical, kill_process_tree, trials_on_disk, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +45,9 @@ WANDB_HEADER, WANDB_BLOCK = 7, 32768
 SERVER_START_S = 90
 
 
-def write_spec(folder: Path, name: str, search: dict, *, tracking: dict, epochs: int = EPOCHS, images: int = 200,
-               **extra) -> Path:
+def write_spec(
+    folder: Path, name: str, search: dict, *, tracking: dict, epochs: int = EPOCHS, images: int = 200, **extra
+) -> Path:
     """A tiny sampled sweep: MLP on synthetic CIFAR-10 generated on first use, each point at seeds 0 and 1."""
     raw = {
         "name": name,
@@ -95,15 +96,29 @@ def mlflow_server(folder: Path):
         port = probe.getsockname()[1]
     uri = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--default-artifact-root", str(folder / "art")],
-        stdout=subprocess.DEVNULL, stderr=(folder / "server.log").open("w"),
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--default-artifact-root",
+            str(folder / "art"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(folder / "server.log").open("w"),
     )
 
     def healthy():
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{uri}/health", timeout=1) as response:
-                return response.status == 200
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{uri}/health", timeout=1) as response:
+            return response.status == 200
         assert server.poll() is None, (folder / "server.log").read_text()[-2000:]
         return False
 
@@ -123,8 +138,12 @@ def run_sampled(folder: Path, name: str, search: dict, tracking: dict, **extra):
 def random_sweep(local_ray, tmp_path_factory):
     folder = tmp_path_factory.mktemp("random-search")
     store = f"sqlite:///{folder / 'mlflow.db'}"
-    spec, outcome = run_sampled(folder, "random-clamp", {"type": "random", "num_samples": 2, "seed": 0},
-                                {"mlflow": {"tracking_uri": store}, "wandb": WANDB})
+    spec, outcome = run_sampled(
+        folder,
+        "random-clamp",
+        {"type": "random", "num_samples": 2, "seed": 0},
+        {"mlflow": {"tracking_uri": store}, "wandb": WANDB},
+    )
     return spec, outcome, store
 
 
@@ -133,7 +152,9 @@ def optuna_sweep(local_ray, tmp_path_factory):
     folder = tmp_path_factory.mktemp("optuna-search")
     with mlflow_server(folder) as uri:
         spec, outcome = run_sampled(
-            folder, "optuna-clamp", {"type": "optuna", "num_samples": 2, "seed": 0, "metric": "val_acc"},
+            folder,
+            "optuna-clamp",
+            {"type": "optuna", "num_samples": 2, "seed": 0, "metric": "val_acc"},
             {"mlflow": {"tracking_uri": uri}, "wandb": WANDB},
             scheduler={"type": "asha", "metric": "val_acc", "grace_period": 1},
         )
@@ -188,11 +209,11 @@ def wandb_records(trial_dir: Path) -> list:
     position, record, records = WANDB_HEADER, b"", []
     while position + WANDB_HEADER <= len(data):
         left_in_block = WANDB_BLOCK - position % WANDB_BLOCK
-        _, length, kind = struct.unpack("<IHB", data[position:position + WANDB_HEADER])
+        _, length, kind = struct.unpack("<IHB", data[position : position + WANDB_HEADER])
         if left_in_block < WANDB_HEADER or kind == 0:
             position += left_in_block
             continue
-        record += data[position + WANDB_HEADER:position + WANDB_HEADER + length]
+        record += data[position + WANDB_HEADER : position + WANDB_HEADER + length]
         position += WANDB_HEADER + length
         if kind in (1, 4):
             records.append(wandb_internal_pb2.Record.FromString(record))
@@ -208,8 +229,11 @@ def check_wandb(outcome, group: str) -> None:
         assert run.project == WANDB["project"] and run.run_group == group
         config = {item.key: json.loads(item.value_json) for item in run.config.update}
         assert config["clamp_value"] == result.config["clamp_value"] and config["seed"] == result.config["seed"]
-        history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
-                   for r in records if r.HasField("history")]
+        history = [
+            {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+            for r in records
+            if r.HasField("history")
+        ]
         history = [row for row in history if "epoch" in row]  # W&B's own rows (runtime) left out
         rows = result.metrics_dataframe
         assert [row["epoch"] for row in history] == list(rows["epoch"])
@@ -235,7 +259,8 @@ def test_run_sweep_returns_rays_result_grid(random_sweep):
     assert best.metrics["val_acc"] == max(r.metrics["val_acc"] for r in outcome.results)
     again = tune.ExperimentAnalysis(outcome.path)  # the same experiment read back by Ray from its files
     assert sorted(c["clamp_value"] for c in again.get_all_configs().values()) == sorted(
-        c["clamp_value"] for c in configs(outcome))
+        c["clamp_value"] for c in configs(outcome)
+    )
 
 
 def test_random_search_logs_to_an_mlflow_sqlite_store(random_sweep):

@@ -37,14 +37,16 @@ def test_quick_spec_is_the_demo_sweep():
 
 
 def test_expansion_grid_then_extra_trials_with_their_own_axes():
-    spec = parse_spec({
-        **MINIMAL,
-        "model": "mlp",
-        "train": {"epochs": 2, "lr": 0.05},
-        "grid": {"ecm": ["ac"], "clamp_value": [1, 2], "alpha_fwd": [0.9, 0.99]},
-        "extra_trials": [{"norm": "batch", "seed": [0, 1]}, {"norm": "online", "ecm": "ls"}],
-        "resources": {"cpu": 2, "gpu": 0},
-    })
+    spec = parse_spec(
+        {
+            **MINIMAL,
+            "model": "mlp",
+            "train": {"epochs": 2, "lr": 0.05},
+            "grid": {"ecm": ["ac"], "clamp_value": [1, 2], "alpha_fwd": [0.9, 0.99]},
+            "extra_trials": [{"norm": "batch", "seed": [0, 1]}, {"norm": "online", "ecm": "ls"}],
+            "resources": {"cpu": 2, "gpu": 0},
+        }
+    )
     assert len(spec.trials) == 4 + 2 + 1
     assert [t["norm"] for t in spec.trials] == ["online"] * 4 + ["batch"] * 2 + ["online"]
     assert {(t["clamp_value"], t["alpha_fwd"]) for t in spec.trials[:4]} == {(1, 0.9), (1, 0.99), (2, 0.9), (2, 0.99)}
@@ -62,10 +64,13 @@ def test_set_overrides_dotted_keys(tmp_path):
     assert all(t["epochs"] == 3 for t in spec.trials)
 
 
-@pytest.mark.parametrize("item, problem", [
-    ("train.epochs", "expects KEY=VALUE, got 'train.epochs'; e.g. train.epochs=2 or grid.seed=[0,1]"),
-    ("grid.seed=[0,", "value of 'grid.seed=[0,' is not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "item, problem",
+    [
+        ("train.epochs", "expects KEY=VALUE, got 'train.epochs'; e.g. train.epochs=2 or grid.seed=[0,1]"),
+        ("grid.seed=[0,", "value of 'grid.seed=[0,' is not valid YAML"),
+    ],
+)
 def test_malformed_set_items_are_spec_errors(tmp_path, item, problem):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(MINIMAL))
@@ -75,33 +80,60 @@ def test_malformed_set_items_are_spec_errors(tmp_path, item, problem):
 
 
 def test_each_problem_is_reported_with_its_key_path():
-    problems = problems_of({
-        "name": "bad name",
-        "dataset": {"name": "cifar11", "colour": "red"},
-        "train": {"lr": -1, "data_dir": "x", "lrr": 0.1},
-        "grid": {"alpha_fwd": [0.999, 1.5], "ecm": "ac"},
-        "extra_trials": [{"norm": "batchnorm"}],
-        "resources": {"cpu": 0},
-        "scheduler": {"type": "pbt"},
-        "retries": 3,
-    })
+    problems = problems_of(
+        {
+            "name": "bad name",
+            "dataset": {"name": "cifar11", "colour": "red"},
+            "train": {"lr": -1, "data_dir": "x", "lrr": 0.1},
+            "grid": {"alpha_fwd": [0.999, 1.5], "ecm": "ac"},
+            "extra_trials": [{"norm": "batchnorm"}],
+            "resources": {"cpu": 0},
+            "scheduler": {"type": "pbt"},
+            "retries": 3,
+        }
+    )
     paths = [p.split(":")[0] for p in problems]
     assert paths == [
-        "retries", "name", "resources.cpu", "dataset.name", "dataset.colour", "train.lr", "train.data_dir",
-        "train.lrr", "grid.alpha_fwd[1]", "grid.ecm", "extra_trials[0].norm", "scheduler.type",
+        "retries",
+        "name",
+        "resources.cpu",
+        "dataset.name",
+        "dataset.colour",
+        "train.lr",
+        "train.data_dir",
+        "train.lrr",
+        "grid.alpha_fwd[1]",
+        "grid.ecm",
+        "extra_trials[0].norm",
+        "scheduler.type",
     ]
     assert "grid.alpha_fwd[1]: must be null or a number in (0.0, 1.0); got 1.5" in problems
     assert any(p.startswith("train.lrr: unknown key; did you mean 'lr'?") for p in problems)
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"grid": {"clamp_value": []}}, "grid.clamp_value: must not be empty: an empty axis expands the grid to zero trials"),
-    ({"grid": None}, "grid: must be a mapping of keys to values; got None"),
-    ({"extra_trials": [{"seed": 0}]}, "extra_trials[0] (seed=0): repeats the trial of grid (seed=0); every trial must differ"),
-    ({"grid": {"norm": ["group"], "group_size": [7]}, "model": "resnet20"}, "grid (norm=group, group_size=7): config key 'group_size'"),
-    ({"dataset": {"name": "cifar10", "synthetic": {"train": 0}}}, "dataset.synthetic.train: must be an integer >= 1; got 0"),
-    ({"train": {"clamp_value": None}}, "train.clamp_value: must be a number in (0.0, inf); got None"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            {"grid": {"clamp_value": []}},
+            "grid.clamp_value: must not be empty: an empty axis expands the grid to zero trials",
+        ),
+        ({"grid": None}, "grid: must be a mapping of keys to values; got None"),
+        (
+            {"extra_trials": [{"seed": 0}]},
+            "extra_trials[0] (seed=0): repeats the trial of grid (seed=0); every trial must differ",
+        ),
+        (
+            {"grid": {"norm": ["group"], "group_size": [7]}, "model": "resnet20"},
+            "grid (norm=group, group_size=7): config key 'group_size'",
+        ),
+        (
+            {"dataset": {"name": "cifar10", "synthetic": {"train": 0}}},
+            "dataset.synthetic.train: must be an integer >= 1; got 0",
+        ),
+        ({"train": {"clamp_value": None}}, "train.clamp_value: must be a number in (0.0, inf); got None"),
+    ],
+)
 def test_documented_errors(change, expected):
     assert any(p.startswith(expected) for p in problems_of({**MINIMAL, **change}))
 
@@ -148,8 +180,13 @@ def test_run_refuses_an_existing_experiment_and_resume_a_folder_without_a_sweep(
     assert not ray.is_initialized() and list((tmp_path / "results" / "mini").iterdir()) == []
 
 
-REFERENCE = {"source": "Chiley et al. 2019", "results": [{"norm": "online", "ecm": "ls", "val_acc": 0.923},
-                                                         {"norm": "batch", "val_acc": 0.922, "val_loss": 0.26}]}
+REFERENCE = {
+    "source": "Chiley et al. 2019",
+    "results": [
+        {"norm": "online", "ecm": "ls", "val_acc": 0.923},
+        {"norm": "batch", "val_acc": 0.922, "val_loss": 0.26},
+    ],
+}
 
 
 def test_reference_figures_are_parsed():
@@ -158,21 +195,36 @@ def test_reference_figures_are_parsed():
     assert parse_spec(MINIMAL).reference is None
 
 
-@pytest.mark.parametrize("reference, expected", [
-    ({**REFERENCE, "results": [{"norm": "online", "val_acc": 92.3}]},
-     "reference.results[0].val_acc: must be a number in [0.0, 1.0]; got 92.3"),
-    ({**REFERENCE, "results": [{"norm": "batch", "val_loss": -0.1}]},
-     "reference.results[0].val_loss: must be a number in [0.0, inf); got -0.1"),
-    ({**REFERENCE, "results": [{"norm": "bn", "val_acc": 0.9}]},
-     "reference.results[0].norm: must be one of online, batch, group, layer, instance, none; got 'bn'"),
-    ({**REFERENCE, "results": [{"nrom": "batch", "val_acc": 0.9}]}, "reference.results[0].nrom: unknown key; did you mean 'norm'?"),
-    ({**REFERENCE, "results": [{"norm": "batch"}]}, "reference.results[0]: gives no figure; give val_acc and/or val_loss"),
-    ({**REFERENCE, "results": [{"val_acc": 0.9}]}, "reference.results[0]: selects no trials; give config keys"),
-    ({**REFERENCE, "results": []}, "reference.results: must be a non-empty list of mappings"),
-    ({"results": REFERENCE["results"]}, "reference.source: must be a non-empty string; got None"),
-    ({**REFERENCE, "url": "x"}, "reference.url: unknown key; known keys: source, results"),
-    ("Chiley", "reference: must be a mapping of keys to values; got 'Chiley'"),
-])
+@pytest.mark.parametrize(
+    "reference, expected",
+    [
+        (
+            {**REFERENCE, "results": [{"norm": "online", "val_acc": 92.3}]},
+            "reference.results[0].val_acc: must be a number in [0.0, 1.0]; got 92.3",
+        ),
+        (
+            {**REFERENCE, "results": [{"norm": "batch", "val_loss": -0.1}]},
+            "reference.results[0].val_loss: must be a number in [0.0, inf); got -0.1",
+        ),
+        (
+            {**REFERENCE, "results": [{"norm": "bn", "val_acc": 0.9}]},
+            "reference.results[0].norm: must be one of online, batch, group, layer, instance, none; got 'bn'",
+        ),
+        (
+            {**REFERENCE, "results": [{"nrom": "batch", "val_acc": 0.9}]},
+            "reference.results[0].nrom: unknown key; did you mean 'norm'?",
+        ),
+        (
+            {**REFERENCE, "results": [{"norm": "batch"}]},
+            "reference.results[0]: gives no figure; give val_acc and/or val_loss",
+        ),
+        ({**REFERENCE, "results": [{"val_acc": 0.9}]}, "reference.results[0]: selects no trials; give config keys"),
+        ({**REFERENCE, "results": []}, "reference.results: must be a non-empty list of mappings"),
+        ({"results": REFERENCE["results"]}, "reference.source: must be a non-empty string; got None"),
+        ({**REFERENCE, "url": "x"}, "reference.url: unknown key; known keys: source, results"),
+        ("Chiley", "reference: must be a mapping of keys to values; got 'Chiley'"),
+    ],
+)
 def test_bad_reference_sections(reference, expected):
     assert any(p.startswith(expected) for p in problems_of({**MINIMAL, "reference": reference}))
 
@@ -180,20 +232,31 @@ def test_bad_reference_sections(reference, expected):
 def test_paper_specs_carry_the_published_figures_and_recipe():
     cifar10 = load_spec(SPECS / "cifar10_paper.yaml")
     assert {"norm": "online", "ecm": "ls", "val_acc": 0.923, "val_loss": 0.26} in cifar10.reference.results
-    assert all((t["epochs"], t["milestones"], t["batch_size"], t["weight_decay"], t["shortcut"])
-               == (250, [100, 150, 200], 128, 2e-4, "projection") for t in cifar10.trials)
+    assert all(
+        (t["epochs"], t["milestones"], t["batch_size"], t["weight_decay"], t["shortcut"])
+        == (250, [100, 150, 200], 128, 2e-4, "projection")
+        for t in cifar10.trials
+    )
     assert [r["val_acc"] for r in load_spec(SPECS / "cifar100_paper.yaml").reference.results] == [0.686, 0.686]
     imagenet = load_spec(SPECS / "imagenet_paper.yaml")
     assert [(r.get("ecm"), r["val_acc"], r["val_loss"]) for r in imagenet.reference.results] == [
-        ("ac", 0.763, 0.93), ("ls", 0.763, 0.94), (None, 0.764, 0.97)]
-    assert all((t["model"], t["epochs"], t["milestones"], t["batch_size"], t["weight_decay"], t["decay_norm_params"])
-               == ("resnet50", 90, [30, 60, 80], 256, 1e-4, False) for t in imagenet.trials)
+        ("ac", 0.763, 0.93),
+        ("ls", 0.763, 0.94),
+        (None, 0.764, 0.97),
+    ]
+    assert all(
+        (t["model"], t["epochs"], t["milestones"], t["batch_size"], t["weight_decay"], t["decay_norm_params"])
+        == ("resnet50", 90, [30, 60, 80], 256, 1e-4, False)
+        for t in imagenet.trials
+    )
 
 
 def test_numbers_in_specs_and_set_values_are_read_as_yaml_12_reads_them(tmp_path):
     path = tmp_path / "spec.yaml"
-    path.write_text("name: n\ndataset: {name: cifar10, data_dir: d}\ntrain: {eps: 1e-5, weight_decay: 1e-4}\n"
-                    "grid: {lr: [5e-4, 1e-3]}\n")
+    path.write_text(
+        "name: n\ndataset: {name: cifar10, data_dir: d}\ntrain: {eps: 1e-5, weight_decay: 1e-4}\n"
+        "grid: {lr: [5e-4, 1e-3]}\n"
+    )
     spec = load_spec(path, ["train.ls_eps=1E-6"])
     assert [t["lr"] for t in spec.trials] == [5e-4, 1e-3]
     assert all((t["eps"], t["weight_decay"], t["ls_eps"]) == (1e-5, 1e-4, 1e-6) for t in spec.trials)

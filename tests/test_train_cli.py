@@ -61,8 +61,21 @@ def test_train_writes_metrics_and_resumes(data_dir, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch_0002"]
 
     # the config.json a run writes is a config another run accepts, and resolves to itself
-    assert main(["train", "--config", str(tmp_path / "run" / "config.json"), "--out", str(tmp_path / "again"),
-                 "--epochs", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tmp_path / "run" / "config.json"),
+                "--out",
+                str(tmp_path / "again"),
+                "--epochs",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     again = json.loads((tmp_path / "again" / "config.json").read_text())
     assert again == {**json.loads((tmp_path / "run" / "config.json").read_text()), "epochs": 1}
 
@@ -75,8 +88,11 @@ def test_train_writes_metrics_and_resumes(data_dir, tmp_path, capsys):
         (["--set", "subset"], "--set expects KEY=VALUE"),
         (["--set", "milestones=[3,"], "--set value of 'milestones=[3,' is not valid YAML"),
         (["--resume"], "holds no checkpoint to resume from"),
-        pytest.param(["--device", "cuda"], "config key 'device' is 'cuda' but torch sees no CUDA device",
-                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")),
+        pytest.param(
+            ["--device", "cuda"],
+            "config key 'device' is 'cuda' but torch sees no CUDA device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present"),
+        ),
     ],
 )
 def test_bad_input_fails_before_any_work(data_dir, tmp_path, capsys, extra, message):

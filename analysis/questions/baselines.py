@@ -45,14 +45,25 @@ def against_baselines(runs: pd.DataFrame, trials: pd.DataFrame, confidence: floa
                 for metric, label in METRICS.items():
                     x, y = sides[metric][subject], sides[metric][base]
                     items.append((x, y))
-                    rows.append({"kind": "baseline", "question": QUESTION, "subject": subject, "against": base,
-                                 "metric": metric, "label": label, "x_mean": x.mean,
-                                 "y_mean": y.mean})
+                    rows.append(
+                        {
+                            "kind": "baseline",
+                            "question": QUESTION,
+                            "subject": subject,
+                            "against": base,
+                            "metric": metric,
+                            "label": label,
+                            "x_mean": x.mean,
+                            "y_mean": y.mean,
+                        }
+                    )
     compared = [row for row in rows if "label" in row]
-    for row, result in zip(compared, compare(items, confidence, margin)):
+    for row, result in zip(compared, compare(items, confidence, margin), strict=False):
         row |= result
-        row["sentence"] = (f"{row['subject']}: {row['label']} {percent(row['x_mean'])} against "
-                           f"{row['against']} {percent(row['y_mean'])}: {describe(result, confidence)}.")
+        row["sentence"] = (
+            f"{row['subject']}: {row['label']} {percent(row['x_mean'])} against "
+            f"{row['against']} {percent(row['y_mean'])}: {describe(result, confidence)}."
+        )
     return rows
 
 
@@ -60,7 +71,14 @@ def _unsupported(baseline: str, context: str, trials: pd.DataFrame) -> dict:
     where = f" with {context}" if context else ""
     incomplete = trials.loc[is_baseline(trials, baseline) & ~trials["state"].isin(COMPLETE_STATES), "state"]
     reason = f"no complete {baseline} run{where}" + (
-        f" ({', '.join(f'{n} {state}' for state, n in incomplete.value_counts().items())})" if len(incomplete) else "")
-    return {"kind": "baseline", "question": QUESTION, "subject": f"every setting{where}", "against": baseline,
-            "verdict": UNSUPPORTED, "reason": reason,
-            "sentence": f"Cannot compare against {baseline}: {reason}."}
+        f" ({', '.join(f'{n} {state}' for state, n in incomplete.value_counts().items())})" if len(incomplete) else ""
+    )
+    return {
+        "kind": "baseline",
+        "question": QUESTION,
+        "subject": f"every setting{where}",
+        "against": baseline,
+        "verdict": UNSUPPORTED,
+        "reason": reason,
+        "sentence": f"Cannot compare against {baseline}: {reason}.",
+    }

@@ -27,39 +27,85 @@ def clamp_range(runs: pd.DataFrame, confidence: float, margin: float) -> list[di
     """Finding rows (kinds ``safe_range`` and ``clamp_limit``), two per decay-factor pair."""
     clamped = runs[runs["clamping"]].dropna(subset=["clamp_value", "best_val_acc"])
     if clamped.empty:
-        return [{"kind": "safe_range", "question": QUESTION_RANGE, "subject": "clamping", "verdict": UNSUPPORTED,
-                 "reason": "no complete clamping run", "sentence": "No safe clamp range: no complete clamping run."}]
+        return [
+            {
+                "kind": "safe_range",
+                "question": QUESTION_RANGE,
+                "subject": "clamping",
+                "verdict": UNSUPPORTED,
+                "reason": "no complete clamping run",
+                "sentence": "No safe clamp range: no complete clamping run.",
+            }
+        ]
     keys = ["context"] + [k for k in DECAY if k in clamped]
     pair = label(clamped, keys[1:])
     clamped = clamped.assign(pair=pair.where(clamped["context"].eq(""), clamped["context"] + ", " + pair))
-    per_value = (clamped.groupby("subject", sort=False)
-                        .agg(pair=("pair", "first"), c=("clamp_value", "first"), n=("best_val_acc", "size"),
-                             fraction=("clamp_fraction_mean", "mean"), accuracy=("best_val_acc", "mean"),
-                             median=("best_val_acc", "median"))
-                        .sort_values(["pair", "c"]))
+    per_value = (
+        clamped.groupby("subject", sort=False)
+        .agg(
+            pair=("pair", "first"),
+            c=("clamp_value", "first"),
+            n=("best_val_acc", "size"),
+            fraction=("clamp_fraction_mean", "mean"),
+            accuracy=("best_val_acc", "mean"),
+            median=("best_val_acc", "median"),
+        )
+        .sort_values(["pair", "c"])
+    )
     best = per_value.sort_values("median", ascending=False, kind="stable").groupby("pair").head(1)
     best = pd.Series(best.index, index=best["pair"])
     per_value["best"] = per_value["pair"].map(best)
     others = per_value[per_value.index != per_value["best"]]
     sides = Side.by(clamped, "best_val_acc", key="subject")
-    results = compare([(sides[s], sides[b]) for s, b in zip(others.index, others["best"])], confidence, margin)
+    results = compare(
+        [(sides[s], sides[b]) for s, b in zip(others.index, others["best"], strict=False)], confidence, margin
+    )
     comparisons = pd.DataFrame(results, index=others.index).join(others)
     by_pair = dict(list(comparisons.groupby("pair", sort=False)))
     rows = []
     for name, values in per_value.groupby("pair", sort=True):
-        rows.extend(_pair(name, values, by_pair.get(name, comparisons.iloc[:0]), best[name],
-                          int(values["n"].sum()), confidence, margin))
+        rows.extend(
+            _pair(
+                name,
+                values,
+                by_pair.get(name, comparisons.iloc[:0]),
+                best[name],
+                int(values["n"].sum()),
+                confidence,
+                margin,
+            )
+        )
     return rows
 
 
-def _pair(label: str, per_value: pd.DataFrame, comparisons: pd.DataFrame, best: str, n_runs: int,
-          confidence: float, margin: float) -> list[dict]:
-    base = {"question": QUESTION_RANGE, "subject": label, "metric": "clamp_fraction_mean", "n_runs": n_runs,
-            "against": best}
+def _pair(
+    label: str,
+    per_value: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    best: str,
+    n_runs: int,
+    confidence: float,
+    margin: float,
+) -> list[dict]:
+    base = {
+        "question": QUESTION_RANGE,
+        "subject": label,
+        "metric": "clamp_fraction_mean",
+        "n_runs": n_runs,
+        "against": best,
+    }
     if len(per_value) < 2:
         reason = f"one clamp value (c={per_value['c'].iloc[0]:g}) was tried at {label}"
-        return [base | {"kind": "safe_range", "against": None, "verdict": UNSUPPORTED, "reason": reason,
-                        "sentence": f"No safe clamp range at {label}: {reason}."}]
+        return [
+            base
+            | {
+                "kind": "safe_range",
+                "against": None,
+                "verdict": UNSUPPORTED,
+                "reason": reason,
+                "sentence": f"No safe clamp range at {label}: {reason}.",
+            }
+        ]
     best_text = f"c={per_value.loc[best, 'c']:g}, {percent(per_value.loc[best, 'accuracy'])}"
     equivalent = per_value.loc[[best] + list(comparisons.index[comparisons["verdict"].eq(EQUIVALENT)])]
     worse = comparisons[comparisons["verdict"].eq(WORSE)]
@@ -67,31 +113,56 @@ def _pair(label: str, per_value: pd.DataFrame, comparisons: pd.DataFrame, best: 
     range_row = base | {"kind": "safe_range", "estimate": largest}
     if comparisons["verdict"].isin([EQUIVALENT, WORSE]).any():
         values = ", ".join(f"{c:g}" for c in sorted(equivalent["c"]))
-        values = (f"clamp values c = {values} are equivalent to the best" if len(equivalent) > 1
-                  else "no other clamp value is equivalent to the best one")
-        range_row |= {"verdict": MEASURED, "sentence": (
-            f"At {label}: {values} ({best_text}) within \u00b1{100 * margin:.1f} points; "
-            f"{'the largest clamp fraction among them' if len(equivalent) > 1 else 'its clamp fraction'} "
-            f"is {number(largest)}.")}
+        values = (
+            f"clamp values c = {values} are equivalent to the best"
+            if len(equivalent) > 1
+            else "no other clamp value is equivalent to the best one"
+        )
+        range_row |= {
+            "verdict": MEASURED,
+            "sentence": (
+                f"At {label}: {values} ({best_text}) within \u00b1{100 * margin:.1f} points; "
+                f"{'the largest clamp fraction among them' if len(equivalent) > 1 else 'its clamp fraction'} "
+                f"is {number(largest)}."
+            ),
+        }
     else:
-        reason = "every comparison with the best clamp value is inconclusive (" + "; ".join(
-            sorted(set(comparisons["reason"].dropna()))) + ")"
-        range_row |= {"verdict": INCONCLUSIVE, "reason": reason,
-                      "sentence": f"At {label}: no clamp value could be shown equivalent to the best ({best_text}): "
-                                  f"{reason}."}
+        reason = (
+            "every comparison with the best clamp value is inconclusive ("
+            + "; ".join(sorted(set(comparisons["reason"].dropna())))
+            + ")"
+        )
+        range_row |= {
+            "verdict": INCONCLUSIVE,
+            "reason": reason,
+            "sentence": f"At {label}: no clamp value could be shown equivalent to the best ({best_text}): {reason}.",
+        }
     limit_row = base | {"kind": "clamp_limit", "question": QUESTION_LIMIT}
     if not worse.empty:
         first = worse.sort_values(["fraction", "c"], ascending=[True, False]).iloc[0]
-        limit_row |= {"estimate": first["fraction"], "verdict": MEASURED, "sentence": (
-            f"At {label}: accuracy falls by more than {100 * margin:.1f} points beyond a clamp fraction of "
-            f"{number(first['fraction'])} (c={first['c']:g}: {describe(first.to_dict(), confidence)} "
-            f"against {best_text}).")}
+        limit_row |= {
+            "estimate": first["fraction"],
+            "verdict": MEASURED,
+            "sentence": (
+                f"At {label}: accuracy falls by more than {100 * margin:.1f} points beyond a clamp fraction of "
+                f"{number(first['fraction'])} (c={first['c']:g}: {describe(first.to_dict(), confidence)} "
+                f"against {best_text})."
+            ),
+        }
     elif comparisons["verdict"].eq(EQUIVALENT).all():
-        limit_row |= {"estimate": np.nan, "verdict": NONE, "sentence": (
-            f"At {label}: no clamp value tried lost more than {100 * margin:.1f} points against the best "
-            f"(clamp fractions up to {number(per_value['fraction'].max())}).")}
+        limit_row |= {
+            "estimate": np.nan,
+            "verdict": NONE,
+            "sentence": (
+                f"At {label}: no clamp value tried lost more than {100 * margin:.1f} points against the best "
+                f"(clamp fractions up to {number(per_value['fraction'].max())})."
+            ),
+        }
     else:
         reason = "no clamp value was shown worse than the best, and not all were shown equivalent"
-        limit_row |= {"verdict": INCONCLUSIVE, "reason": reason,
-                      "sentence": f"At {label}: cannot tell where accuracy starts to fall: {reason}."}
+        limit_row |= {
+            "verdict": INCONCLUSIVE,
+            "reason": reason,
+            "sentence": f"At {label}: cannot tell where accuracy starts to fall: {reason}.",
+        }
     return [range_row, limit_row]

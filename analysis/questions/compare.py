@@ -33,7 +33,7 @@ class Side:
         self.unique_seeds = len(np.unique(self.seeds)) == len(self.seeds) and not np.isnan(self.seeds).any()
 
     @classmethod
-    def of(cls, runs: pd.DataFrame, value: str, offset: float = 0.0) -> "Side":
+    def of(cls, runs: pd.DataFrame, value: str, offset: float = 0.0) -> Side:
         """The runs of ``runs`` that have ``value``, less ``offset``."""
         return cls.by(runs, value, offset)[None]
 
@@ -53,7 +53,7 @@ class Side:
     def mean(self) -> float:
         return float(self.values.mean()) if len(self.values) else np.nan
 
-    def without_failed(self) -> "Side":
+    def without_failed(self) -> Side:
         keep = ~self.failed
         return Side(self.seeds[keep], self.values[keep], self.failed[keep])
 
@@ -70,26 +70,36 @@ def compare(items: list[tuple[Side, Side | None]], confidence: float, margin: fl
     result = _compare(items, confidence, margin)
     result["n_failed"] = [int(x.failed.sum() + (0 if y is None else y.failed.sum())) for x, y in items]
     involved = np.flatnonzero(result["n_failed"].to_numpy() > 0)
-    without = _compare([(items[i][0].without_failed(), None if items[i][1] is None else items[i][1].without_failed())
-                        for i in involved], confidence, margin)
+    without = _compare(
+        [
+            (items[i][0].without_failed(), None if items[i][1] is None else items[i][1].without_failed())
+            for i in involved
+        ],
+        confidence,
+        margin,
+    )
     for column in ("estimate", "ci_low", "ci_high", "verdict"):
-        result[f"{column}_without_failed"] = pd.Series(without[column].to_numpy(), index=involved,
-                                                       dtype=result[column].dtype)
+        result[f"{column}_without_failed"] = pd.Series(
+            without[column].to_numpy(), index=involved, dtype=result[column].dtype
+        )
     return result.to_dict("records")
 
 
 def describe(row: dict, confidence: float) -> str:
     """``-1.2 points, 95% CI [-1.6, -0.8], paired over 2 seeds: worse``, and
     what it becomes without failed runs, for a compare() row."""
-    basis = (f"paired over {row['n_runs']} seeds" if row["paired"]
-             else runs(row["n_runs"]))
-    text = (f"{points(row['estimate'])} points, {interval_points(row['ci_low'], row['ci_high'], confidence)}, "
-            f"{basis}: {row['verdict']}")
+    basis = f"paired over {row['n_runs']} seeds" if row["paired"] else runs(row["n_runs"])
+    text = (
+        f"{points(row['estimate'])} points, {interval_points(row['ci_low'], row['ci_high'], confidence)}, "
+        f"{basis}: {row['verdict']}"
+    )
     if row["n_failed"]:
-        text += (f"; without the {runs(row['n_failed'], 'run')} that failed to learn: "
-                 f"{points(row['estimate_without_failed'])} points, "
-                 f"{interval_points(row['ci_low_without_failed'], row['ci_high_without_failed'], confidence)}: "
-                 f"{row['verdict_without_failed']}")
+        text += (
+            f"; without the {runs(row['n_failed'], 'run')} that failed to learn: "
+            f"{points(row['estimate_without_failed'])} points, "
+            f"{interval_points(row['ci_low_without_failed'], row['ci_high_without_failed'], confidence)}: "
+            f"{row['verdict_without_failed']}"
+        )
     return text
 
 

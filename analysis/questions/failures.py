@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.questions.rows import percent, points, runs as count
+from analysis.questions.rows import percent, points
+from analysis.questions.rows import runs as count
 from analysis.questions.runs import FAILED_RATIO
 from analysis.questions.stats import UNSUPPORTED
 
@@ -21,27 +22,54 @@ def failed_runs(runs: pd.DataFrame) -> list[dict]:
     judged = int(runs["peers_median"].notna().sum())
     if judged == 0:
         reason = "no setting has two complete runs to compare a run with"
-        return [{"kind": "failed", "question": QUESTION_FAILED, "subject": "every setting", "verdict": UNSUPPORTED,
-                 "reason": reason, "sentence": f"Cannot tell whether a run failed to learn: {reason}."}]
+        return [
+            {
+                "kind": "failed",
+                "question": QUESTION_FAILED,
+                "subject": "every setting",
+                "verdict": UNSUPPORTED,
+                "reason": reason,
+                "sentence": f"Cannot tell whether a run failed to learn: {reason}.",
+            }
+        ]
     if failed.empty:
-        return [{"kind": "failed", "question": QUESTION_FAILED, "subject": "every setting", "estimate": 0.0,
-                 "n_runs": judged, "n_failed": 0, "verdict": "none",
-                 "sentence": f"No run failed to learn: each of the {count(judged)} with a repeat of its setting "
-                             f"reached at least {FAILED_RATIO:.0%} of the median best accuracy of the others."}]
+        return [
+            {
+                "kind": "failed",
+                "question": QUESTION_FAILED,
+                "subject": "every setting",
+                "estimate": 0.0,
+                "n_runs": judged,
+                "n_failed": 0,
+                "verdict": "none",
+                "sentence": f"No run failed to learn: each of the {count(judged)} with a repeat of its setting "
+                f"reached at least {FAILED_RATIO:.0%} of the median best accuracy of the others.",
+            }
+        ]
     rows = []
     for subject, group in failed.groupby("subject", sort=False):
         total = int(runs["subject"].eq(subject).sum())
         peers = group["peers_median"].median()
         gap = group["best_val_acc"].mean() - peers
-        which = ", ".join(f"seed {s:g}: {percent(a)}" if pd.notna(s) else percent(a)
-                          for s, a in zip(group["seed"], group["best_val_acc"]))
-        rows.append({
-            "kind": "failed", "question": QUESTION_FAILED, "subject": subject, "metric": "best_val_acc",
-            "estimate": gap, "n_runs": total, "n_failed": len(group), "verdict": "failed",
-            "sentence": f"{subject}: {len(group)} of {count(total)} failed to learn ({which}), "
-                        f"{points(-gap).lstrip('+')} points below the median {percent(peers)} of its other runs; "
-                        f"comparisons involving it are given with and without {'it' if len(group) == 1 else 'them'}.",
-        })
+        which = ", ".join(
+            f"seed {s:g}: {percent(a)}" if pd.notna(s) else percent(a)
+            for s, a in zip(group["seed"], group["best_val_acc"], strict=False)
+        )
+        rows.append(
+            {
+                "kind": "failed",
+                "question": QUESTION_FAILED,
+                "subject": subject,
+                "metric": "best_val_acc",
+                "estimate": gap,
+                "n_runs": total,
+                "n_failed": len(group),
+                "verdict": "failed",
+                "sentence": f"{subject}: {len(group)} of {count(total)} failed to learn ({which}), "
+                f"{points(-gap).lstrip('+')} points below the median {percent(peers)} of its other runs; "
+                f"comparisons involving it are given with and without {'it' if len(group) == 1 else 'them'}.",
+            }
+        )
     return rows
 
 
@@ -53,10 +81,18 @@ def stopped_trials(trials: pd.DataFrame) -> list[dict]:
     at = stopped["epochs_done"].value_counts().sort_index()
     where = ", ".join(f"{n} at epoch {epoch}" for epoch, n in at.items())
     names = ", ".join(sorted(stopped["normalizer"].astype(str).unique()))
-    return [{"kind": "stopped", "question": QUESTION_STOPPED, "subject": names, "estimate": float(len(stopped)),
-             "n_runs": len(trials), "verdict": "stopped",
-             "sentence": f"{len(stopped)} of {count(len(trials), 'trial')} were stopped early by the scheduler "
-                         f"({where}; {names}) and are left out of every comparison, table and chart."}]
+    return [
+        {
+            "kind": "stopped",
+            "question": QUESTION_STOPPED,
+            "subject": names,
+            "estimate": float(len(stopped)),
+            "n_runs": len(trials),
+            "verdict": "stopped",
+            "sentence": f"{len(stopped)} of {count(len(trials), 'trial')} were stopped early by the scheduler "
+            f"({where}; {names}) and are left out of every comparison, table and chart.",
+        }
+    ]
 
 
 def incomplete_trials(trials: pd.DataFrame) -> list[dict]:
@@ -65,7 +101,15 @@ def incomplete_trials(trials: pd.DataFrame) -> list[dict]:
     if states.empty:
         return []
     counts = ", ".join(f"{n} {state}" for state, n in states.items())
-    return [{"kind": "incomplete", "question": QUESTION_INCOMPLETE, "subject": counts,
-             "estimate": float(states.sum()), "n_runs": len(trials), "verdict": "incomplete",
-             "sentence": f"{states.sum()} of {count(len(trials), 'trial')} did not complete ({counts}) and are left "
-                         f"out of every comparison."}]
+    return [
+        {
+            "kind": "incomplete",
+            "question": QUESTION_INCOMPLETE,
+            "subject": counts,
+            "estimate": float(states.sum()),
+            "n_runs": len(trials),
+            "verdict": "incomplete",
+            "sentence": f"{states.sum()} of {count(len(trials), 'trial')} did not complete ({counts}) and are left "
+            f"out of every comparison.",
+        }
+    ]

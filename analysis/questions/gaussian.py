@@ -20,7 +20,8 @@ from scipy.special import erfc
 
 from analysis.frames import KEYS
 from analysis.questions import stats
-from analysis.questions.rows import number, runs as count
+from analysis.questions.rows import number
+from analysis.questions.rows import runs as count
 from analysis.questions.stats import INCONCLUSIVE, UNSUPPORTED
 
 QUESTION = "Is the clamp fraction what a Gaussian predicts?"
@@ -31,10 +32,17 @@ def gaussian_tails(runs: pd.DataFrame, trials: pd.DataFrame, layers: pd.DataFram
     """Finding rows: kind ``gaussian`` per clamp value, ``gaussian_depth`` per clamp value and depth."""
     clamped = runs[runs["clamping"]].dropna(subset=["clamp_value", "clamp_fraction_mean"])
     if clamped.empty:
-        return [{"kind": "gaussian", "question": QUESTION, "subject": "clamping", "verdict": UNSUPPORTED,
-                 "reason": "no complete clamping run reported a clamp fraction",
-                 "sentence": "Cannot compare clamp fractions with the Gaussian prediction: "
-                             "no complete clamping run reported a clamp fraction."}]
+        return [
+            {
+                "kind": "gaussian",
+                "question": QUESTION,
+                "subject": "clamping",
+                "verdict": UNSUPPORTED,
+                "reason": "no complete clamping run reported a clamp fraction",
+                "sentence": "Cannot compare clamp fractions with the Gaussian prediction: "
+                "no complete clamping run reported a clamp fraction.",
+            }
+        ]
     per_run = clamped[KEYS + ["clamp_value", "clamp_fraction_mean"]].assign(depth=-1, layer="")
     by_layer = _layer_means(layers, trials["experiment"].nunique() > 1).merge(clamped[KEYS + ["clamp_value"]], on=KEYS)
     measured = pd.concat([per_run, by_layer], ignore_index=True)
@@ -43,20 +51,29 @@ def gaussian_tails(runs: pd.DataFrame, trials: pd.DataFrame, layers: pd.DataFram
     groups = [(key[1:], group) for key, group in measured.groupby(["per_layer", "clamp_value", "depth"], sort=True)]
     figures = stats.intervals([(group["ratio"].to_numpy(),) for _, group in groups], confidence)
     rows = []
-    for ((c, depth), group), (ratio, low, high) in zip(groups, figures):
+    for ((c, depth), group), (ratio, low, high) in zip(groups, figures, strict=False):
         where = f"c={c:g}" if depth < 0 else f"c={c:g}, depth {depth} ({group['layer'].mode().iloc[0]})"
         predicted = erfc(c / np.sqrt(2))
         verdict = _verdict(low, high)
         interval = "no interval" if np.isnan(low) else f"{confidence:.0%} CI [{number(low)}, {number(high)}]"
-        rows.append({
-            "kind": "gaussian" if depth < 0 else "gaussian_depth", "question": QUESTION, "subject": where,
-            "against": "erfc(c/sqrt(2))", "metric": "measured / predicted clamp fraction", "estimate": ratio,
-            "ci_low": low, "ci_high": high, "n_runs": len(group), "verdict": verdict,
-            "reason": "a single run gives no interval" if len(group) < 2 else None,
-            "sentence": f"{where}: measured clamp fraction {number(group['clamp_fraction_mean'].mean())} against "
-                        f"the Gaussian {number(predicted)}: {number(ratio)}x ({interval}, {count(len(group))}): "
-                        f"{verdict}.",
-        })
+        rows.append(
+            {
+                "kind": "gaussian" if depth < 0 else "gaussian_depth",
+                "question": QUESTION,
+                "subject": where,
+                "against": "erfc(c/sqrt(2))",
+                "metric": "measured / predicted clamp fraction",
+                "estimate": ratio,
+                "ci_low": low,
+                "ci_high": high,
+                "n_runs": len(group),
+                "verdict": verdict,
+                "reason": "a single run gives no interval" if len(group) < 2 else None,
+                "sentence": f"{where}: measured clamp fraction {number(group['clamp_fraction_mean'].mean())} against "
+                f"the Gaussian {number(predicted)}: {number(ratio)}x ({interval}, {count(len(group))}): "
+                f"{verdict}.",
+            }
+        )
     return rows
 
 
@@ -81,12 +98,15 @@ def _layer_means(layers: pd.DataFrame, several_experiments: bool) -> pd.DataFram
     trial_key, depth_of = np.divmod(present, depths) if depths else (present, present)
     first = layers["depth"].drop_duplicates()
     names = pd.Series(layers.loc[first.index, "layer"].to_numpy(), index=first.to_numpy())
-    return pd.DataFrame({
-        "experiment": np.asarray(experiments)[trial_key // len(trial_ids)],
-        "trial_id": np.asarray(trial_ids)[trial_key % len(trial_ids)],
-        "depth": depth_of, "layer": names.reindex(depth_of).to_numpy(),
-        "clamp_fraction_mean": total[present] / count[present],
-    })
+    return pd.DataFrame(
+        {
+            "experiment": np.asarray(experiments)[trial_key // len(trial_ids)],
+            "trial_id": np.asarray(trial_ids)[trial_key % len(trial_ids)],
+            "depth": depth_of,
+            "layer": names.reindex(depth_of).to_numpy(),
+            "clamp_fraction_mean": total[present] / count[present],
+        }
+    )
 
 
 def _verdict(low: float, high: float) -> str:

@@ -29,11 +29,23 @@ def knob_shares(runs: pd.DataFrame, confidence: float) -> list[dict]:
     parameters = swept(clamped)
     accuracy = clamped["best_val_acc"].to_numpy(dtype=float)
     if len(clamped) < 3 or not parameters or accuracy.var() == 0:
-        reason = ("fewer than three complete clamping runs" if len(clamped) < 3
-                  else "no parameter varies among the clamping runs" if not parameters
-                  else "every clamping run reached the same best accuracy")
-        return [{"kind": "knob", "question": QUESTION, "subject": "clamping", "verdict": UNSUPPORTED,
-                 "reason": reason, "sentence": f"Cannot tell which knob matters: {reason}."}]
+        reason = (
+            "fewer than three complete clamping runs"
+            if len(clamped) < 3
+            else "no parameter varies among the clamping runs"
+            if not parameters
+            else "every clamping run reached the same best accuracy"
+        )
+        return [
+            {
+                "kind": "knob",
+                "question": QUESTION,
+                "subject": "clamping",
+                "verdict": UNSUPPORTED,
+                "reason": reason,
+                "sentence": f"Cannot tell which knob matters: {reason}.",
+            }
+        ]
     shares = _shares(clamped, parameters, confidence)
     n_failed = int(clamped["failed"].sum())
     without = _shares(clamped[~clamped["failed"]], parameters, confidence) if n_failed else {}
@@ -41,17 +53,31 @@ def knob_shares(runs: pd.DataFrame, confidence: float) -> list[dict]:
     for parameter in sorted(parameters, key=lambda p: -shares[p][0]):
         share, low, high = shares[parameter]
         what = "seed (run-to-run noise)" if parameter == "seed" else parameter
-        row = {"kind": "knob", "question": QUESTION, "subject": parameter,
-               "metric": "share of variance of best_val_acc", "estimate": share, "ci_low": low, "ci_high": high,
-               "n_runs": len(clamped), "verdict": "measured", "n_failed": n_failed,
-               "sentence": f"{what} explains {share:.0%} of the variance of best accuracy over "
-                           f"{count(len(clamped), 'clamping run')} ({confidence:.0%} CI [{low:.0%}, {high:.0%}])"}
+        row = {
+            "kind": "knob",
+            "question": QUESTION,
+            "subject": parameter,
+            "metric": "share of variance of best_val_acc",
+            "estimate": share,
+            "ci_low": low,
+            "ci_high": high,
+            "n_runs": len(clamped),
+            "verdict": "measured",
+            "n_failed": n_failed,
+            "sentence": f"{what} explains {share:.0%} of the variance of best accuracy over "
+            f"{count(len(clamped), 'clamping run')} ({confidence:.0%} CI [{low:.0%}, {high:.0%}])",
+        }
         if n_failed:
             share, low, high = without[parameter]
-            row |= {"estimate_without_failed": share, "ci_low_without_failed": low, "ci_high_without_failed": high,
-                    "verdict_without_failed": "measured"}
-            row["sentence"] += (f"; without the {count(n_failed)} that failed to learn: {share:.0%} "
-                                f"([{low:.0%}, {high:.0%}])")
+            row |= {
+                "estimate_without_failed": share,
+                "ci_low_without_failed": low,
+                "ci_high_without_failed": high,
+                "verdict_without_failed": "measured",
+            }
+            row["sentence"] += (
+                f"; without the {count(n_failed)} that failed to learn: {share:.0%} ([{low:.0%}, {high:.0%}])"
+            )
         rows.append(row | {"sentence": row["sentence"] + "."})
     return rows
 
@@ -59,9 +85,15 @@ def knob_shares(runs: pd.DataFrame, confidence: float) -> list[dict]:
 def _shares(runs: pd.DataFrame, parameters: list[str], confidence: float) -> dict[str, np.ndarray]:
     """``{parameter: (share, ci_low, ci_high)}`` over ``runs``."""
     accuracy = runs["best_val_acc"].to_numpy(dtype=float)
-    return {p: stats.intervals([(accuracy, pd.factorize(runs[p].astype(str))[0].astype(float))], confidence,
-                               statistic=eta_squared, paired=True)[0]
-            for p in parameters}
+    return {
+        p: stats.intervals(
+            [(accuracy, pd.factorize(runs[p].astype(str))[0].astype(float))],
+            confidence,
+            statistic=eta_squared,
+            paired=True,
+        )[0]
+        for p in parameters
+    }
 
 
 def eta_squared(accuracy: np.ndarray, codes: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -77,7 +109,7 @@ def eta_squared(accuracy: np.ndarray, codes: np.ndarray, axis: int = -1) -> np.n
     counts = np.bincount(bins, minlength=groups * len(flat_y)).reshape(-1, groups)
     sums = np.bincount(bins, weights=flat_y.ravel(), minlength=groups * len(flat_y)).reshape(-1, groups)
     grand = flat_y.mean(axis=-1, keepdims=True)
-    between = (sums ** 2 / np.maximum(counts, 1)).sum(axis=-1) - counts.sum(axis=-1) * grand[:, 0] ** 2
+    between = (sums**2 / np.maximum(counts, 1)).sum(axis=-1) - counts.sum(axis=-1) * grand[:, 0] ** 2
     total = ((flat_y - grand) ** 2).sum(axis=-1)
     # No variance to explain (every run equal, as a resample can be): no share either.
     share = np.divide(between, total, out=np.zeros_like(total), where=total > 0)

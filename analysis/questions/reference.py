@@ -49,29 +49,53 @@ def against_reference(runs: pd.DataFrame, specs: dict[str, str], confidence: flo
                 if figure not in entry:
                     continue
                 published = float(entry[figure])
-                base = {"kind": "reference", "question": QUESTION, "against": f"{source}: {figure} {published:g}",
-                        "metric": column}
+                base = {
+                    "kind": "reference",
+                    "question": QUESTION,
+                    "against": f"{source}: {figure} {published:g}",
+                    "metric": column,
+                }
                 if selected.empty:
                     reason = f"no complete run in {experiment} matches {label}"
-                    rows.append(base | {"subject": label, "verdict": UNSUPPORTED, "reason": reason,
-                                        "sentence": f"Cannot place {label} against {source}: {reason}."})
+                    rows.append(
+                        base
+                        | {
+                            "subject": label,
+                            "verdict": UNSUPPORTED,
+                            "reason": reason,
+                            "sentence": f"Cannot place {label} against {source}: {reason}.",
+                        }
+                    )
                     continue
                 subject = " / ".join(sorted(selected["normalizer"].unique()))
                 side = Side.of(selected, column, offset=published)
                 if figure == "val_loss":
                     side.values = -side.values
                 items.append(side)
-                rows.append(base | {"subject": subject, "figure": figure, "published": published,
-                                    "ours": selected[column].median(), "source": source})
-    for row, result in zip([r for r in rows if "figure" in r], compare([(side, None) for side in items],
-                                                                        confidence, margin)):
+                rows.append(
+                    base
+                    | {
+                        "subject": subject,
+                        "figure": figure,
+                        "published": published,
+                        "ours": selected[column].median(),
+                        "source": source,
+                    }
+                )
+    for row, result in zip(
+        [r for r in rows if "figure" in r], compare([(side, None) for side in items], confidence, margin), strict=False
+    ):
         row |= result
         figure, published, ours, source = (row[k] for k in ("figure", "published", "ours", "source"))
         if figure == "val_acc":
-            row["sentence"] = (f"{row['subject']}: best val. accuracy {percent(ours)} (median) against the "
-                               f"published {percent(published)} ({source}): "
-                               f"{describe(result, confidence)}.")
+            row["sentence"] = (
+                f"{row['subject']}: best val. accuracy {percent(ours)} (median) against the "
+                f"published {percent(published)} ({source}): "
+                f"{describe(result, confidence)}."
+            )
         else:
-            row["sentence"] = (f"{row['subject']}: best val. loss {number(ours)} (median) against the published "
-                               f"{number(published)}: lower by {number(row['estimate'])} on average: {row['verdict']}.")
+            row["sentence"] = (
+                f"{row['subject']}: best val. loss {number(ours)} (median) against the published "
+                f"{number(published)}: lower by {number(row['estimate'])} on average: {row['verdict']}."
+            )
     return rows

@@ -16,14 +16,29 @@ def removal(runs: pd.DataFrame, confidence: float, margin: float) -> list[dict]:
     """Finding rows (kind ``removal``), one per clamping setting."""
     clamped = runs[runs["clamping"]]
     if clamped.empty or clamped["removal"].isna().all():
-        reason = ("no complete clamping run" if clamped.empty
-                  else "no clamping run reported val_acc_unclamped")
-        return [{"kind": "removal", "question": QUESTION, "subject": "clamping", "verdict": UNSUPPORTED,
-                 "reason": reason, "sentence": f"Cannot tell whether removing the clamp is safe: {reason}."}]
+        reason = "no complete clamping run" if clamped.empty else "no clamping run reported val_acc_unclamped"
+        return [
+            {
+                "kind": "removal",
+                "question": QUESTION,
+                "subject": "clamping",
+                "verdict": UNSUPPORTED,
+                "reason": reason,
+                "sentence": f"Cannot tell whether removing the clamp is safe: {reason}.",
+            }
+        ]
     sides = Side.by(clamped, "removal", key="subject")
     results = compare([(side, None) for side in sides.values()], confidence, margin)
-    return [{"kind": "removal", "question": QUESTION, "subject": subject, "against": "clamped",
-             "metric": "val_acc_unclamped - val_acc", **result,
-             "sentence": f"{subject}: removing the clamp at inference changes val. accuracy by "
-                         f"{describe(result, confidence)}."}
-            for subject, result in zip(sides, results)]
+    return [
+        {
+            "kind": "removal",
+            "question": QUESTION,
+            "subject": subject,
+            "against": "clamped",
+            "metric": "val_acc_unclamped - val_acc",
+            **result,
+            "sentence": f"{subject}: removing the clamp at inference changes val. accuracy by "
+            f"{describe(result, confidence)}.",
+        }
+        for subject, result in zip(sides, results, strict=False)
+    ]

@@ -11,9 +11,23 @@ import math
 import pandas as pd
 
 COLUMNS = [
-    "kind", "question", "subject", "against", "metric", "estimate", "ci_low", "ci_high", "n_runs", "verdict",
-    "sentence", "reason", "n_failed", "estimate_without_failed", "ci_low_without_failed",
-    "ci_high_without_failed", "verdict_without_failed",
+    "kind",
+    "question",
+    "subject",
+    "against",
+    "metric",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "n_runs",
+    "verdict",
+    "sentence",
+    "reason",
+    "n_failed",
+    "estimate_without_failed",
+    "ci_low_without_failed",
+    "ci_high_without_failed",
+    "verdict_without_failed",
 ]
 
 

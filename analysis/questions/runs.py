@@ -30,8 +30,7 @@ def complete_runs(trials: pd.DataFrame) -> pd.DataFrame:
     runs), failed (bool, see the module docstring).
     """
     runs = complete(trials).reset_index(drop=True)
-    shared = [c for c in config_columns(runs) if c not in PER_NORMALIZER_KEYS
-              and runs[c].nunique(dropna=False) > 1]
+    shared = [c for c in config_columns(runs) if c not in PER_NORMALIZER_KEYS and runs[c].nunique(dropna=False) > 1]
     runs = runs.assign(
         subject=np.where(runs["setting"].eq(""), runs["normalizer"], runs["normalizer"] + ", " + runs["setting"]),
         context=label(runs, shared),

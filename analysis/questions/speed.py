@@ -12,7 +12,8 @@ import pandas as pd
 from analysis.frames import KEYS
 from analysis.questions import stats
 from analysis.questions.baselines import BATCH_NORM, is_baseline
-from analysis.questions.rows import percent, runs as count
+from analysis.questions.rows import percent
+from analysis.questions.rows import runs as count
 from analysis.questions.runs import best_subject, contexts
 from analysis.questions.stats import UNSUPPORTED
 
@@ -28,17 +29,25 @@ def learning_speed(runs: pd.DataFrame, epochs: pd.DataFrame, confidence: float) 
         batch = in_context[is_baseline(in_context, BATCH_NORM)]
         if batch.empty:
             reason = f"no complete {BATCH_NORM} run{where} to take the target accuracy from"
-            rows.append({"kind": "speed", "question": QUESTION, "subject": f"every normalizer{where}",
-                         "verdict": UNSUPPORTED, "reason": reason,
-                         "sentence": f"Cannot measure learning speed: {reason}."})
+            rows.append(
+                {
+                    "kind": "speed",
+                    "question": QUESTION,
+                    "subject": f"every normalizer{where}",
+                    "verdict": UNSUPPORTED,
+                    "reason": reason,
+                    "sentence": f"Cannot measure learning speed: {reason}.",
+                }
+            )
             continue
         final = batch.loc[batch["subject"].eq(best_subject(batch)), "final_val_acc"].median()
         best = [best_subject(group) for _, group in in_context.groupby("normalizer", sort=True)]
         chosen = in_context[in_context["subject"].isin(best)]
         curves = epochs.merge(chosen[KEYS + ["subject"]], on=KEYS)
         for target in TARGETS:
-            reached = (curves[curves["val_acc"] >= target * final].groupby(KEYS)["epoch"].min()
-                       .rename("reached").reset_index())
+            reached = (
+                curves[curves["val_acc"] >= target * final].groupby(KEYS)["epoch"].min().rename("reached").reset_index()
+            )
             per_run = chosen[KEYS + ["subject", "epochs_done"]].merge(reached, on=KEYS, how="left")
             for subject, group in per_run.groupby("subject", sort=False):
                 rows.append(_row(subject, group, target, final, confidence))
@@ -47,24 +56,42 @@ def learning_speed(runs: pd.DataFrame, epochs: pd.DataFrame, confidence: float) 
 
 def _row(subject: str, group: pd.DataFrame, target: float, final: float, confidence: float) -> dict:
     reached = group["reached"].dropna().to_numpy(dtype=float)
-    goal = (f"{target:.0%} of {BATCH_NORM}'s final accuracy "
-            f"({target:.2f} x {percent(final)} = {percent(target * final)})")
-    row = {"kind": "speed", "question": QUESTION, "subject": subject, "against": BATCH_NORM,
-           "metric": f"epochs to {target:.0%} of batch norm's final val_acc", "n_runs": len(group)}
+    goal = (
+        f"{target:.0%} of {BATCH_NORM}'s final accuracy ({target:.2f} x {percent(final)} = {percent(target * final)})"
+    )
+    row = {
+        "kind": "speed",
+        "question": QUESTION,
+        "subject": subject,
+        "against": BATCH_NORM,
+        "metric": f"epochs to {target:.0%} of batch norm's final val_acc",
+        "n_runs": len(group),
+    }
     if len(reached) < len(group):
         missed = len(group) - len(reached)
         reason = f"{missed} of {count(len(group))} never reached it in {int(group['epochs_done'].max())} epochs"
         median = np.median(np.concatenate([reached, np.full(missed, np.inf)]))
         if np.isinf(median):
-            return row | {"verdict": "not reached", "reason": reason,
-                          "sentence": f"{subject} does not reach {goal} in a median run ({reason})."}
-        return row | {"estimate": median, "verdict": "measured", "reason": reason,
-                      "sentence": f"{subject} reaches {goal} in a median of {epochs(median)} ({reason})."}
+            return row | {
+                "verdict": "not reached",
+                "reason": reason,
+                "sentence": f"{subject} does not reach {goal} in a median run ({reason}).",
+            }
+        return row | {
+            "estimate": median,
+            "verdict": "measured",
+            "reason": reason,
+            "sentence": f"{subject} reaches {goal} in a median of {epochs(median)} ({reason}).",
+        }
     estimate, low, high = stats.intervals([(reached,)], confidence, statistic=stats.median)[0]
     interval = "no interval" if np.isnan(low) else f"{confidence:.0%} CI [{low:g}, {high:g}]"
-    return row | {"estimate": estimate, "ci_low": low, "ci_high": high, "verdict": "measured",
-                  "sentence": f"{subject} reaches {goal} in {epochs(estimate)} "
-                              f"(median over {count(len(reached))}, {interval})."}
+    return row | {
+        "estimate": estimate,
+        "ci_low": low,
+        "ci_high": high,
+        "verdict": "measured",
+        "sentence": f"{subject} reaches {goal} in {epochs(estimate)} (median over {count(len(reached))}, {interval}).",
+    }
 
 
 def epochs(n: float) -> str:

@@ -48,8 +48,12 @@ def median(sample: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.median(sample, axis=axis)
 
 
-def intervals(samples: Sequence[tuple[np.ndarray, ...]], confidence: float,
-              statistic: Callable[..., np.ndarray] = mean, paired: bool = False) -> np.ndarray:
+def intervals(
+    samples: Sequence[tuple[np.ndarray, ...]],
+    confidence: float,
+    statistic: Callable[..., np.ndarray] = mean,
+    paired: bool = False,
+) -> np.ndarray:
     """Statistic and bootstrap interval for each tuple of samples.
 
     Args:
@@ -72,9 +76,17 @@ def intervals(samples: Sequence[tuple[np.ndarray, ...]], confidence: float,
         out[rows, 0] = statistic(*stacked, axis=-1)
         if min(sizes) < 2:
             continue
-        interval = stats.bootstrap(stacked, statistic, n_resamples=N_RESAMPLES, vectorized=True, paired=paired,
-                                   axis=-1, confidence_level=confidence, method="percentile",
-                                   rng=np.random.default_rng(SEED)).confidence_interval
+        interval = stats.bootstrap(
+            stacked,
+            statistic,
+            n_resamples=N_RESAMPLES,
+            vectorized=True,
+            paired=paired,
+            axis=-1,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(SEED),
+        ).confidence_interval
         out[rows, 1], out[rows, 2] = interval.low, interval.high
     return out
 
@@ -82,5 +94,8 @@ def intervals(samples: Sequence[tuple[np.ndarray, ...]], confidence: float,
 def verdicts(low: np.ndarray, high: np.ndarray, margin: float) -> np.ndarray:
     """equivalent / better / worse / inconclusive for each interval (NaN: inconclusive)."""
     low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
-    return np.select([(low >= -margin) & (high <= margin), low > margin, high < -margin],
-                     [EQUIVALENT, BETTER, WORSE], default=INCONCLUSIVE).astype(object)
+    return np.select(
+        [(low >= -margin) & (high <= margin), low > margin, high < -margin],
+        [EQUIVALENT, BETTER, WORSE],
+        default=INCONCLUSIVE,
+    ).astype(object)

@@ -19,16 +19,26 @@ def headline(findings: pd.DataFrame, margin: float) -> list[str]:
     removal = findings[findings["kind"].eq("removal")]
     unsafe = removal[removal["verdict"].eq(WORSE)]
     if len(unsafe):
-        lines.append("Removing the clamp at inference is NOT safe at: "
-                     + "; ".join(f"{s} ({points(e)} points)" for s, e in zip(unsafe["subject"], unsafe["estimate"])))
+        lines.append(
+            "Removing the clamp at inference is NOT safe at: "
+            + "; ".join(
+                f"{s} ({points(e)} points)" for s, e in zip(unsafe["subject"], unsafe["estimate"], strict=False)
+            )
+        )
     single = removal[removal["verdict"].eq(INCONCLUSIVE) & removal["n_runs"].eq(1) & removal["estimate"].lt(-margin)]
     if len(single):
-        lines.append("Removing the clamp lost more than the margin in a single run (run more seeds to tell) at: "
-                     + "; ".join(f"{s} ({points(e)} points)" for s, e in zip(single["subject"], single["estimate"])))
+        lines.append(
+            "Removing the clamp lost more than the margin in a single run (run more seeds to tell) at: "
+            + "; ".join(
+                f"{s} ({points(e)} points)" for s, e in zip(single["subject"], single["estimate"], strict=False)
+            )
+        )
     compared = findings[findings["kind"].isin(["baseline", "removal"]) & findings["n_runs"].notna()]
     if len(compared) and compared["n_runs"].le(1).all():
-        lines.append("Every setting ran once: one run gives no interval, so no comparison has a verdict. "
-                     "Run two or more seeds of every setting, baselines included.")
+        lines.append(
+            "Every setting ran once: one run gives no interval, so no comparison has a verdict. "
+            "Run two or more seeds of every setting, baselines included."
+        )
     failed = findings[findings["kind"].eq("failed") & findings["verdict"].eq("failed")]
     lines.extend(failed["sentence"])
     lines.extend(findings.loc[findings["kind"].eq("stopped"), "sentence"])
@@ -48,13 +58,16 @@ def by_question(findings: pd.DataFrame) -> list[tuple[str, pd.DataFrame, pd.Data
 
 def to_text(findings: pd.DataFrame, margin: float, confidence: float) -> str:
     """The findings as terminal text: headline, then each question's sentences."""
-    lines = [f"Findings ({confidence:.0%} bootstrap intervals over runs; equivalent = within "
-             f"\u00b1{100 * margin:.1f} points)"]
+    lines = [
+        f"Findings ({confidence:.0%} bootstrap intervals over runs; equivalent = within "
+        f"\u00b1{100 * margin:.1f} points)"
+    ]
     lines += [f"  ! {line}" for line in headline(findings, margin)]
     for question, shown, folded in by_question(findings):
         lines += ["", question] + [f"  - {sentence}" for sentence in shown["sentence"]]
         if len(folded):
             counts = folded["verdict"].value_counts()
-            lines.append(f"  ... and {len(folded)} more ("
-                         + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + ")")
+            lines.append(
+                f"  ... and {len(folded)} more (" + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + ")"
+            )
     return "\n".join(lines)

@@ -30,8 +30,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from onlinenorm.kernels import native
 from onlinenorm.functional import layer_scale
+from onlinenorm.kernels import native
 from onlinenorm.layers import DEFAULT_CLAMP_VALUE, ECMS, OnlineNorm2d, _OnlineNorm
 from onlinenorm.reference import OracleOnlineNorm
 from onlinenorm.telemetry import clamp_fractions
@@ -51,8 +51,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_interleaved(steps: dict[str, Callable[[], None]], rounds: int, device: torch.device,
-                     warmup: int = 2, calls_per_round: int = 1, seed: int = 0) -> dict[str, list[float]]:
+def time_interleaved(
+    steps: dict[str, Callable[[], None]],
+    rounds: int,
+    device: torch.device,
+    warmup: int = 2,
+    calls_per_round: int = 1,
+    seed: int = 0,
+) -> dict[str, list[float]]:
     """Seconds per call of each step, one sample per round, the steps interleaved round by round
     in an order shuffled each round (by a generator seeded with ``seed``)."""
     for _ in range(warmup):
@@ -95,14 +101,16 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
     return ordered[low_rank - 1], statistics.median(ordered), ordered[high_rank - 1]
 
 
-def paired_ratio(numerator: list[float], denominator: list[float],
-                 confidence: float = 0.95) -> tuple[float, float, float]:
+def paired_ratio(
+    numerator: list[float], denominator: list[float], confidence: float = 0.95
+) -> tuple[float, float, float]:
     """The median of the per-round ratios (same rounds, same length) with its interval (:func:`median_interval`)."""
     return median_interval([a / b for a, b in zip(numerator, denominator, strict=True)], confidence)
 
 
-def paired_difference(minuend: list[float], subtrahend: list[float],
-                      confidence: float = 0.95) -> tuple[float, float, float]:
+def paired_difference(
+    minuend: list[float], subtrahend: list[float], confidence: float = 0.95
+) -> tuple[float, float, float]:
     """The median of the per-round differences (same rounds, same length) with its interval."""
     return median_interval([a - b for a, b in zip(minuend, subtrahend, strict=True)], confidence)
 
@@ -129,6 +137,7 @@ def _train_step(module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> C
         x.grad = None
         module.zero_grad(set_to_none=True)
         module(x).backward(grad_out)
+
     return step
 
 
@@ -141,6 +150,7 @@ def floor_step(x: torch.Tensor, grad_out: torch.Tensor) -> Callable[[], None]:
     def step() -> None:
         y.copy_(source)
         torch.add(source, grad_out, out=grad_x)
+
     return step
 
 
@@ -177,7 +187,10 @@ def settle(module: nn.Module, x: torch.Tensor) -> None:
 
 
 def layer_candidates(
-    shape: tuple[int, ...], device: torch.device, dtype: torch.dtype, kernels: tuple[str, ...],
+    shape: tuple[int, ...],
+    device: torch.device,
+    dtype: torch.dtype,
+    kernels: tuple[str, ...],
     clamp_value: float = DEFAULT_CLAMP_VALUE,
 ) -> tuple[dict[str, nn.Module], torch.Tensor, torch.Tensor]:
     """Batch norm and ``OnlineNorm2d`` with each ECM and kernel choice (settled on the input), plus an
@@ -199,8 +212,15 @@ def layer_candidates(
 
 def oracle_step(shape: tuple[int, ...], clamp_value: float) -> Callable[[], None]:
     x, grad_out = torch.randn(shape), torch.randn(shape)
-    oracle = OracleOnlineNorm(shape[1], 0.999, 0.99, ecm="ac", clamp_value=clamp_value,
-                        weight=torch.ones(shape[1]), bias=torch.zeros(shape[1]))
+    oracle = OracleOnlineNorm(
+        shape[1],
+        0.999,
+        0.99,
+        ecm="ac",
+        clamp_value=clamp_value,
+        weight=torch.ones(shape[1]),
+        bias=torch.zeros(shape[1]),
+    )
     return lambda: oracle.step(x, grad_out)
 
 
@@ -211,14 +231,27 @@ def _kernel_step(layer: _OnlineNorm, x3: torch.Tensor, grad3: torch.Tensor) -> C
     weight, bias = layer.weight.detach(), layer.bias.detach()
 
     def step() -> None:
-        _, stats = native.forward(x3, weight, bias, layer.mu, layer.var, layer.alpha_fwd, layer.eps, clamp_value,
-                                  ls_eps, clamp_count, seen_count)
+        _, stats = native.forward(
+            x3,
+            weight,
+            bias,
+            layer.mu,
+            layer.var,
+            layer.alpha_fwd,
+            layer.eps,
+            clamp_value,
+            ls_eps,
+            clamp_count,
+            seen_count,
+        )
         native.backward(grad3, x3, weight, bias, layer.u, layer.v, stats, layer.alpha_bkw, clamp_value)
+
     return step
 
 
-def ecm_kernel_costs(x: torch.Tensor, grad_out: torch.Tensor, rounds: int,
-                     clamp_value: float = DEFAULT_CLAMP_VALUE) -> dict[str, tuple[float, float, float]]:
+def ecm_kernel_costs(
+    x: torch.Tensor, grad_out: torch.Tensor, rounds: int, clamp_value: float = DEFAULT_CLAMP_VALUE
+) -> dict[str, tuple[float, float, float]]:
     """Seconds each ECM adds to the C kernels' forward + backward over ``ecm="none"``, for float32 CPU
     ``x`` and ``grad_out`` ``(N, C, *spatial)``: ``{"ac": ..., "ls": ..., "ls-ac": ...}``, each the median of
     the per-round differences with its 95% interval (:func:`paired_difference`); ``"ls-ac"`` is what layer
@@ -237,15 +270,24 @@ def ecm_kernel_costs(x: torch.Tensor, grad_out: torch.Tensor, rounds: int,
         settle(layer, x)
         steps[ecm] = _kernel_step(layer, x3, grad3)
     samples = time_interleaved(steps, rounds, x.device)
-    return {"ac": paired_difference(samples["ac"], samples["none"]),
-            "ls": paired_difference(samples["ls"], samples["none"]),
-            "ls-ac": paired_difference(samples["ls"], samples["ac"])}
+    return {
+        "ac": paired_difference(samples["ac"], samples["none"]),
+        "ls": paired_difference(samples["ls"], samples["none"]),
+        "ls-ac": paired_difference(samples["ls"], samples["ac"]),
+    }
 
 
-def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                oracle_rounds: int = 3, kernels: tuple[str, ...] = LAYER_KERNELS,
-                clamp_value: float = DEFAULT_CLAMP_VALUE, ecm_rounds: int = 200,
-                progress: Callable[[str], None] | None = None) -> list[dict]:
+def bench_layer(
+    shapes=DEFAULT_SHAPES,
+    rounds: int = 25,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    oracle_rounds: int = 3,
+    kernels: tuple[str, ...] = LAYER_KERNELS,
+    clamp_value: float = DEFAULT_CLAMP_VALUE,
+    ecm_rounds: int = 200,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
     """Time forward+backward per shape (``clamp_value``: the ac layers' and the oracle's).
 
     One result per shape: ``{"shape": ..., "ms": {candidate: median ms},
@@ -269,10 +311,16 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
         steps["floor"] = floor_step(x, grad_out)
         samples = time_interleaved(steps, rounds, dev)
         seconds = medians(samples)
-        ac_ls = {f"{ac}/{ls}": paired_ratio(samples[ac], samples[ls]) for ac, ls in AC_LS_PAIRS
-                 if ac in samples and ls in samples}
-        clamped = {name: clamp_fractions(module)["all"] for name, module in modules.items()
-                   if getattr(module, "ecm", None) == "ac"}
+        ac_ls = {
+            f"{ac}/{ls}": paired_ratio(samples[ac], samples[ls])
+            for ac, ls in AC_LS_PAIRS
+            if ac in samples and ls in samples
+        }
+        clamped = {
+            name: clamp_fractions(module)["all"]
+            for name, module in modules.items()
+            if getattr(module, "ecm", None) == "ac"
+        }
         saved = {name: saved_bytes_per_element(module, x) for name, module in modules.items()}
         if oracle_rounds > 0:
             loop = oracle_step(shape, clamp_value)
@@ -281,8 +329,17 @@ def bench_layer(shapes=DEFAULT_SHAPES, rounds: int = 25, device: str = "cpu", dt
         if "native" in kernels and native.covers(x) and ecm_rounds > 0:
             ecm_costs = ecm_kernel_costs(x, grad_out, ecm_rounds, clamp_value)
         ms = {name: sec * 1e3 for name, sec in seconds.items()}
-        results.append({"shape": shape, "ms": ms, "saved": saved, "ac_ls": ac_ls, "clamp_value": clamp_value,
-                        "clamped": clamped, "ecm_costs": ecm_costs})
+        results.append(
+            {
+                "shape": shape,
+                "ms": ms,
+                "saved": saved,
+                "ac_ls": ac_ls,
+                "clamp_value": clamp_value,
+                "clamped": clamped,
+                "ecm_costs": ecm_costs,
+            }
+        )
     return results
 
 
@@ -296,8 +353,9 @@ def format_layer_table(results: list[dict]) -> str:
             shape = str(result["shape"]) if i == 0 else ""
             saved = f"{result['saved'][name]:.2f}" if name in result["saved"] else "-"
             lines.append(f"{shape:<20}{name:<14}{value:>10.2f}{value / ms['batchnorm']:>8.2f}{saved:>14}")
-        floor_ratios = ", ".join(f"{name} {value / ms['floor']:.2f}" for name, value in ms.items()
-                                 if name not in ("floor", "loop"))
+        floor_ratios = ", ".join(
+            f"{name} {value / ms['floor']:.2f}" for name, value in ms.items() if name not in ("floor", "loop")
+        )
         lines.append(f"{'':<20}x floor: {floor_ratios}")
         ratios = [f"{pair} {mid:.2f} [{low:.2f}-{high:.2f}]" for pair, (low, mid, high) in result["ac_ls"].items()]
         if "loop" in ms:
@@ -309,17 +367,27 @@ def format_layer_table(results: list[dict]) -> str:
             lines.append(f"{'':<20}clamped at c={result['clamp_value']:g}: {fractions}")
         if result["ecm_costs"]:
             costs = result["ecm_costs"]
-            lines.append(f"{'':<20}C kernels over none: ac {_us(costs['ac'])}, ls {_us(costs['ls'])}; "
-                         f"ls beyond ac {_us(costs['ls-ac'])}")
-    lines.append("* = kernels='compiled' (torch.compile-fused); + = kernels='native' (the C kernels); "
-                 "^ = kernels='triton' (the Triton kernels); "
-                 "ls-autograd = ecm='none' then layer scaling as plain autograd ops; loop = per-sample float64 oracle")
-    lines.append("floor = y.copy_(x) then torch.add(x, dy, out=dx), the memory traffic of a forward and a backward; "
-                 "x floor = each candidate's time over it")
-    lines.append("a/b m [lo-hi] = median of the per-round time ratios, with its 95% confidence interval; "
-                 "clamped = fraction of the ac layers' outputs the clamp changed")
-    lines.append("C kernels over none = what each ECM adds to the C kernels' forward+backward, no autograd "
-                 "(median per-round difference, with its 95% confidence interval)")
+            lines.append(
+                f"{'':<20}C kernels over none: ac {_us(costs['ac'])}, ls {_us(costs['ls'])}; "
+                f"ls beyond ac {_us(costs['ls-ac'])}"
+            )
+    lines.append(
+        "* = kernels='compiled' (torch.compile-fused); + = kernels='native' (the C kernels); "
+        "^ = kernels='triton' (the Triton kernels); "
+        "ls-autograd = ecm='none' then layer scaling as plain autograd ops; loop = per-sample float64 oracle"
+    )
+    lines.append(
+        "floor = y.copy_(x) then torch.add(x, dy, out=dx), the memory traffic of a forward and a backward; "
+        "x floor = each candidate's time over it"
+    )
+    lines.append(
+        "a/b m [lo-hi] = median of the per-round time ratios, with its 95% confidence interval; "
+        "clamped = fraction of the ac layers' outputs the clamp changed"
+    )
+    lines.append(
+        "C kernels over none = what each ECM adds to the C kernels' forward+backward, no autograd "
+        "(median per-round difference, with its 95% confidence interval)"
+    )
     return "\n".join(lines)
 
 

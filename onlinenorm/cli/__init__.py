@@ -79,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         if module not in EXTRA_OF_MODULE:
             raise
         extra = EXTRA_OF_COMMAND.get(args.command, EXTRA_OF_MODULE[module])
-        print(f"onlinenorm {args.command}: error: this command needs {err.name}, which is not installed; "
-              f"install it with: pip install 'onlinenorm[{extra}]'", file=sys.stderr)
+        print(
+            f"onlinenorm {args.command}: error: this command needs {err.name}, which is not installed; "
+            f"install it with: pip install 'onlinenorm[{extra}]'",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"onlinenorm {args.command}: interrupted", file=sys.stderr)

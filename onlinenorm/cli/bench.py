@@ -29,76 +29,135 @@ def _dtypes(text: str) -> tuple[str, ...]:
 
 def register(subparsers) -> None:
     bench = subparsers.add_parser(
-        "bench", help="benchmarks: the layer and a training step against batch norm, sweep parallel efficiency, the report's speed",
+        "bench",
+        help="benchmarks: the layer and a training step against batch norm, sweep parallel efficiency, "
+        "the report's speed",
         description="Speed figures measured side by side in one process: candidates interleaved round by round "
-                    "in a shuffled order, reported as the median over rounds and as ratios to a baseline.")
+        "in a shuffled order, reported as the median over rounds and as ratios to a baseline.",
+    )
     kinds = bench.add_subparsers(dest="bench_kind", metavar="KIND", required=True)
     layer = kinds.add_parser(
-        "layer", help="forward+backward of OnlineNorm2d (each ECM) vs BatchNorm2d and the per-sample loop",
+        "layer",
+        help="forward+backward of OnlineNorm2d (each ECM) vs BatchNorm2d and the per-sample loop",
         description="Time forward + backward of one OnlineNorm2d layer per ECM and kernel choice against "
-                    "BatchNorm2d and the per-sample float64 loop, on settled layers; print each candidate's time, "
-                    "its ratio to batch norm, the bytes it saves for backward, and what each ECM adds to the C "
-                    "kernels.")
-    layer.add_argument("--shape", type=_shape, action="append", metavar="NxCxHxW",
-                       help="input shape (repeatable); default: ResNet-20 shapes and one ResNet-50 shape")
-    layer.add_argument("--rounds", type=int, default=25, metavar="N", help="timed rounds per candidate (median reported)")
-    layer.add_argument("--oracle-rounds", type=int, default=3, metavar="N",
-                       help="rounds of the slow per-sample loop oracle (0 skips it)")
+        "BatchNorm2d and the per-sample float64 loop, on settled layers; print each candidate's time, "
+        "its ratio to batch norm, the bytes it saves for backward, and what each ECM adds to the C "
+        "kernels.",
+    )
+    layer.add_argument(
+        "--shape",
+        type=_shape,
+        action="append",
+        metavar="NxCxHxW",
+        help="input shape (repeatable); default: ResNet-20 shapes and one ResNet-50 shape",
+    )
+    layer.add_argument(
+        "--rounds", type=int, default=25, metavar="N", help="timed rounds per candidate (median reported)"
+    )
+    layer.add_argument(
+        "--oracle-rounds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="rounds of the slow per-sample loop oracle (0 skips it)",
+    )
     layer.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu or cuda")
-    layer.add_argument("--dtype", type=_dtypes, default=("float32",), metavar="DTYPE[,DTYPE]",
-                       help=f"comma-separated activation dtypes, each timed in turn: {', '.join(DTYPES)} "
-                            "(default: float32)")
-    layer.add_argument("--kernels", default=None, metavar="LIST",
-                       help="comma-separated kernel choices to time: eager, compiled, native, triton "
-                            "(default: eager, compiled and native on the CPU; eager, compiled and triton on CUDA)")
-    layer.add_argument("--threads", type=int, default=None, metavar="N",
-                       help="torch CPU threads (default: torch's choice, one per core)")
-    layer.add_argument("--ecm-rounds", type=int, default=200, metavar="N",
-                       help="rounds timing what each ECM adds to the C kernels (0 skips it; needs native in --kernels)")
-    layer.add_argument("--clamp-value", type=float, default=None, metavar="X",
-                       help="clamp value c of the ac layers (default: the layer's, the paper's 5)")
+    layer.add_argument(
+        "--dtype",
+        type=_dtypes,
+        default=("float32",),
+        metavar="DTYPE[,DTYPE]",
+        help=f"comma-separated activation dtypes, each timed in turn: {', '.join(DTYPES)} (default: float32)",
+    )
+    layer.add_argument(
+        "--kernels",
+        default=None,
+        metavar="LIST",
+        help="comma-separated kernel choices to time: eager, compiled, native, triton "
+        "(default: eager, compiled and native on the CPU; eager, compiled and triton on CUDA)",
+    )
+    layer.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads (default: torch's choice, one per core)",
+    )
+    layer.add_argument(
+        "--ecm-rounds",
+        type=int,
+        default=200,
+        metavar="N",
+        help="rounds timing what each ECM adds to the C kernels (0 skips it; needs native in --kernels)",
+    )
+    layer.add_argument(
+        "--clamp-value",
+        type=float,
+        default=None,
+        metavar="X",
+        help="clamp value c of the ac layers (default: the layer's, the paper's 5)",
+    )
     layer.set_defaults(func=run_layer)
 
     train = kinds.add_parser(
-        "train", help="training-step time of a model per normalizer, relative to batch norm",
+        "train",
+        help="training-step time of a model per normalizer, relative to batch norm",
         description="Time whole training steps (forward, cross-entropy, backward, SGD step) of one model built "
-                    "with each normalizer, interleaved in a shuffled order, and print each one's median and best "
-                    "step time and its ratio to batch norm.")
+        "with each normalizer, interleaved in a shuffled order, and print each one's median and best "
+        "step time and its ratio to batch norm.",
+    )
     train.add_argument("--model", default="resnet20", metavar="NAME", help="model (default: %(default)s)")
     train.add_argument("--batch-size", type=int, default=128, metavar="N", help="batch size (default: %(default)s)")
-    train.add_argument("--norms", default="batch,online-ac,online-ls", metavar="LIST",
-                       help="comma-separated variants: a norm name, or online-<ecm> (default: %(default)s)")
+    train.add_argument(
+        "--norms",
+        default="batch,online-ac,online-ls",
+        metavar="LIST",
+        help="comma-separated variants: a norm name, or online-<ecm> (default: %(default)s)",
+    )
     train.add_argument("--steps", type=int, default=5, metavar="N", help="steps per timed round")
     train.add_argument("--rounds", type=int, default=5, metavar="N", help="interleaved rounds (median reported)")
-    train.add_argument("--kernels", choices=KERNEL_CHOICES, default=None,
-                       help="kernels of the online layers (default: ONLINENORM_KERNELS, else auto)")
+    train.add_argument(
+        "--kernels",
+        choices=KERNEL_CHOICES,
+        default=None,
+        help="kernels of the online layers (default: ONLINENORM_KERNELS, else auto)",
+    )
     train.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
-    train.add_argument("--image-size", type=int, default=32, metavar="N",
-                       help="side of the random square input images (default: 32, CIFAR's; 224 for ImageNet's)")
+    train.add_argument(
+        "--image-size",
+        type=int,
+        default=32,
+        metavar="N",
+        help="side of the random square input images (default: 32, CIFAR's; 224 for ImageNet's)",
+    )
     train.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda or cuda:N (default: %(default)s)")
     train.set_defaults(func=run_train)
 
     sweep = kinds.add_parser(
-        "sweep", help="the same tiny trials sequentially and as a Ray Tune sweep: parallel efficiency, start-up",
+        "sweep",
+        help="the same tiny trials sequentially and as a Ray Tune sweep: parallel efficiency, start-up",
         description="Run the same tiny trials once sequentially in this process and once as a Ray Tune sweep on "
-                    "an embedded Ray, and print the sweep's start-up time, parallel efficiency and speed-up. "
-                    "Needs the sweep extra: pip install 'onlinenorm[sweep]'.")
+        "an embedded Ray, and print the sweep's start-up time, parallel efficiency and speed-up. "
+        "Needs the sweep extra: pip install 'onlinenorm[sweep]'.",
+    )
     sweep.add_argument("--cpus", type=int, default=None, metavar="N", help="CPUs of the embedded Ray (default: all)")
     sweep.set_defaults(func=run_sweep)
 
     report = kinds.add_parser(
-        "report", help="the stages of `onlinenorm report` timed on a generated experiment (1,000 trials by default)",
+        "report",
+        help="the stages of `onlinenorm report` timed on a generated experiment (1,000 trials by default)",
         description="Generate an experiment directory (or take --experiment), then time each stage of "
-                    "`onlinenorm report` on it (load, findings, charts, tables, Parquet) and the whole report in a "
-                    "fresh process, printing wall and CPU seconds per stage. Needs the analysis extra.")
+        "`onlinenorm report` on it (load, findings, charts, tables, Parquet) and the whole report in a "
+        "fresh process, printing wall and CPU seconds per stage. Needs the analysis extra.",
+    )
     report.add_argument("--trials", type=int, default=1000, metavar="N", help="trials of the generated experiment")
     report.add_argument("--epochs", type=int, default=100, metavar="N", help="epochs per trial")
-    report.add_argument("--layers", type=int, default=20, metavar="N",
-                        help="normalization layers reporting a clamp fraction")
+    report.add_argument(
+        "--layers", type=int, default=20, metavar="N", help="normalization layers reporting a clamp fraction"
+    )
     report.add_argument("--rounds", type=int, default=3, metavar="N", help="rounds per stage (median reported)")
     report.add_argument("--workers", type=int, default=2, metavar="N", help="processes of the parallel chart stage")
-    report.add_argument("--experiment", metavar="DIR",
-                        help="time this experiment directory instead of generating one")
+    report.add_argument("--experiment", metavar="DIR", help="time this experiment directory instead of generating one")
     report.set_defaults(func=run_report)
 
 
@@ -106,8 +165,8 @@ def _set_up_machine(args) -> None:
     """Apply --threads, check --device (bad values are usage errors), and set the allocator as training does."""
     import torch
 
-    from onlinenorm.training.allocator import retain_freed_memory
     from onlinenorm.cli import UsageError
+    from onlinenorm.training.allocator import retain_freed_memory
 
     retain_freed_memory()
 
@@ -129,7 +188,6 @@ def run_train(args) -> int:
     import os
 
     from onlinenorm.cli import UsageError
-
     from onlinenorm.constants import ECMS, MODELS, NORMS
 
     norms = tuple(n.strip() for n in args.norms.split(",") if n.strip())
@@ -145,9 +203,16 @@ def run_train(args) -> int:
         os.environ["ONLINENORM_KERNELS"] = args.kernels  # the default of every layer built from here on
     from onlinenorm.bench.train import bench_train, format_train_table
 
-    rows = bench_train(model=args.model, batch_size=args.batch_size, steps=args.steps, norms=norms,
-                       rounds=args.rounds, image_size=args.image_size, device=args.device,
-                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    rows = bench_train(
+        model=args.model,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        norms=norms,
+        rounds=args.rounds,
+        image_size=args.image_size,
+        device=args.device,
+        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
     print(format_train_table(rows))
     return 0
 
@@ -180,18 +245,28 @@ def run_report(args) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench_report_") as scratch:
         if args.experiment is None:
-            print(f"writing {args.trials} trials x {args.epochs} epochs x {args.layers} layers ...",
-                  file=sys.stderr, flush=True)
+            print(
+                f"writing {args.trials} trials x {args.epochs} epochs x {args.layers} layers ...",
+                file=sys.stderr,
+                flush=True,
+            )
             experiment = write_experiment(Path(scratch) / "experiment", args.trials, args.epochs, args.layers)
             size = sum(p.stat().st_size for p in experiment.glob("*/result.json")) / 1e6
-            description = (f"generated experiment: {args.trials} trials x {args.epochs} epochs x {args.layers} "
-                           f"layers, {size:.0f} MB of result lines")
+            description = (
+                f"generated experiment: {args.trials} trials x {args.epochs} epochs x {args.layers} "
+                f"layers, {size:.0f} MB of result lines"
+            )
         else:
             experiment = Path(args.experiment).resolve()
             description = f"experiment {experiment}"
         description += f"; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; median of {args.rounds} rounds"
-        rows = bench_report(experiment, Path(scratch) / "out", rounds=args.rounds, workers=args.workers,
-                            progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        rows = bench_report(
+            experiment,
+            Path(scratch) / "out",
+            rounds=args.rounds,
+            workers=args.workers,
+            progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+        )
     print(format_report_bench(rows, description))
     return 0
 
@@ -201,7 +276,13 @@ def run_layer(args) -> int:
 
     import torch
 
-    from onlinenorm.bench.layer import DEFAULT_LAYER_KERNELS, DEFAULT_SHAPES, LAYER_KERNELS, bench_layer, format_layer_table
+    from onlinenorm.bench.layer import (
+        DEFAULT_LAYER_KERNELS,
+        DEFAULT_SHAPES,
+        LAYER_KERNELS,
+        bench_layer,
+        format_layer_table,
+    )
     from onlinenorm.cli import UsageError
     from onlinenorm.constants import DEFAULT_CLAMP_VALUE
 
@@ -218,12 +299,21 @@ def run_layer(args) -> int:
     if not kernels or any(k not in LAYER_KERNELS for k in kernels):
         raise UsageError(f"--kernels must list some of {', '.join(LAYER_KERNELS)}; got {args.kernels!r}")
     for dtype in args.dtype:
-        print(f"torch {torch.__version__}, device {args.device}, dtype {dtype}, "
-              f"{torch.get_num_threads()} threads; median of {args.rounds} rounds, each in a shuffled order",
-              flush=True)
-        rows = bench_layer(args.shape or DEFAULT_SHAPES, rounds=args.rounds, device=args.device,
-                           dtype=getattr(torch, dtype), oracle_rounds=args.oracle_rounds, kernels=kernels,
-                           clamp_value=clamp_value, ecm_rounds=args.ecm_rounds,
-                           progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        print(
+            f"torch {torch.__version__}, device {args.device}, dtype {dtype}, "
+            f"{torch.get_num_threads()} threads; median of {args.rounds} rounds, each in a shuffled order",
+            flush=True,
+        )
+        rows = bench_layer(
+            args.shape or DEFAULT_SHAPES,
+            rounds=args.rounds,
+            device=args.device,
+            dtype=getattr(torch, dtype),
+            oracle_rounds=args.oracle_rounds,
+            kernels=kernels,
+            clamp_value=clamp_value,
+            ecm_rounds=args.ecm_rounds,
+            progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+        )
         print(format_layer_table(rows), flush=True)
     return 0

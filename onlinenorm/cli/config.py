@@ -20,8 +20,13 @@ def register(subparsers) -> None:
         description="List every training-config key: its schema default (null: taken from the dataset's recipe), "
         "the value a run on DATASET resolves it to, the allowed values and what it means.",
     )
-    show.add_argument("--dataset", choices=DATASETS, default=DATASETS[0], metavar="NAME",
-                      help=f"the recipe to resolve: {', '.join(DATASETS)} (default: {DATASETS[0]})")
+    show.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=DATASETS[0],
+        metavar="NAME",
+        help=f"the recipe to resolve: {', '.join(DATASETS)} (default: {DATASETS[0]})",
+    )
     show.set_defaults(func=run_show)
 
 
@@ -36,8 +41,10 @@ def config_table(dataset: str) -> list[tuple[str, str, str, str, str]]:
     from onlinenorm.training.config import SCHEMA, validate_config
 
     resolved = validate_config({"dataset": dataset})
-    return [(key, _text(option.default), _text(resolved[key]), option.rule.allowed, option.doc)
-            for key, option in SCHEMA.items()]
+    return [
+        (key, _text(option.default), _text(resolved[key]), option.rule.allowed, option.doc)
+        for key, option in SCHEMA.items()
+    ]
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -47,5 +54,5 @@ def run_show(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     print(f"Training-config keys; the {args.dataset} column is its recipe: {RECIPES[args.dataset].source}")
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
     return 0

@@ -11,27 +11,35 @@ FORMATS = DATASETS  # every dataset format can be synthesized (onlinenorm.traini
 
 def register(subparsers) -> None:
     data = subparsers.add_parser(
-        "data", help="datasets: synthetic data, downloads, caches",
+        "data",
+        help="datasets: synthetic data, downloads, caches",
         description="Write synthetic datasets in the real file formats, fetch the official CIFAR archives, "
-                    "and load a dataset once to build its cache and check it before a run or a sweep.")
+        "and load a dataset once to build its cache and check it before a run or a sweep.",
+    )
     actions = data.add_subparsers(dest="data_action", metavar="ACTION", required=True)
 
     synth = actions.add_parser(
-        "synth", help="write a synthetic dataset in a real file format",
+        "synth",
+        help="write a synthetic dataset in a real file format",
         description="Write a synthetic dataset with learnable class structure in one of the file layouts the "
-                    "training runs read (CIFAR pickles, an ImageFolder tree or ImageNet .npz files).")
+        "training runs read (CIFAR pickles, an ImageFolder tree or ImageNet .npz files).",
+    )
     synth.add_argument("--format", required=True, choices=FORMATS, help="file layout to write")
     synth.add_argument("--out", required=True, metavar="DIR", help="folder to write into (the dataset's data_dir)")
     synth.add_argument("--train", type=int, default=5000, metavar="N", help="training images (default 5000)")
     synth.add_argument("--test", type=int, default=1000, metavar="N", help="test/validation images (default 1000)")
     synth.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the class structure and the samples")
-    synth.add_argument("--classes", type=int, metavar="N", help="number of classes (imagefolder, imagenet-npz; default 10)")
+    synth.add_argument(
+        "--classes", type=int, metavar="N", help="number of classes (imagefolder, imagenet-npz; default 10)"
+    )
     synth.add_argument("--image-size", type=int, metavar="N", help="image side in pixels (imagefolder, imagenet-npz)")
     synth.set_defaults(func=run_synth)
 
     download = actions.add_parser(
-        "download", help="fetch and checksum-verify an official CIFAR archive",
-        description="Download an official CIFAR archive, verify its checksum and extract it into --out.")
+        "download",
+        help="fetch and checksum-verify an official CIFAR archive",
+        description="Download an official CIFAR archive, verify its checksum and extract it into --out.",
+    )
     download.add_argument("--dataset", required=True, choices=("cifar10", "cifar100"))
     download.add_argument("--out", required=True, metavar="DIR", help="folder to extract into (the dataset's data_dir)")
     download.set_defaults(func=run_download)
@@ -41,7 +49,7 @@ def register(subparsers) -> None:
         help="load a dataset once (builds the ImageFolder cache) and print a summary; "
         "accepts the same data keys as a training config",
         description="Load a dataset once, as a training run would (building the ImageFolder cache), and print "
-                    "a summary. `onlinenorm config show` lists the data keys and their defaults.",
+        "a summary. `onlinenorm config show` lists the data keys and their defaults.",
     )
     prepare.add_argument("--config", metavar="FILE", help="YAML/JSON training config whose data keys to use")
     prepare.add_argument("--dataset", metavar="NAME", help="dataset name (overrides the config)")
@@ -88,9 +96,9 @@ def run_download(args: argparse.Namespace) -> int:
 
 def run_prepare(args: argparse.Namespace) -> int:
     from onlinenorm.cli import UsageError
+    from onlinenorm.cli.train import read_config
     from onlinenorm.training.data import DatasetError
     from onlinenorm.training.train import load_data
-    from onlinenorm.cli.train import read_config
 
     overrides = {"dataset": args.dataset, "data_dir": args.data_dir}
     config = read_config(args.config, {k: v for k, v in overrides.items() if v is not None})

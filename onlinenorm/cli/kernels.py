@@ -5,23 +5,30 @@ from __future__ import annotations
 
 def register(subparsers) -> None:
     kernels = subparsers.add_parser(
-        "kernels", help="the layer's C kernels: build them ahead of use",
+        "kernels",
+        help="the layer's C kernels: build them ahead of use",
         description="The layer builds its C kernels on first use and caches them; build them ahead of time, "
-                    "for example in an image whose later stages have no compiler.")
+        "for example in an image whose later stages have no compiler.",
+    )
     actions = kernels.add_subparsers(dest="kernels_action", metavar="ACTION", required=True)
     build = actions.add_parser(
-        "build", help="build the C kernels into ONLINENORM_CACHE_DIR (else ~/.cache/onlinenorm); print the path",
+        "build",
+        help="build the C kernels into ONLINENORM_CACHE_DIR (else ~/.cache/onlinenorm); print the path",
         description="Compile the C kernels for this machine (or, with --portable, for any x86-64-v3 CPU) into "
-                    "ONLINENORM_CACHE_DIR, else ~/.cache/onlinenorm, and print the library's path.")
-    build.add_argument("--portable", action="store_true",
-                       help="build for any CPU of this architecture with AVX2 and FMA (x86-64-v3), not just this one: "
-                            "machines without a compiler that share the folder use it (the Docker image does)")
+        "ONLINENORM_CACHE_DIR, else ~/.cache/onlinenorm, and print the library's path.",
+    )
+    build.add_argument(
+        "--portable",
+        action="store_true",
+        help="build for any CPU of this architecture with AVX2 and FMA (x86-64-v3), not just this one: "
+        "machines without a compiler that share the folder use it (the Docker image does)",
+    )
     build.set_defaults(func=run_build)
 
 
 def run_build(args) -> int:
-    from onlinenorm.kernels import native
     from onlinenorm.cli import UsageError
+    from onlinenorm.kernels import native
 
     try:
         print(native.build_portable() if args.portable else native.build_native())

@@ -47,10 +47,19 @@ def register(subparsers) -> None:
         "dataset's published recipe. `onlinenorm config show --dataset NAME` lists every key, its default, "
         "the recipe's value and the allowed values.",
     )
-    train.add_argument("--config", metavar="FILE",
-                       help="YAML or JSON mapping of config keys (a run's config.json or a trial's params.json too)")
+    train.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML or JSON mapping of config keys (a run's config.json or a trial's params.json too)",
+    )
     for key, (kind, text) in FLAGS.items():
-        train.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, metavar=FLAG_METAVARS.get(key, {int: "N", float: "X"}.get(kind, "NAME")), help=text)
+        train.add_argument(
+            f"--{key.replace('_', '-')}",
+            dest=key,
+            type=kind,
+            metavar=FLAG_METAVARS.get(key, {int: "N", float: "X"}.get(kind, "NAME")),
+            help=text,
+        )
     train.add_argument("--download", action="store_const", const=True, help="fetch CIFAR if missing")
     train.add_argument(
         "--set",
@@ -149,8 +158,14 @@ def run_train(args: argparse.Namespace) -> int:
         bar.summary(metrics)
 
     try:
-        last = run(config, report, checkpoint_dir=out / CHECKPOINTS, resume_from=resume_from, on_batch=bar.update,
-                   on_start=start)
+        last = run(
+            config,
+            report,
+            checkpoint_dir=out / CHECKPOINTS,
+            resume_from=resume_from,
+            on_batch=bar.update,
+            on_start=start,
+        )
     except (DatasetError, RunSetupError) as err:
         raise UsageError(str(err)) from None
     finally:

@@ -57,8 +57,11 @@ class PortableBuild(NamedTuple):
 # Per architecture (platform.machine()). x86-64-v3 is AVX2 with FMA (Haswell, Zen and later); below it,
 # fmaf is a library call per element and the C kernels lose their point. aarch64 always has FMA and NEON.
 PORTABLE_BUILDS = {
-    "x86_64": PortableBuild("x86-64-v3", ("-march=x86-64-v3",), frozenset(
-        {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"})),
+    "x86_64": PortableBuild(
+        "x86-64-v3",
+        ("-march=x86-64-v3",),
+        frozenset({"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}),
+    ),
     "aarch64": PortableBuild("armv8-a", ("-march=armv8-a",), frozenset()),
 }
 
@@ -110,12 +113,15 @@ def _build(target: Path, flags: tuple[str, ...]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=target.parent))
     except OSError as err:
-        raise NativeUnavailable(f"could not write the built kernels to {target.parent} ({err.strerror or err}); "
-                                "set ONLINENORM_CACHE_DIR to a writable folder") from err
+        raise NativeUnavailable(
+            f"could not write the built kernels to {target.parent} ({err.strerror or err}); "
+            "set ONLINENORM_CACHE_DIR to a writable folder"
+        ) from err
     try:
         partial = scratch / target.name
-        built = subprocess.run([compiler, *FLAGS, *flags, "-o", str(partial), str(SOURCE), "-lm"],
-                               capture_output=True, text=True)
+        built = subprocess.run(
+            [compiler, *FLAGS, *flags, "-o", str(partial), str(SOURCE), "-lm"], capture_output=True, text=True
+        )
         if built.returncode != 0:
             detail = built.stderr.strip()[-500:] or f"exit status {built.returncode}, no output"
             raise NativeUnavailable(f"{compiler} could not build {SOURCE.name}: {detail}")
@@ -168,18 +174,57 @@ def _usable_portable() -> Path | None:
 _PTR, _I64, _F64, _INT, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int, ctypes.c_float
 SIGNATURES = {
     "onlinenorm_forward": (
-        ("x", _PTR), ("out", _PTR), ("n", _I64), ("channels", _I64), ("m", _I64), ("weight", _PTR),
-        ("bias", _PTR), ("mu_state", _PTR), ("var_state", _PTR), ("alpha", _F64), ("eps", _F64),
-        ("clamp_value", _F32), ("layer_scaling", _INT), ("ls_eps", _F64), ("mean_out", _PTR), ("s2_out", _PTR),
-        ("mu_prev_out", _PTR), ("invstd_out", _PTR), ("scale_out", _PTR), ("shift_out", _PTR),
-        ("ls_scale_out", _PTR), ("clamped_out", _PTR), ("clamped_total", _PTR), ("seen_total", _PTR),
-        ("threads", _INT)),
+        ("x", _PTR),
+        ("out", _PTR),
+        ("n", _I64),
+        ("channels", _I64),
+        ("m", _I64),
+        ("weight", _PTR),
+        ("bias", _PTR),
+        ("mu_state", _PTR),
+        ("var_state", _PTR),
+        ("alpha", _F64),
+        ("eps", _F64),
+        ("clamp_value", _F32),
+        ("layer_scaling", _INT),
+        ("ls_eps", _F64),
+        ("mean_out", _PTR),
+        ("s2_out", _PTR),
+        ("mu_prev_out", _PTR),
+        ("invstd_out", _PTR),
+        ("scale_out", _PTR),
+        ("shift_out", _PTR),
+        ("ls_scale_out", _PTR),
+        ("clamped_out", _PTR),
+        ("clamped_total", _PTR),
+        ("seen_total", _PTR),
+        ("threads", _INT),
+    ),
     "onlinenorm_backward": (
-        ("grad", _PTR), ("x", _PTR), ("grad_x", _PTR), ("n", _I64), ("channels", _I64), ("m", _I64),
-        ("weight", _PTR), ("bias", _PTR), ("mean_in", _PTR), ("s2_in", _PTR), ("mu_prev_in", _PTR),
-        ("invstd_in", _PTR), ("scale_in", _PTR), ("shift_in", _PTR), ("ls_scale_in", _PTR), ("clamped_in", _PTR),
-        ("u_state", _PTR), ("v_state", _PTR), ("alpha", _F64), ("clamp_value", _F32), ("grad_weight_out", _PTR),
-        ("grad_bias_out", _PTR), ("threads", _INT)),
+        ("grad", _PTR),
+        ("x", _PTR),
+        ("grad_x", _PTR),
+        ("n", _I64),
+        ("channels", _I64),
+        ("m", _I64),
+        ("weight", _PTR),
+        ("bias", _PTR),
+        ("mean_in", _PTR),
+        ("s2_in", _PTR),
+        ("mu_prev_in", _PTR),
+        ("invstd_in", _PTR),
+        ("scale_in", _PTR),
+        ("shift_in", _PTR),
+        ("ls_scale_in", _PTR),
+        ("clamped_in", _PTR),
+        ("u_state", _PTR),
+        ("v_state", _PTR),
+        ("alpha", _F64),
+        ("clamp_value", _F32),
+        ("grad_weight_out", _PTR),
+        ("grad_bias_out", _PTR),
+        ("threads", _INT),
+    ),
 }
 # One NamedTuple per C function, its fields the arguments in the prototype's order: calls name every argument.
 _ForwardArgs = NamedTuple("_ForwardArgs", [(name, object) for name, _ in SIGNATURES["onlinenorm_forward"]])
@@ -215,9 +260,19 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def forward(x3: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, mu: torch.Tensor,
-            var: torch.Tensor, alpha_fwd: float, eps: float, clamp_value: float | None, ls_eps: float | None,
-            clamp_count: torch.Tensor | None, seen_count: torch.Tensor | None) -> tuple[torch.Tensor, ForwardStats]:
+def forward(
+    x3: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    mu: torch.Tensor,
+    var: torch.Tensor,
+    alpha_fwd: float,
+    eps: float,
+    clamp_value: float | None,
+    ls_eps: float | None,
+    clamp_count: torch.Tensor | None,
+    seen_count: torch.Tensor | None,
+) -> tuple[torch.Tensor, ForwardStats]:
     """Training forward of float32 CPU ``x3`` ``(N, C, M)``: returns the output and the statistics.
 
     Advances ``mu`` and ``var`` (contiguous float32 ``(C,)``) in place, and adds the clamped and all elements
@@ -232,20 +287,49 @@ def forward(x3: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | 
     mean, s2, mu_prev, invstd, scale, shift = (torch.empty((n, c), dtype=torch.float32) for _ in range(6))
     ls_scale = torch.empty((n, 1), dtype=torch.float32) if ls_eps is not None else None
     clamped = torch.empty((n, c), dtype=torch.uint8) if clamp_value is not None else None
-    library().onlinenorm_forward(*_ForwardArgs(
-        x=_ptr(x3), out=_ptr(out), n=n, channels=c, m=m, weight=_ptr(weight), bias=_ptr(bias), mu_state=_ptr(mu),
-        var_state=_ptr(var), alpha=alpha_fwd, eps=eps, clamp_value=math.inf if clamp_value is None else clamp_value,
-        layer_scaling=ls_eps is not None, ls_eps=ls_eps or 0.0, mean_out=_ptr(mean), s2_out=_ptr(s2),
-        mu_prev_out=_ptr(mu_prev), invstd_out=_ptr(invstd), scale_out=_ptr(scale), shift_out=_ptr(shift),
-        ls_scale_out=_ptr(ls_scale), clamped_out=_ptr(clamped),
-        clamped_total=_ptr(clamp_count if clamp_value is not None else None), seen_total=_ptr(seen_count),
-        threads=torch.get_num_threads()))
+    library().onlinenorm_forward(
+        *_ForwardArgs(
+            x=_ptr(x3),
+            out=_ptr(out),
+            n=n,
+            channels=c,
+            m=m,
+            weight=_ptr(weight),
+            bias=_ptr(bias),
+            mu_state=_ptr(mu),
+            var_state=_ptr(var),
+            alpha=alpha_fwd,
+            eps=eps,
+            clamp_value=math.inf if clamp_value is None else clamp_value,
+            layer_scaling=ls_eps is not None,
+            ls_eps=ls_eps or 0.0,
+            mean_out=_ptr(mean),
+            s2_out=_ptr(s2),
+            mu_prev_out=_ptr(mu_prev),
+            invstd_out=_ptr(invstd),
+            scale_out=_ptr(scale),
+            shift_out=_ptr(shift),
+            ls_scale_out=_ptr(ls_scale),
+            clamped_out=_ptr(clamped),
+            clamped_total=_ptr(clamp_count if clamp_value is not None else None),
+            seen_total=_ptr(seen_count),
+            threads=torch.get_num_threads(),
+        )
+    )
     return out, ForwardStats(mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped)
 
 
-def backward(grad: torch.Tensor, x3: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-             u: torch.Tensor, v: torch.Tensor, stats: ForwardStats, alpha_bkw: float,
-             clamp_value: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def backward(
+    grad: torch.Tensor,
+    x3: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    stats: ForwardStats,
+    alpha_bkw: float,
+    clamp_value: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Training backward (the control process) over float32 CPU ``grad`` ``(N, C, M)`` with :func:`forward`'s
     statistics: returns the input gradient and the weight and bias gradients (``(C,)``, summed over the
     batch); advances ``u`` and ``v`` (contiguous float32) in place."""
@@ -255,11 +339,31 @@ def backward(grad: torch.Tensor, x3: torch.Tensor, weight: torch.Tensor | None, 
     weight, bias = float32_contiguous(weight), float32_contiguous(bias)
     grad_x = torch.empty_like(x3)
     grad_weight, grad_bias = torch.empty(c, dtype=torch.float32), torch.empty(c, dtype=torch.float32)
-    library().onlinenorm_backward(*_BackwardArgs(
-        grad=_ptr(grad), x=_ptr(x3), grad_x=_ptr(grad_x), n=n, channels=c, m=m, weight=_ptr(weight),
-        bias=_ptr(bias), mean_in=_ptr(stats.mean), s2_in=_ptr(stats.s2), mu_prev_in=_ptr(stats.mu_prev),
-        invstd_in=_ptr(stats.invstd), scale_in=_ptr(stats.scale), shift_in=_ptr(stats.shift),
-        ls_scale_in=_ptr(stats.ls_scale), clamped_in=_ptr(stats.clamped), u_state=_ptr(u), v_state=_ptr(v),
-        alpha=alpha_bkw, clamp_value=math.inf if clamp_value is None else clamp_value,
-        grad_weight_out=_ptr(grad_weight), grad_bias_out=_ptr(grad_bias), threads=torch.get_num_threads()))
+    library().onlinenorm_backward(
+        *_BackwardArgs(
+            grad=_ptr(grad),
+            x=_ptr(x3),
+            grad_x=_ptr(grad_x),
+            n=n,
+            channels=c,
+            m=m,
+            weight=_ptr(weight),
+            bias=_ptr(bias),
+            mean_in=_ptr(stats.mean),
+            s2_in=_ptr(stats.s2),
+            mu_prev_in=_ptr(stats.mu_prev),
+            invstd_in=_ptr(stats.invstd),
+            scale_in=_ptr(stats.scale),
+            shift_in=_ptr(stats.shift),
+            ls_scale_in=_ptr(stats.ls_scale),
+            clamped_in=_ptr(stats.clamped),
+            u_state=_ptr(u),
+            v_state=_ptr(v),
+            alpha=alpha_bkw,
+            clamp_value=math.inf if clamp_value is None else clamp_value,
+            grad_weight_out=_ptr(grad_weight),
+            grad_bias_out=_ptr(grad_bias),
+            threads=torch.get_num_threads(),
+        )
+    )
     return grad_x, grad_weight, grad_bias

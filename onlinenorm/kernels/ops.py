@@ -18,19 +18,17 @@ A model compiled whole (``torch.compile(model, fullgraph=True)``) keeps these ca
 """
 
 from types import SimpleNamespace
-from typing import Optional
 
 import torch
 from torch import Tensor
 
-from onlinenorm.kernels import native
-from onlinenorm.kernels import triton_kernels
+from onlinenorm.kernels import native, triton_kernels
 from onlinenorm.kernels.types import ForwardStats
 
 BACKENDS = {"native": native, "triton": triton_kernels}
 
 
-def present(t: Tensor) -> Optional[Tensor]:
+def present(t: Tensor) -> Tensor | None:
     """An optional statistic as the ops carry it (empty when absent) back to None."""
     return t if t.numel() else None
 
@@ -38,8 +36,11 @@ def present(t: Tensor) -> Optional[Tensor]:
 def carried(stats: ForwardStats) -> tuple[Tensor, ...]:
     """``stats`` as the ops carry them: the eight tensors, an absent ``ls_scale`` or ``clamped`` empty."""
     empty = stats.mean.new_empty(0)
-    return (*stats[:6], empty if stats.ls_scale is None else stats.ls_scale,
-            empty.to(torch.uint8) if stats.clamped is None else stats.clamped)
+    return (
+        *stats[:6],
+        empty if stats.ls_scale is None else stats.ls_scale,
+        empty.to(torch.uint8) if stats.clamped is None else stats.clamped,
+    )
 
 
 def _define(name: str, backend) -> SimpleNamespace:
@@ -47,12 +48,22 @@ def _define(name: str, backend) -> SimpleNamespace:
     ``forward`` and ``backward``; returns them as ``.forward`` and ``.backward``."""
 
     @torch.library.custom_op(f"onlinenorm::{name}_forward", mutates_args=("mu", "var", "clamp_count", "seen_count"))
-    def forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mu: Tensor, var: Tensor,
-                clamp_count: Optional[Tensor], seen_count: Optional[Tensor], alpha_fwd: float, eps: float,
-                clamp_value: Optional[float], ls_eps: Optional[float]
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        out, stats = backend.forward(x, weight, bias, mu, var, alpha_fwd, eps, clamp_value, ls_eps,
-                                     clamp_count, seen_count)
+    def forward(
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        mu: Tensor,
+        var: Tensor,
+        clamp_count: Tensor | None,
+        seen_count: Tensor | None,
+        alpha_fwd: float,
+        eps: float,
+        clamp_value: float | None,
+        ls_eps: float | None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        out, stats = backend.forward(
+            x, weight, bias, mu, var, alpha_fwd, eps, clamp_value, ls_eps, clamp_count, seen_count
+        )
         return (out, *carried(stats))
 
     @forward.register_fake
@@ -64,16 +75,31 @@ def _define(name: str, backend) -> SimpleNamespace:
         return (torch.empty_like(x), *rows, ls_scale, clamped)
 
     @torch.library.custom_op(f"onlinenorm::{name}_backward", mutates_args=("u", "v"))
-    def backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], u: Tensor, v: Tensor,
-                 mean: Tensor, s2: Tensor, mu_prev: Tensor, invstd: Tensor, scale: Tensor, shift: Tensor,
-                 ls_scale: Tensor, clamped: Tensor, alpha_bkw: float, clamp_value: Optional[float]
-                 ) -> tuple[Tensor, Tensor, Tensor]:
+    def backward(
+        grad: Tensor,
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        u: Tensor,
+        v: Tensor,
+        mean: Tensor,
+        s2: Tensor,
+        mu_prev: Tensor,
+        invstd: Tensor,
+        scale: Tensor,
+        shift: Tensor,
+        ls_scale: Tensor,
+        clamped: Tensor,
+        alpha_bkw: float,
+        clamp_value: float | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         stats = ForwardStats(mean, s2, mu_prev, invstd, scale, shift, present(ls_scale), present(clamped))
         return backend.backward(grad, x, weight, bias, u, v, stats, alpha_bkw, clamp_value)
 
     @backward.register_fake
-    def _(grad, x, weight, bias, u, v, mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped, alpha_bkw,
-          clamp_value):
+    def _(
+        grad, x, weight, bias, u, v, mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped, alpha_bkw, clamp_value
+    ):
         c = x.shape[1]
         return torch.empty_like(grad), x.new_empty(c, dtype=torch.float32), x.new_empty(c, dtype=torch.float32)
 

@@ -34,7 +34,9 @@ def decay_operators(n: int, a: float, device: torch.device, dtype: torch.dtype) 
     return _cached_decay_operators(n, a, device, dtype)
 
 
-def _build_decay_operators(n: int, a: float, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _build_decay_operators(
+    n: int, a: float, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Built in float64 as ``exp(power * log a)`` so each entry is accurate on
     its own (no repeated multiplication), then cast."""
     t = torch.arange(n + 1, dtype=torch.float64)[:, None]

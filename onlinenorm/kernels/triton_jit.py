@@ -56,9 +56,28 @@ def forward_row_moments(x_ptr, mean_ptr, s2_ptr, m, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def forward_scan(mean_ptr, s2_ptr, weight_ptr, bias_ptr, mu_ptr, var_ptr, mu_prev_ptr, invstd_ptr, scale_ptr,
-                 shift_ptr, seen_ptr, n, channels, numel, alpha, eps,
-                 HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, COUNT_SEEN: tl.constexpr, BLOCK_C: tl.constexpr):
+def forward_scan(
+    mean_ptr,
+    s2_ptr,
+    weight_ptr,
+    bias_ptr,
+    mu_ptr,
+    var_ptr,
+    mu_prev_ptr,
+    invstd_ptr,
+    scale_ptr,
+    shift_ptr,
+    seen_ptr,
+    n,
+    channels,
+    numel,
+    alpha,
+    eps,
+    HAS_WEIGHT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    COUNT_SEEN: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """(2) ``mu_t``, ``var_t`` over the samples in order, this program's channels side by side; each sample's
     scale and shift from the state before it. Advances ``mu``, ``var`` in place."""
     pid = tl.program_id(0)
@@ -87,8 +106,18 @@ def forward_scan(mean_ptr, s2_ptr, weight_ptr, bias_ptr, mu_ptr, var_ptr, mu_pre
 
 
 @triton.jit
-def forward_layer_scale(mean_ptr, s2_ptr, mu_prev_ptr, scale_ptr, bias_ptr, ls_scale_ptr, channels, ls_eps,
-                        HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr):
+def forward_layer_scale(
+    mean_ptr,
+    s2_ptr,
+    mu_prev_ptr,
+    scale_ptr,
+    bias_ptr,
+    ls_scale_ptr,
+    channels,
+    ls_eps,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """(2b) Per sample ``r_t = 1 / sqrt(mean over (C, M) of y'^2 + ls_eps)``, from the row statistics:
     the mean over ``M`` of ``y'^2`` is ``scale^2 s2 + (scale (m - mu_prev) + beta)^2``."""
     t = tl.program_id(0)
@@ -100,7 +129,8 @@ def forward_layer_scale(mean_ptr, s2_ptr, mu_prev_ptr, scale_ptr, bias_ptr, ls_s
         scale = tl.load(scale_ptr + at, mask=live, other=0.0).to(tl.float64)
         beta = tl.load(bias_ptr + ch, mask=live, other=0.0).to(tl.float64) if HAS_BIAS else 0.0
         dev = tl.load(mean_ptr + at, mask=live, other=0.0).to(tl.float64) - tl.load(
-            mu_prev_ptr + at, mask=live, other=0.0)
+            mu_prev_ptr + at, mask=live, other=0.0
+        )
         mean_y = scale * dev + beta
         s2 = tl.load(s2_ptr + at, mask=live, other=0.0).to(tl.float64)
         total += tl.where(live, scale * scale * s2 + mean_y * mean_y, 0.0)
@@ -109,9 +139,22 @@ def forward_layer_scale(mean_ptr, s2_ptr, mu_prev_ptr, scale_ptr, bias_ptr, ls_s
 
 
 @triton.jit
-def forward_output(x_ptr, out_ptr, scale_ptr, shift_ptr, ls_scale_ptr, clamped_ptr, count_ptr, channels, m,
-                   clamp_value, LAYER_SCALING: tl.constexpr, CLAMP: tl.constexpr, COUNT: tl.constexpr,
-                   BLOCK: tl.constexpr):
+def forward_output(
+    x_ptr,
+    out_ptr,
+    scale_ptr,
+    shift_ptr,
+    ls_scale_ptr,
+    clamped_ptr,
+    count_ptr,
+    channels,
+    m,
+    clamp_value,
+    LAYER_SCALING: tl.constexpr,
+    CLAMP: tl.constexpr,
+    COUNT: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """(3) ``z = r (scale x + shift)`` (``r = 1`` without layer scaling); with clamping, clamped, counted and
     each row flagged if anything in it was clamped."""
     row = tl.program_id(0)
@@ -161,8 +204,7 @@ def _masked_grad_and_x(grad_row, x_row, offsets, live, scale, shift, clamp_value
 
 
 @triton.jit
-def _row_grad_sums(grad_row, x_row, m, scale, shift, mu_prev, clamp_value, MASKED: tl.constexpr,
-                   BLOCK: tl.constexpr):
+def _row_grad_sums(grad_row, x_row, m, scale, shift, mu_prev, clamp_value, MASKED: tl.constexpr, BLOCK: tl.constexpr):
     """``sum(g')`` and ``sum(g' (x - mu_prev))`` over one row, ``g' = g`` where the forward did not clamp, else 0.
     ``MASKED`` recomputes the mask (rows the forward flagged); other rows never look at the clamp."""
     total = tl.zeros([BLOCK], dtype=tl.float32)
@@ -177,8 +219,21 @@ def _row_grad_sums(grad_row, x_row, m, scale, shift, mu_prev, clamp_value, MASKE
 
 
 @triton.jit
-def backward_row_sums(grad_ptr, x_ptr, scale_ptr, shift_ptr, mu_prev_ptr, invstd_ptr, clamped_ptr,
-                      row_sum_grad_ptr, row_sum_grad_y_ptr, m, clamp_value, CLAMP: tl.constexpr, BLOCK: tl.constexpr):
+def backward_row_sums(
+    grad_ptr,
+    x_ptr,
+    scale_ptr,
+    shift_ptr,
+    mu_prev_ptr,
+    invstd_ptr,
+    clamped_ptr,
+    row_sum_grad_ptr,
+    row_sum_grad_y_ptr,
+    m,
+    clamp_value,
+    CLAMP: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """(1) Per row, ``g'`` the gradient at ``y'`` (zero where clamped): ``sum(g')`` and ``sum(g' y)``."""
     row = tl.program_id(0)
     base = row.to(tl.int64) * m
@@ -186,19 +241,35 @@ def backward_row_sums(grad_ptr, x_ptr, scale_ptr, shift_ptr, mu_prev_ptr, invstd
     shift = tl.load(shift_ptr + row)
     mu_prev = tl.load(mu_prev_ptr + row)
     if _row_flagged(clamped_ptr, row, CLAMP):
-        sum_g, sum_gx = _row_grad_sums(grad_ptr + base, x_ptr + base, m, scale, shift, mu_prev, clamp_value,
-                                       True, BLOCK)
+        sum_g, sum_gx = _row_grad_sums(
+            grad_ptr + base, x_ptr + base, m, scale, shift, mu_prev, clamp_value, True, BLOCK
+        )
     else:
-        sum_g, sum_gx = _row_grad_sums(grad_ptr + base, x_ptr + base, m, scale, shift, mu_prev, clamp_value,
-                                       False, BLOCK)
+        sum_g, sum_gx = _row_grad_sums(
+            grad_ptr + base, x_ptr + base, m, scale, shift, mu_prev, clamp_value, False, BLOCK
+        )
     tl.store(row_sum_grad_ptr + row, sum_g)
     tl.store(row_sum_grad_y_ptr + row, sum_gx * tl.load(invstd_ptr + row))
 
 
 @triton.jit
-def backward_layer_scale(weight_ptr, bias_ptr, mean_ptr, s2_ptr, mu_prev_ptr, invstd_ptr, ls_scale_ptr, r3k_ptr,
-                         row_sum_grad_ptr, row_sum_grad_y_ptr, channels, m,
-                         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr):
+def backward_layer_scale(
+    weight_ptr,
+    bias_ptr,
+    mean_ptr,
+    s2_ptr,
+    mu_prev_ptr,
+    invstd_ptr,
+    ls_scale_ptr,
+    r3k_ptr,
+    row_sum_grad_ptr,
+    row_sum_grad_y_ptr,
+    channels,
+    m,
+    HAS_WEIGHT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """(1b) Per sample: ``dL/dy' = r g - r^3 y' K``, so the gradient at ``y'`` is ``r g + y_coef y + const_coef``
     per row (``y_coef = -r^3 K gamma``, ``const_coef = -r^3 K beta``); stores ``r^3 K`` and rewrites the row sums
     of ``g`` into those of the gradient at ``y'``."""
@@ -221,24 +292,48 @@ def backward_layer_scale(weight_ptr, bias_ptr, mean_ptr, s2_ptr, mu_prev_ptr, in
         gamma, beta = _affine(weight_ptr, bias_ptr, ch, live, HAS_WEIGHT, HAS_BIAS)
         invstd = tl.load(invstd_ptr + at, mask=live, other=0.0).to(tl.float64)
         dev = tl.load(mean_ptr + at, mask=live, other=0.0).to(tl.float64) - tl.load(
-            mu_prev_ptr + at, mask=live, other=0.0)
+            mu_prev_ptr + at, mask=live, other=0.0
+        )
         s2 = tl.load(s2_ptr + at, mask=live, other=0.0).to(tl.float64)
         sum_y = m * dev * invstd
         sum_y_sq = m * (s2 + dev * dev) * invstd * invstd
         sum_gy, sum_g = _load_f64(row_sum_grad_y_ptr, at, live), _load_f64(row_sum_grad_ptr, at, live)
         y_coef = -r3k * gamma
         const_coef = -r3k * beta
-        tl.store(row_sum_grad_y_ptr + at, (r * sum_gy + y_coef * sum_y_sq + const_coef * sum_y).to(tl.float32),
-                 mask=live)
+        tl.store(
+            row_sum_grad_y_ptr + at, (r * sum_gy + y_coef * sum_y_sq + const_coef * sum_y).to(tl.float32), mask=live
+        )
         tl.store(row_sum_grad_ptr + at, (r * sum_g + y_coef * sum_y + const_coef * m).to(tl.float32), mask=live)
 
 
 @triton.jit
-def backward_scan(weight_ptr, bias_ptr, mean_ptr, s2_ptr, mu_prev_ptr, invstd_ptr, ls_scale_ptr, r3k_ptr,
-                  row_sum_grad_ptr, row_sum_grad_y_ptr, u_ptr, v_ptr, grad_coef_ptr, x_coef_ptr, constant_ptr,
-                  grad_weight_ptr, grad_bias_ptr, n, channels, m, alpha,
-                  HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, LAYER_SCALING: tl.constexpr,
-                  BLOCK_C: tl.constexpr):
+def backward_scan(
+    weight_ptr,
+    bias_ptr,
+    mean_ptr,
+    s2_ptr,
+    mu_prev_ptr,
+    invstd_ptr,
+    ls_scale_ptr,
+    r3k_ptr,
+    row_sum_grad_ptr,
+    row_sum_grad_y_ptr,
+    u_ptr,
+    v_ptr,
+    grad_coef_ptr,
+    x_coef_ptr,
+    constant_ptr,
+    grad_weight_ptr,
+    grad_bias_ptr,
+    n,
+    channels,
+    m,
+    alpha,
+    HAS_WEIGHT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    LAYER_SCALING: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """(2) ``v_t = (1 - leak mean(y^2)) v_{t-1} + mean(g y)``, ``u_t = a_b u_{t-1} + mean(h_t)`` (``g = gamma g'``)
     over the samples in order; each row's ``dx = grad_coef g' + x_coef x + constant`` from the state before the
     sample. Advances ``u``, ``v`` in place; the weight and bias gradients are the sums over the samples."""
@@ -267,8 +362,7 @@ def backward_scan(weight_ptr, bias_ptr, mean_ptr, s2_ptr, mu_prev_ptr, invstd_pt
         slope = (-gamma * k * gamma - leak * v) * invstd * invstd
         tl.store(grad_coef_ptr + at, (gamma * r * invstd).to(tl.float32), mask=live)
         tl.store(x_coef_ptr + at, slope.to(tl.float32), mask=live)
-        tl.store(constant_ptr + at, (-slope * mu_prev - gamma * k * beta * invstd - leak * u).to(tl.float32),
-                 mask=live)
+        tl.store(constant_ptr + at, (-slope * mu_prev - gamma * k * beta * invstd - leak * u).to(tl.float32), mask=live)
         sum_g = tl.load(row_sum_grad_ptr + at, mask=live, other=0.0).to(tl.float64)
         sum_gy = tl.load(row_sum_grad_y_ptr + at, mask=live, other=0.0).to(tl.float64)
         u = alpha * u + (gamma * sum_g / m - leak * v * dev * invstd) * invstd
@@ -282,8 +376,9 @@ def backward_scan(weight_ptr, bias_ptr, mean_ptr, s2_ptr, mu_prev_ptr, invstd_pt
 
 
 @triton.jit
-def _row_grad_x(grad_row, x_row, out_row, m, scale, shift, clamp_value, a, b, k, MASKED: tl.constexpr,
-                BLOCK: tl.constexpr):
+def _row_grad_x(
+    grad_row, x_row, out_row, m, scale, shift, clamp_value, a, b, k, MASKED: tl.constexpr, BLOCK: tl.constexpr
+):
     """``dx = a g' + b x + k`` over one row, ``g'`` as in :func:`_row_grad_sums`."""
     for start in range(0, m, BLOCK):
         offsets = start + tl.arange(0, BLOCK)
@@ -293,8 +388,21 @@ def _row_grad_x(grad_row, x_row, out_row, m, scale, shift, clamp_value, a, b, k,
 
 
 @triton.jit
-def backward_grad_x(grad_ptr, x_ptr, grad_x_ptr, scale_ptr, shift_ptr, clamped_ptr, grad_coef_ptr, x_coef_ptr,
-                    constant_ptr, m, clamp_value, CLAMP: tl.constexpr, BLOCK: tl.constexpr):
+def backward_grad_x(
+    grad_ptr,
+    x_ptr,
+    grad_x_ptr,
+    scale_ptr,
+    shift_ptr,
+    clamped_ptr,
+    grad_coef_ptr,
+    x_coef_ptr,
+    constant_ptr,
+    m,
+    clamp_value,
+    CLAMP: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """(3) The input gradient, row by row."""
     row = tl.program_id(0)
     base = row.to(tl.int64) * m
@@ -304,8 +412,10 @@ def backward_grad_x(grad_ptr, x_ptr, grad_x_ptr, scale_ptr, shift_ptr, clamped_p
     b = tl.load(x_coef_ptr + row)
     k = tl.load(constant_ptr + row)
     if _row_flagged(clamped_ptr, row, CLAMP):
-        _row_grad_x(grad_ptr + base, x_ptr + base, grad_x_ptr + base, m, scale, shift, clamp_value, a, b, k,
-                    True, BLOCK)
+        _row_grad_x(
+            grad_ptr + base, x_ptr + base, grad_x_ptr + base, m, scale, shift, clamp_value, a, b, k, True, BLOCK
+        )
     else:
-        _row_grad_x(grad_ptr + base, x_ptr + base, grad_x_ptr + base, m, scale, shift, clamp_value, a, b, k,
-                    False, BLOCK)
+        _row_grad_x(
+            grad_ptr + base, x_ptr + base, grad_x_ptr + base, m, scale, shift, clamp_value, a, b, k, False, BLOCK
+        )

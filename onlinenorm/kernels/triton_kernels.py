@@ -61,9 +61,19 @@ def _warps(block: int) -> int:
     return max(1, min(8, block // 256))
 
 
-def forward(x3: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, mu: torch.Tensor,
-            var: torch.Tensor, alpha_fwd: float, eps: float, clamp_value: float | None, ls_eps: float | None,
-            clamp_count: torch.Tensor | None, seen_count: torch.Tensor | None) -> tuple[torch.Tensor, ForwardStats]:
+def forward(
+    x3: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    mu: torch.Tensor,
+    var: torch.Tensor,
+    alpha_fwd: float,
+    eps: float,
+    clamp_value: float | None,
+    ls_eps: float | None,
+    clamp_count: torch.Tensor | None,
+    seen_count: torch.Tensor | None,
+) -> tuple[torch.Tensor, ForwardStats]:
     """Training forward of ``x3`` ``(N, C, M)``: returns the output (``x3``'s dtype) and the statistics.
 
     Advances ``mu`` and ``var`` (contiguous float32 ``(C,)``) in place, and adds the clamped and all
@@ -76,30 +86,71 @@ def forward(x3: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | 
     weight, bias = float32_contiguous(weight), float32_contiguous(bias)
     out = torch.empty_like(x3)
     # six tensors, not views of one: a custom op's outputs may not alias each other
-    mean, s2, mu_prev, invstd, scale, shift = (torch.empty((n, c), dtype=torch.float32, device=x3.device) for _ in range(6))
+    mean, s2, mu_prev, invstd, scale, shift = (
+        torch.empty((n, c), dtype=torch.float32, device=x3.device) for _ in range(6)
+    )
     ls_scale = torch.empty((n, 1), dtype=torch.float32, device=x3.device) if ls_eps is not None else None
     clamped = torch.empty((n, c), dtype=torch.uint8, device=x3.device) if clamp_value is not None else None
     block = _row_block(m)
     rows = (n * c,)
     jit.forward_row_moments[rows](x3, mean, s2, m, BLOCK=block, num_warps=_warps(block))
     jit.forward_scan[(_cdiv(c, BLOCK_C),)](
-        mean, s2, _or(weight, mean), _or(bias, mean), mu, var, mu_prev, invstd, scale, shift,
-        _or(seen_count, mean), n, c, n * c * m, alpha_fwd, eps, HAS_WEIGHT=weight is not None,
-        HAS_BIAS=bias is not None, COUNT_SEEN=seen_count is not None, BLOCK_C=BLOCK_C)
+        mean,
+        s2,
+        _or(weight, mean),
+        _or(bias, mean),
+        mu,
+        var,
+        mu_prev,
+        invstd,
+        scale,
+        shift,
+        _or(seen_count, mean),
+        n,
+        c,
+        n * c * m,
+        alpha_fwd,
+        eps,
+        HAS_WEIGHT=weight is not None,
+        HAS_BIAS=bias is not None,
+        COUNT_SEEN=seen_count is not None,
+        BLOCK_C=BLOCK_C,
+    )
     if ls_eps is not None:
-        jit.forward_layer_scale[(n,)](mean, s2, mu_prev, scale, _or(bias, mean), ls_scale, c, ls_eps,
-                                      HAS_BIAS=bias is not None, BLOCK_C=BLOCK_C)
+        jit.forward_layer_scale[(n,)](
+            mean, s2, mu_prev, scale, _or(bias, mean), ls_scale, c, ls_eps, HAS_BIAS=bias is not None, BLOCK_C=BLOCK_C
+        )
     jit.forward_output[rows](
-        x3, out, scale, shift, _or(ls_scale, mean), _or(clamped, mean), _or(clamp_count, mean), c, m,
-        0.0 if clamp_value is None else clamp_value, LAYER_SCALING=ls_eps is not None,
-        CLAMP=clamp_value is not None, COUNT=clamp_count is not None and clamp_value is not None,
-        BLOCK=block, num_warps=_warps(block))
+        x3,
+        out,
+        scale,
+        shift,
+        _or(ls_scale, mean),
+        _or(clamped, mean),
+        _or(clamp_count, mean),
+        c,
+        m,
+        0.0 if clamp_value is None else clamp_value,
+        LAYER_SCALING=ls_eps is not None,
+        CLAMP=clamp_value is not None,
+        COUNT=clamp_count is not None and clamp_value is not None,
+        BLOCK=block,
+        num_warps=_warps(block),
+    )
     return out, ForwardStats(mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped)
 
 
-def backward(grad: torch.Tensor, x3: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-             u: torch.Tensor, v: torch.Tensor, stats: ForwardStats, alpha_bkw: float,
-             clamp_value: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def backward(
+    grad: torch.Tensor,
+    x3: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    stats: ForwardStats,
+    alpha_bkw: float,
+    clamp_value: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Training backward (the control process) over ``grad`` ``(N, C, M)`` with :func:`forward`'s statistics:
     returns the input gradient (``grad``'s dtype) and the weight and bias gradients (float32 ``(C,)``, the sums
     over the batch); advances ``u`` and ``v`` (contiguous float32) in place."""
@@ -109,7 +160,8 @@ def backward(grad: torch.Tensor, x3: torch.Tensor, weight: torch.Tensor | None, 
     weight, bias = float32_contiguous(weight), float32_contiguous(bias)
     device = x3.device
     row_sum_grad, row_sum_grad_y, grad_coef, x_coef, constant = torch.empty(
-        (5, n, c), dtype=torch.float32, device=device)
+        (5, n, c), dtype=torch.float32, device=device
+    )
     grad_x = torch.empty_like(grad)
     grad_weight, grad_bias = (torch.empty(c, dtype=torch.float32, device=device) for _ in range(2))
     layer_scaling = stats.ls_scale is not None
@@ -118,22 +170,83 @@ def backward(grad: torch.Tensor, x3: torch.Tensor, weight: torch.Tensor | None, 
     block = _row_block(m)
     rows = (n * c,)
     jit.backward_row_sums[rows](
-        grad, x3, stats.scale, stats.shift, stats.mu_prev, stats.invstd, _or(stats.clamped, stats.mean),
-        row_sum_grad, row_sum_grad_y, m, clamp, CLAMP=clamping, BLOCK=block, num_warps=_warps(block))
+        grad,
+        x3,
+        stats.scale,
+        stats.shift,
+        stats.mu_prev,
+        stats.invstd,
+        _or(stats.clamped, stats.mean),
+        row_sum_grad,
+        row_sum_grad_y,
+        m,
+        clamp,
+        CLAMP=clamping,
+        BLOCK=block,
+        num_warps=_warps(block),
+    )
     r3k = torch.empty(n, dtype=torch.float64, device=device) if layer_scaling else None
     if layer_scaling:
         jit.backward_layer_scale[(n,)](
-            _or(weight, stats.mean), _or(bias, stats.mean), stats.mean, stats.s2, stats.mu_prev, stats.invstd,
-            stats.ls_scale, r3k, row_sum_grad, row_sum_grad_y, c, m, HAS_WEIGHT=weight is not None,
-            HAS_BIAS=bias is not None, BLOCK_C=BLOCK_C)
+            _or(weight, stats.mean),
+            _or(bias, stats.mean),
+            stats.mean,
+            stats.s2,
+            stats.mu_prev,
+            stats.invstd,
+            stats.ls_scale,
+            r3k,
+            row_sum_grad,
+            row_sum_grad_y,
+            c,
+            m,
+            HAS_WEIGHT=weight is not None,
+            HAS_BIAS=bias is not None,
+            BLOCK_C=BLOCK_C,
+        )
     jit.backward_scan[(_cdiv(c, BLOCK_C),)](
-        _or(weight, stats.mean), _or(bias, stats.mean), stats.mean, stats.s2, stats.mu_prev, stats.invstd,
-        _or(stats.ls_scale, stats.mean), _or(r3k, stats.mean), row_sum_grad, row_sum_grad_y, u, v, grad_coef,
-        x_coef, constant, grad_weight, grad_bias, n, c, m, alpha_bkw, HAS_WEIGHT=weight is not None,
-        HAS_BIAS=bias is not None, LAYER_SCALING=layer_scaling, BLOCK_C=BLOCK_C)
+        _or(weight, stats.mean),
+        _or(bias, stats.mean),
+        stats.mean,
+        stats.s2,
+        stats.mu_prev,
+        stats.invstd,
+        _or(stats.ls_scale, stats.mean),
+        _or(r3k, stats.mean),
+        row_sum_grad,
+        row_sum_grad_y,
+        u,
+        v,
+        grad_coef,
+        x_coef,
+        constant,
+        grad_weight,
+        grad_bias,
+        n,
+        c,
+        m,
+        alpha_bkw,
+        HAS_WEIGHT=weight is not None,
+        HAS_BIAS=bias is not None,
+        LAYER_SCALING=layer_scaling,
+        BLOCK_C=BLOCK_C,
+    )
     jit.backward_grad_x[rows](
-        grad, x3, grad_x, stats.scale, stats.shift, _or(stats.clamped, stats.mean), grad_coef, x_coef, constant,
-        m, clamp, CLAMP=clamping, BLOCK=block, num_warps=_warps(block))
+        grad,
+        x3,
+        grad_x,
+        stats.scale,
+        stats.shift,
+        _or(stats.clamped, stats.mean),
+        grad_coef,
+        x_coef,
+        constant,
+        m,
+        clamp,
+        CLAMP=clamping,
+        BLOCK=block,
+        num_warps=_warps(block),
+    )
     return grad_x, grad_weight, grad_bias
 
 

@@ -48,8 +48,9 @@ def create_model(
     if name in ARCHITECTURES:
         return ResNet(name, num_classes, norm_layer, image_size=height, in_channels=channels)
     if name in MODELS:
-        return CifarResNet(int(name.removeprefix("resnet")), num_classes, norm_layer, in_channels=channels,
-                           shortcut=shortcut)
+        return CifarResNet(
+            int(name.removeprefix("resnet")), num_classes, norm_layer, in_channels=channels, shortcut=shortcut
+        )
     raise ValueError(f"model must be one of {', '.join(MODELS)}, got {name!r}")
 
 

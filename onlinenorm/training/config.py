@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from onlinenorm.constants import DATASETS, ECMS, KERNEL_CHOICES, MODELS, NORMS, SHORTCUTS
+
 from .rules import (
     Rule,
     ascending_integers,
@@ -69,10 +70,28 @@ class Recipe:
 # layer scaling on unless `--rm_layer_scaling`), so their published online figures are layer scaling.
 # Not carried over: utils.py's scale_lr_and_momentum, which rescales lr and momentum when the batch size
 # differs from 128 (CIFAR) or 256 (ImageNet): an identity at the recipes' batch sizes.
-_CIFAR = dict(model="resnet20", shortcut="projection", ecm="ls", epochs=250, milestones=(100, 150, 200),
-              batch_size=128, weight_decay=2e-4, decay_norm_params=True)
-_IMAGENET = dict(model="resnet50", shortcut="projection", ecm="ls", epochs=90, milestones=(30, 60, 80),
-                 batch_size=256, weight_decay=1e-4, decay_norm_params=False, alpha_fwd=0.999, alpha_bkw=0.99)
+_CIFAR = dict(
+    model="resnet20",
+    shortcut="projection",
+    ecm="ls",
+    epochs=250,
+    milestones=(100, 150, 200),
+    batch_size=128,
+    weight_decay=2e-4,
+    decay_norm_params=True,
+)
+_IMAGENET = dict(
+    model="resnet50",
+    shortcut="projection",
+    ecm="ls",
+    epochs=90,
+    milestones=(30, 60, 80),
+    batch_size=256,
+    weight_decay=1e-4,
+    decay_norm_params=False,
+    alpha_fwd=0.999,
+    alpha_bkw=0.99,
+)
 RECIPES = {
     # cifar10_main.py: --epochs 250, -b 128, --lr_milestones 100 150 200, --wd 2e-4, --afwd 1023/1024,
     # --abkw 127/128; ResNet-20 (`-d 20`).
@@ -109,12 +128,18 @@ SCHEMA: dict[str, Option] = {
     "augment": Option(True, boolean(), "random crop and flip on training batches"),
     # model and normalizer
     "model": Option(None, optional(choice(*MODELS)), "architecture; null -> recipe"),
-    "shortcut": Option(None, optional(choice(*SHORTCUTS)),
-                       "CIFAR ResNet shortcut where width changes: pad (option A) or projection (1x1 conv + norm, "
-                       "option B; ImageNet ResNets always project, the MLP has none); null -> recipe"),
+    "shortcut": Option(
+        None,
+        optional(choice(*SHORTCUTS)),
+        "CIFAR ResNet shortcut where width changes: pad (option A) or projection (1x1 conv + norm, "
+        "option B; ImageNet ResNets always project, the MLP has none); null -> recipe",
+    ),
     "norm": Option("online", choice(*NORMS), "normalizer"),
-    "ecm": Option(None, optional(choice(*ECMS)),
-                  "online norm error compensation: ac (clamping), ls (layer scaling), none; null -> recipe"),
+    "ecm": Option(
+        None,
+        optional(choice(*ECMS)),
+        "online norm error compensation: ac (clamping), ls (layer scaling), none; null -> recipe",
+    ),
     "alpha_fwd": Option(None, optional(real(0.0, 1.0)), "online norm forward decay; null -> recipe"),
     "alpha_bkw": Option(None, optional(real(0.0, 1.0)), "online norm backward decay; null -> recipe"),
     "clamp_value": Option(5.0, real(0.0), "activation clamp c (ecm=ac)"),
@@ -125,32 +150,43 @@ SCHEMA: dict[str, Option] = {
     "lr": Option(0.1, real(0.0), "SGD learning rate"),
     "momentum": Option(0.9, real(0.0, 1.0, low_open=False), "SGD momentum"),
     "weight_decay": Option(None, optional(real(0.0, low_open=False)), "L2 weight decay; null -> recipe"),
-    "decay_norm_params": Option(None, optional(boolean()),
-                                "weight decay on normalization layers' weight and bias too; null -> recipe"),
-    "milestones": Option(None, optional(ascending_integers(1)),
-                         "epochs after which lr *= lr_decay; null -> recipe (scaled to epochs)"),
+    "decay_norm_params": Option(
+        None, optional(boolean()), "weight decay on normalization layers' weight and bias too; null -> recipe"
+    ),
+    "milestones": Option(
+        None, optional(ascending_integers(1)), "epochs after which lr *= lr_decay; null -> recipe (scaled to epochs)"
+    ),
     "lr_decay": Option(0.1, real(0.0, 1.0, high_open=False), "learning-rate factor at each milestone"),
-    "lr_warmup_epochs": Option(0, integer(0),
-                               "linear lr warm-up over W epochs: step s (1-based) uses lr * min(1, s / (W * steps per epoch))"),
-    "stats_warmup_batches": Option(0, integer(0),
-                                   "forward passes in training mode before the first step (no optimizer step), "
-                                   "so normalizer statistics start settled"),
+    "lr_warmup_epochs": Option(
+        0, integer(0), "linear lr warm-up over W epochs: step s (1-based) uses lr * min(1, s / (W * steps per epoch))"
+    ),
+    "stats_warmup_batches": Option(
+        0,
+        integer(0),
+        "forward passes in training mode before the first step (no optimizer step), "
+        "so normalizer statistics start settled",
+    ),
     "epochs": Option(None, optional(integer(1)), "training epochs; null -> recipe"),
     "batch_size": Option(None, optional(integer(2)), "training batch size; null -> recipe"),
     "eval_batch_size": Option(500, integer(1), "evaluation batch size (does not change results)"),
     "seed": Option(0, integer(0), "seed of initialization, order and augmentation"),
     # execution
-    "device": Option("auto", matching(DEVICE_PATTERN, "auto, cpu, cuda or cuda:N"),
-                     "where to train; auto -> CUDA when present"),
+    "device": Option(
+        "auto", matching(DEVICE_PATTERN, "auto, cpu, cuda or cuda:N"), "where to train; auto -> CUDA when present"
+    ),
     "amp": Option("none", choice("none", "bf16"), "bfloat16 autocast (CUDA only)"),
     "threads": Option(None, optional(integer(1)), "torch CPU threads; null -> torch's default"),
-    "kernels": Option(None, optional(choice(*KERNEL_CHOICES)),
-                      "online norm training kernels; null -> ONLINENORM_KERNELS, else auto (the fastest that builds)"),
+    "kernels": Option(
+        None,
+        optional(choice(*KERNEL_CHOICES)),
+        "online norm training kernels; null -> ONLINENORM_KERNELS, else auto (the fastest that builds)",
+    ),
 }
 
 # Keys that may differ between a checkpoint and the run resuming it.
-RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "download", "cache_dir", "eval_batch_size", "device", "threads",
-                               "kernels"})
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "data_dir", "download", "cache_dir", "eval_batch_size", "device", "threads", "kernels"}
+)
 
 
 def defaults() -> dict[str, Any]:
@@ -203,8 +239,10 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     resolved.update({key: check_value(key, value) for key, value in config.items()})
     recipe = RECIPES[resolved["dataset"]]
     if resolved["norm"] == "online" and resolved["ecm"] is None and "clamp_value" in config and recipe.ecm != "ac":
-        raise ValueError(f"config key 'clamp_value' is set, but 'ecm' is not: the {resolved['dataset']} recipe's ecm "
-                         f"is {recipe.ecm!r}, which does not clamp; set ecm: ac to clamp")
+        raise ValueError(
+            f"config key 'clamp_value' is set, but 'ecm' is not: the {resolved['dataset']} recipe's ecm "
+            f"is {recipe.ecm!r}, which does not clamp; set ecm: ac to clamp"
+        )
     for key in RECIPE_KEYS:
         if resolved[key] is None:
             resolved[key] = getattr(recipe, key)

@@ -37,12 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from onlinenorm import clamp_disabled, clamp_fractions, reset_clamp_stats
-from .allocator import retain_freed_memory
-from .config import RESUMABLE_CHANGES, validate_config
-from .data import BatchLoader, Dataset, load_dataset
 from onlinenorm.layers import _OnlineNorm
 from onlinenorm.models import NORM_DIMS, create_model
 from onlinenorm.norms import create_norm
+
+from .allocator import retain_freed_memory
+from .config import RESUMABLE_CHANGES, validate_config
+from .data import BatchLoader, Dataset, load_dataset
 
 Report = Callable[[dict[str, Any], "str | None"], None]
 # on_batch(epoch, step, steps_per_epoch, running_train_loss)

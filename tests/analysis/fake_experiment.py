@@ -50,9 +50,17 @@ class FakeTrial:
 
 def config(norm="online", ecm="ac", clamp_value=1.0, alpha_fwd=0.999, alpha_bkw=0.99, seed=0):
     return {
-        "dataset": "synth", "model": "resnet8", "norm": norm, "ecm": ecm,
-        "alpha_fwd": alpha_fwd, "alpha_bkw": alpha_bkw, "clamp_value": clamp_value,
-        "lr": 0.1, "epochs": EPOCHS, "batch_size": 32, "seed": seed,
+        "dataset": "synth",
+        "model": "resnet8",
+        "norm": norm,
+        "ecm": ecm,
+        "alpha_fwd": alpha_fwd,
+        "alpha_bkw": alpha_bkw,
+        "clamp_value": clamp_value,
+        "lr": 0.1,
+        "epochs": EPOCHS,
+        "batch_size": 32,
+        "seed": seed,
     }
 
 
@@ -63,24 +71,33 @@ def rows(val_accs, layer_fractions=None, diverged_at=None, unclamped=None, stead
     out = []
     for epoch, acc in enumerate(val_accs, start=1):
         row = {
-            "epoch": epoch, "train_loss": 1.2 - 0.1 * epoch, "train_acc": 0.4 + 0.1 * epoch,
+            "epoch": epoch,
+            "train_loss": 1.2 - 0.1 * epoch,
+            "train_acc": 0.4 + 0.1 * epoch,
             "val_loss": float("nan") if epoch == diverged_at else 1.5 - acc,
-            "val_acc": acc, "val_acc_unclamped": acc - 0.005 if unclamped is None else unclamped,
+            "val_acc": acc,
+            "val_acc_unclamped": acc - 0.005 if unclamped is None else unclamped,
         }
         if layer_fractions is not None:
-            per_layer = {name: f if steady_fractions else f / epoch for name, f in zip(LAYERS, layer_fractions)}
+            per_layer = {
+                name: f if steady_fractions else f / epoch for name, f in zip(LAYERS, layer_fractions, strict=False)
+            }
             row["clamp_fraction"] = sum(per_layer.values()) / len(per_layer)
             row.update({f"clamp_fraction/{name}": v for name, v in per_layer.items()})
-        row.update({"samples_per_s": 1000.0, "lr": 0.1 if epoch < 3 else 0.01,
-                    "diverged": epoch == diverged_at})
+        row.update({"samples_per_s": 1000.0, "lr": 0.1 if epoch < 3 else 0.01, "diverged": epoch == diverged_at})
         out.append(row)
     return out
 
 
 def grid_accuracy(clamp_value, alpha_fwd, alpha_bkw, seed):
     """Best val_acc of a grid trial: 0.60 +0.02 (c=2) +0.03 (a_f=0.999) +0.01 (a_b=0.99) +-0.01 (seed 0/1)."""
-    return (0.60 + 0.02 * (clamp_value == 2.0) + 0.03 * (alpha_fwd == 0.999)
-            + 0.01 * (alpha_bkw == 0.99) + (0.01 if seed == 0 else -0.01))
+    return (
+        0.60
+        + 0.02 * (clamp_value == 2.0)
+        + 0.03 * (alpha_fwd == 0.999)
+        + 0.01 * (alpha_bkw == 0.99)
+        + (0.01 if seed == 0 else -0.01)
+    )
 
 
 def curve(best):
@@ -88,8 +105,12 @@ def curve(best):
     return [best - 0.10, best, best - 0.05]
 
 
-CLAMP_LAYER_FRACTIONS = {1.0: (0.3, 0.2, 0.1), 2.0: (0.06, 0.04, 0.02), 3.0: (0.006, 0.004, 0.002),
-                         8.0: (0.0, 0.0, 0.0)}
+CLAMP_LAYER_FRACTIONS = {
+    1.0: (0.3, 0.2, 0.1),
+    2.0: (0.06, 0.04, 0.02),
+    3.0: (0.006, 0.004, 0.002),
+    8.0: (0.0, 0.0, 0.0),
+}
 
 
 def standard_experiment(root: Path, name: str = "sweep_a") -> Path:
@@ -112,18 +133,35 @@ def standard_experiment(root: Path, name: str = "sweep_a") -> Path:
             for a_b in (0.9, 0.99):
                 for seed in (0, 1):
                     best = grid_accuracy(c, a_f, a_b, seed)
-                    trials.append(FakeTrial(config(clamp_value=c, alpha_fwd=a_f, alpha_bkw=a_b, seed=seed),
-                                            rows(curve(best), CLAMP_LAYER_FRACTIONS[c])))
+                    trials.append(
+                        FakeTrial(
+                            config(clamp_value=c, alpha_fwd=a_f, alpha_bkw=a_b, seed=seed),
+                            rows(curve(best), CLAMP_LAYER_FRACTIONS[c]),
+                        )
+                    )
     for seed, best in ((0, 0.66), (1, 0.64)):
         trials.append(FakeTrial(config(norm="batch", ecm="none", clamp_value=5.0, seed=seed), rows(curve(best))))
     for seed, best in ((0, 0.65), (1, 0.63)):
         trials.append(FakeTrial(config(ecm="ls", seed=seed), rows(curve(best), (0.0, 0.0, 0.0))))
-    trials.append(FakeTrial(config(clamp_value=3.0, seed=0), rows([0.5], CLAMP_LAYER_FRACTIONS[3.0]),
-                            status="RUNNING", truncated_tail=True))
-    trials.append(FakeTrial(config(clamp_value=3.0, seed=1), rows([0.4], CLAMP_LAYER_FRACTIONS[3.0]),
-                            status="ERROR", error="RuntimeError: CUDA out of memory"))
-    trials.append(FakeTrial(config(clamp_value=8.0, seed=0),
-                            rows([0.3, 0.1], CLAMP_LAYER_FRACTIONS[8.0], diverged_at=2)))
+    trials.append(
+        FakeTrial(
+            config(clamp_value=3.0, seed=0),
+            rows([0.5], CLAMP_LAYER_FRACTIONS[3.0]),
+            status="RUNNING",
+            truncated_tail=True,
+        )
+    )
+    trials.append(
+        FakeTrial(
+            config(clamp_value=3.0, seed=1),
+            rows([0.4], CLAMP_LAYER_FRACTIONS[3.0]),
+            status="ERROR",
+            error="RuntimeError: CUDA out of memory",
+        )
+    )
+    trials.append(
+        FakeTrial(config(clamp_value=8.0, seed=0), rows([0.3, 0.1], CLAMP_LAYER_FRACTIONS[8.0], diverged_at=2))
+    )
     trials.append(FakeTrial(config(clamp_value=8.0, seed=1), [], status="PENDING"))
     return write_experiment(root / name, trials, spec_text=SPEC_TEXT)
 
@@ -166,17 +204,21 @@ def planted_experiment(root: Path, name: str = "planted") -> Path:
     def trial(curve, offset, seed, norm="online", ecm="ac", c=1.0, unclamped=None, epochs=PLANTED_EPOCHS):
         fractions = None if ecm != "ac" else tuple(r * erfc(c / sqrt(2)) for r in PLANTED_RATIOS[c])
         accs = [a + offset + 0.002 * seed for a in curve]
-        return FakeTrial(config(norm=norm, ecm=ecm, clamp_value=c, seed=seed) | {"epochs": epochs},
-                         rows(accs, fractions, unclamped=unclamped, steady_fractions=True))
+        return FakeTrial(
+            config(norm=norm, ecm=ecm, clamp_value=c, seed=seed) | {"epochs": epochs},
+            rows(accs, fractions, unclamped=unclamped, steady_fractions=True),
+        )
 
     trials = []
     for seed in PLANTED_SEEDS:
-        trials += [trial(BATCH_CURVE, 0.0, seed, norm="batch", ecm="none", c=5.0),
-                   trial(LAYER_SCALING_CURVE, 0.0, seed, ecm="ls", c=5.0),
-                   trial(BATCH_CURVE, 0.0, seed, c=3.0),
-                   trial(BATCH_CURVE, -0.02, seed, c=2.0),
-                   trial(BATCH_CURVE, -0.005, seed, c=1.0, unclamped=0.20),
-                   trial((0.10, 0.12, 0.15, 0.15, 0.15) if seed == 3 else BATCH_CURVE, 0.0, seed, c=5.0)]
+        trials += [
+            trial(BATCH_CURVE, 0.0, seed, norm="batch", ecm="none", c=5.0),
+            trial(LAYER_SCALING_CURVE, 0.0, seed, ecm="ls", c=5.0),
+            trial(BATCH_CURVE, 0.0, seed, c=3.0),
+            trial(BATCH_CURVE, -0.02, seed, c=2.0),
+            trial(BATCH_CURVE, -0.005, seed, c=1.0, unclamped=0.20),
+            trial((0.10, 0.12, 0.15, 0.15, 0.15) if seed == 3 else BATCH_CURVE, 0.0, seed, c=5.0),
+        ]
     trials.append(trial(BATCH_CURVE, -0.03, 0, c=8.0))
     trials.append(trial((0.99,), 0.0, 4, c=3.0))  # stopped: 1 of 5 epochs, TERMINATED
     return write_experiment(root / name, trials, spec_text=PLANTED_REFERENCE)
@@ -186,9 +228,16 @@ def grid_experiment(root: Path, name: str = "grid") -> Path:
     """The standard experiment's balanced clamping grid alone (finished, accuracy
     ``grid_accuracy``): clamp value, alpha_fwd, alpha_bkw and seed explain 4/18, 9/18,
     1/18 and 4/18 of the variance of best accuracy."""
-    trials = [FakeTrial(config(clamp_value=c, alpha_fwd=a_f, alpha_bkw=a_b, seed=seed),
-                        rows(curve(grid_accuracy(c, a_f, a_b, seed))))
-              for c in (1.0, 2.0) for a_f in (0.99, 0.999) for a_b in (0.9, 0.99) for seed in (0, 1)]
+    trials = [
+        FakeTrial(
+            config(clamp_value=c, alpha_fwd=a_f, alpha_bkw=a_b, seed=seed),
+            rows(curve(grid_accuracy(c, a_f, a_b, seed))),
+        )
+        for c in (1.0, 2.0)
+        for a_f in (0.99, 0.999)
+        for a_b in (0.9, 0.99)
+        for seed in (0, 1)
+    ]
     return write_experiment(root / name, trials)
 
 
@@ -207,7 +256,7 @@ def many_trials_experiment(root: Path, n_trials: int, name: str = "big_sweep", e
 
 
 ONE_PAIR_CLAMPS = (0.5, 1.0, 2.0, 3.0, 5.0)
-ONE_PAIR_ALPHAS = (1 - 2.0 ** -10, 1 - 2.0 ** -7)  # the CIFAR-10 recipe's decay factors
+ONE_PAIR_ALPHAS = (1 - 2.0**-10, 1 - 2.0**-7)  # the CIFAR-10 recipe's decay factors
 
 
 def one_decay_pair_experiment(root: Path, name: str = "one_pair", epochs: int = 6) -> Path:
@@ -227,19 +276,28 @@ def one_decay_pair_experiment(root: Path, name: str = "one_pair", epochs: int = 
             rows_ = rows(accs, (2 * gaussian, gaussian, 0.5 * gaussian))
             if c <= 1:
                 rows_ = [r | {"val_acc_unclamped": 0.2} for r in rows_]
-            trials.append(FakeTrial(config(clamp_value=c, alpha_fwd=a_f, alpha_bkw=a_b, seed=seed) | {"epochs": epochs},
-                                    rows_))
+            trials.append(
+                FakeTrial(config(clamp_value=c, alpha_fwd=a_f, alpha_bkw=a_b, seed=seed) | {"epochs": epochs}, rows_)
+            )
         for norm, ecm, best in (("batch", "none", 0.95), ("online", "ls", 0.94)):
             accs = [(best - 0.01 * seed) * min(1.0, (e + 1) / (0.5 * epochs)) for e in range(epochs)]
             fractions = (0.0, 0.0, 0.0) if norm == "online" else None
-            trials.append(FakeTrial(config(norm=norm, ecm=ecm, alpha_fwd=a_f, alpha_bkw=a_b, seed=seed)
-                                    | {"epochs": epochs}, rows(accs, fractions)))
-    return write_experiment(root / name, trials, spec_text=f"name: {name}\ngrid:\n  clamp_value: {list(ONE_PAIR_CLAMPS)}\n")
+            trials.append(
+                FakeTrial(
+                    config(norm=norm, ecm=ecm, alpha_fwd=a_f, alpha_bkw=a_b, seed=seed) | {"epochs": epochs},
+                    rows(accs, fractions),
+                )
+            )
+    return write_experiment(
+        root / name, trials, spec_text=f"name: {name}\ngrid:\n  clamp_value: {list(ONE_PAIR_CLAMPS)}\n"
+    )
 
 
-SAMPLED_SPEC = ("name: sampled\nsearch: {type: random, num_samples: 12, seed: 0}\nspace:\n"
-                "  clamp_value: {loguniform: [0.5, 8]}\n  alpha_fwd: {decay: [0.99, 0.9999]}\n"
-                "  alpha_bkw: {decay: [0.9, 0.999]}\ngrid: {seed: [0, 1]}\n")
+SAMPLED_SPEC = (
+    "name: sampled\nsearch: {type: random, num_samples: 12, seed: 0}\nspace:\n"
+    "  clamp_value: {loguniform: [0.5, 8]}\n  alpha_fwd: {decay: [0.99, 0.9999]}\n"
+    "  alpha_bkw: {decay: [0.9, 0.999]}\ngrid: {seed: [0, 1]}\n"
+)
 
 
 def sampled_experiment(root: Path, name: str = "sampled", points: int = 12) -> Path:
@@ -254,8 +312,12 @@ def sampled_experiment(root: Path, name: str = "sampled", points: int = 12) -> P
         for seed in (0, 1):
             best = 0.8 + 0.02 * math.log2(c) - 0.01 * seed
             gaussian = math.erfc(c / math.sqrt(2))
-            trials.append(FakeTrial(config(clamp_value=c, alpha_fwd=a_f, alpha_bkw=a_b, seed=seed),
-                                    rows(curve(best), (2 * gaussian, gaussian, 0.5 * gaussian))))
+            trials.append(
+                FakeTrial(
+                    config(clamp_value=c, alpha_fwd=a_f, alpha_bkw=a_b, seed=seed),
+                    rows(curve(best), (2 * gaussian, gaussian, 0.5 * gaussian)),
+                )
+            )
     return write_experiment(root / name, trials, spec_text=SAMPLED_SPEC)
 
 
@@ -292,27 +354,47 @@ def _write_trial(exp_dir: Path, index: int, trial: FakeTrial) -> list[str]:
             (directory / f"checkpoint_{i:06d}" / "state.pt").write_bytes(b"fake")
     if trial.error:
         (directory / "error.txt").write_text(
-            f"Failure # 1 (occurred at {DATE})\nTraceback (most recent call last):\n  ...\n{trial.error}\n")
+            f"Failure # 1 (occurred at {DATE})\nTraceback (most recent call last):\n  ...\n{trial.error}\n"
+        )
         (directory / "error.pkl").write_bytes(pickle.dumps(trial.error))
     for name, text in trial.extra_files.items():
         (directory / name).write_text(text)
-    meta = {"stub": False, "trainable_name": TRAINABLE, "trial_id": trial_id, "config": trial.config,
-            "experiment_tag": tag, "status": trial.status, "relative_logdir": relative}
+    meta = {
+        "stub": False,
+        "trainable_name": TRAINABLE,
+        "trial_id": trial_id,
+        "config": trial.config,
+        "experiment_tag": tag,
+        "status": trial.status,
+        "relative_logdir": relative,
+    }
     last = dict(results[-1], done=trial.status == "TERMINATED") if results else None
-    runtime = {"num_failures": int(trial.error is not None),
-               "error_filename": "error.txt" if trial.error else None,
-               "pickled_error_filename": "error.pkl" if trial.error else None,
-               "last_result": last}
+    runtime = {
+        "num_failures": int(trial.error is not None),
+        "error_filename": "error.txt" if trial.error else None,
+        "pickled_error_filename": "error.pkl" if trial.error else None,
+        "last_result": last,
+    }
     return [json.dumps(meta), json.dumps(runtime)]
 
 
 def _ray_row(row: dict, trial: FakeTrial, trial_id: str, iteration: int) -> dict:
     return row | {
-        "timestamp": 1767268800 + iteration, "checkpoint_dir_name": f"checkpoint_{iteration - 1:06d}",
-        "should_checkpoint": True, "done": False, "training_iteration": iteration, "trial_id": trial_id,
-        "date": DATE, "time_this_iter_s": 2.0, "time_total_s": 2.0 * iteration, "pid": 1234,
-        "hostname": "node", "node_ip": "10.0.0.1", "config": trial.config,
-        "time_since_restore": 2.0 * iteration, "iterations_since_restore": iteration,
+        "timestamp": 1767268800 + iteration,
+        "checkpoint_dir_name": f"checkpoint_{iteration - 1:06d}",
+        "should_checkpoint": True,
+        "done": False,
+        "training_iteration": iteration,
+        "trial_id": trial_id,
+        "date": DATE,
+        "time_this_iter_s": 2.0,
+        "time_total_s": 2.0 * iteration,
+        "pid": 1234,
+        "hostname": "node",
+        "node_ip": "10.0.0.1",
+        "config": trial.config,
+        "time_since_restore": 2.0 * iteration,
+        "iterations_since_restore": iteration,
     }
 
 

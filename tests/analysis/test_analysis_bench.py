@@ -20,13 +20,19 @@ def test_generated_experiment_loads_as_written(tmp_path):
     assert results.layers["clamp_fraction"].between(0, 1).all()
     assert results.layers.groupby("trial_id")["depth"].max().eq(4).all()
     assert sorted(clamping["clamp_value"].unique()) == [0.5, 1.0, 2.0, 3.0, 5.0]
-    assert clamping["alpha_fwd"].map(lambda a: analysis.charts.format_decay(a)).isin(
-        ["1-2^-10", "1-2^-7", "1-2^-12"]).all()
+    assert (
+        clamping["alpha_fwd"]
+        .map(lambda a: analysis.charts.format_decay(a))
+        .isin(["1-2^-10", "1-2^-7", "1-2^-12"])
+        .all()
+    )
 
 
 def test_format_names_every_stage_and_the_target():
-    text = format_report_bench([("onlinenorm report (fresh process, all stages)", 4.0, 6.0), ("analysis.load", 1.0, 1.5)],
-                               "generated experiment")
+    text = format_report_bench(
+        [("onlinenorm report (fresh process, all stages)", 4.0, 6.0), ("analysis.load", 1.0, 1.5)],
+        "generated experiment",
+    )
     assert text.splitlines()[0] == "generated experiment"
     assert "analysis.load" in text and text.endswith("whole report: 4.00 s = 0.80 x the 5 s target")
 

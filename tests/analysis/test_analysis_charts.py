@@ -3,13 +3,13 @@ panels, scales and axes follow what the sweep varied (grid or sampled)."""
 
 from __future__ import annotations
 
+import fake_experiment as fx
 import matplotlib.pyplot as plt
 import pytest
 from matplotlib.collections import PathCollection, QuadMesh
 from matplotlib.colors import LogNorm
 
 import analysis
-import fake_experiment as fx
 from analysis import charts, tables
 
 
@@ -48,7 +48,8 @@ def test_every_chart_written_non_empty(results, report):
 def test_charts_drawn_in_two_processes(one_pair, tmp_path):
     written = charts.save_all(one_pair, tmp_path, workers=2)
     assert {name: [p.name for p in files] for name, files in written.items()} == {
-        name: [f"{name}.png"] for name in charts.CHARTS}
+        name: [f"{name}.png"] for name in charts.CHARTS
+    }
     assert all(p.stat().st_size > 1000 for files in written.values() for p in files)
 
 
@@ -65,7 +66,8 @@ def test_accuracy_chart_has_a_point_per_trial_and_the_baselines(results):
     points = sum(len(c.get_offsets()) for ax in figure.axes for c in ax.collections if isinstance(c, PathCollection))
     assert points == 16  # the finished clamping trials; the diverged one has a zero fraction (log x)
     assert {"BatchNorm median 0.65", "OnlineNorm (Layer Scaling) median 0.64", "c = 1", "c = 2"} <= set(
-        legend_labels(figure))
+        legend_labels(figure)
+    )
     # 2 x 2 decay pairs on a grid: a panel each, titled with the pair as 1 - 10^-k
     assert len(panels(figure)) == 4
     assert "α_fwd = 1-1e-3, α_bkw = 1-1e-2" in [ax.get_title() for ax in panels(figure)]
@@ -114,12 +116,16 @@ def test_layer_heatmap_uses_a_log_colour_scale(one_pair):
     c3, c5 = (meshes[fx.ONE_PAIR_CLAMPS.index(c)].get_array().mean() for c in (3.0, 5.0))
     assert meshes[0].norm(c5) < 0.2 < meshes[0].norm(c3) < 0.8
     assert [t.get_text() for t in panels(figure)[0].get_yticklabels()] == [
-        "0 stem.norm", "1 layer1.0.norm1", "2 layer1.0.norm2"]
+        "0 stem.norm",
+        "1 layer1.0.norm1",
+        "2 layer1.0.norm2",
+    ]
     plt.close(figure)
 
 
-@pytest.mark.parametrize("alpha, text", [(1 - 2 ** -10, "1-2^-10"), (0.5, "1-2^-1"), (0.999, "1-1e-3"),
-                                         (0.9985, "1-1.5e-3"), (0.99, "1-1e-2")])
+@pytest.mark.parametrize(
+    "alpha, text", [(1 - 2**-10, "1-2^-10"), (0.5, "1-2^-1"), (0.999, "1-1e-3"), (0.9985, "1-1.5e-3"), (0.99, "1-1e-2")]
+)
 def test_decay_factors_are_written_as_one_minus_a_small_number(alpha, text):
     assert charts.format_decay(alpha) == text
 
@@ -128,7 +134,10 @@ def test_sampled_values_get_continuous_axes(sampled):
     assert all(charts.is_sampled(sampled, sampled.trials, key) for key in ("clamp_value", "alpha_fwd", "alpha_bkw"))
     figure = charts.sensitivity_heatmaps(sampled)
     assert [(ax.get_xlabel(), ax.get_xscale()) for ax in panels(figure)] == [
-        (charts.C, "linear"), ("1 - α_fwd (log scale)", "log"), ("1 - α_bkw (log scale)", "log")]
+        (charts.C, "linear"),
+        ("1 - α_fwd (log scale)", "log"),
+        ("1 - α_bkw (log scale)", "log"),
+    ]
     assert all(not ax.get_lines() for ax in panels(figure))  # no per-value medians: the values do not repeat
     plt.close(figure)
     figure = charts.accuracy_vs_clamp_fraction(sampled)
@@ -160,4 +169,5 @@ def test_a_chart_without_data_says_why(results):
     with pytest.raises(charts.NoData, match="no complete clamping trial"):
         charts.sensitivity_heatmaps(baselines_only)
     assert len(baselines_only.trials) == 4 and set(baselines_only.epochs["trial_id"]) == set(
-        baselines_only.trials["trial_id"])
+        baselines_only.trials["trial_id"]
+    )

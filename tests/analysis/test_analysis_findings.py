@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 
+import fake_experiment as fx
 import pandas as pd
 import pytest
 
 import analysis
-import fake_experiment as fx
 
 C3, C2, C1, C5, C8 = (f"OnlineNorm (Activation Clamping), clamp_value={c}" for c in ("3.0", "2.0", "1.0", "5.0", "8.0"))
 BATCH, LAYER_SCALING = "BatchNorm", "OnlineNorm (Layer Scaling)"
@@ -38,12 +38,33 @@ def baseline(found, subject, against=BATCH, metric="best_val_acc") -> pd.Series:
 
 
 def test_every_row_has_a_question_a_verdict_and_a_sentence(found):
-    assert list(found.columns[:11]) == ["kind", "question", "subject", "against", "metric", "estimate", "ci_low",
-                                        "ci_high", "n_runs", "verdict", "sentence"]
+    assert list(found.columns[:11]) == [
+        "kind",
+        "question",
+        "subject",
+        "against",
+        "metric",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "n_runs",
+        "verdict",
+        "sentence",
+    ]
     assert found[["question", "subject", "verdict", "sentence"]].notna().all().all()
     assert found["kind"].drop_duplicates().tolist() == [
-        "stopped", "removal", "failed", "baseline", "reference", "safe_range", "clamp_limit", "gaussian",
-        "gaussian_depth", "knob", "speed"]
+        "stopped",
+        "removal",
+        "failed",
+        "baseline",
+        "reference",
+        "safe_range",
+        "clamp_limit",
+        "gaussian",
+        "gaussian_depth",
+        "knob",
+        "speed",
+    ]
 
 
 def test_equal_by_construction_is_equivalent_and_two_points_worse_is_worse(found):
@@ -66,10 +87,13 @@ def test_a_single_run_is_inconclusive_with_its_reason(found):
 
 
 def test_two_runs_that_agree_on_a_collapse_are_worse(tmp_path):
-    trials = [fx.FakeTrial(fx.config(norm="batch", ecm="none", seed=s), fx.rows([0.4, 0.5, 0.9 + s / 100]))
-              for s in (0, 1)]
-    trials += [fx.FakeTrial(fx.config(clamp_value=0.5, seed=s), fx.rows([0.1, 0.1, 0.2 + s / 100], unclamped=0.1))
-               for s in (0, 1)]
+    trials = [
+        fx.FakeTrial(fx.config(norm="batch", ecm="none", seed=s), fx.rows([0.4, 0.5, 0.9 + s / 100])) for s in (0, 1)
+    ]
+    trials += [
+        fx.FakeTrial(fx.config(clamp_value=0.5, seed=s), fx.rows([0.1, 0.1, 0.2 + s / 100], unclamped=0.1))
+        for s in (0, 1)
+    ]
     found = analysis.findings(analysis.load(fx.write_experiment(tmp_path / "two", trials)))
     collapse = one(found, kind="baseline", against=BATCH, metric="best_val_acc")
     assert collapse["estimate"] == pytest.approx(-0.7) and collapse["verdict"] == "worse"
@@ -127,8 +151,12 @@ def test_a_normalizer_that_never_reaches_the_target_says_so(tmp_path):
     trials = [fx.FakeTrial(fx.config(norm="batch", ecm="none", seed=s), fx.rows([0.5, 0.8, 0.9])) for s in (0, 1)]
     trials += [fx.FakeTrial(fx.config(clamp_value=2.0, seed=s), fx.rows([0.3, 0.3, 0.3 + s / 10])) for s in (0, 1)]
     found = analysis.findings(analysis.load(fx.write_experiment(tmp_path / "slow", trials)))
-    slow = one(found, kind="speed", subject="OnlineNorm (Activation Clamping)",
-               metric="epochs to 90% of batch norm's final val_acc")
+    slow = one(
+        found,
+        kind="speed",
+        subject="OnlineNorm (Activation Clamping)",
+        metric="epochs to 90% of batch norm's final val_acc",
+    )
     assert slow["verdict"] == "not reached" and pd.isna(slow["estimate"])
     assert slow["reason"] == "2 of 2 runs never reached it in 3 epochs"
     batch = one(found, kind="speed", subject=BATCH, metric="epochs to 95% of batch norm's final val_acc")
@@ -166,7 +194,8 @@ def test_planted_variance_shares_are_recovered(tmp_path):
     found = analysis.findings(analysis.load(fx.grid_experiment(tmp_path)))
     shares = found[found["kind"].eq("knob")].set_index("subject")
     assert shares["estimate"].to_dict() == pytest.approx(
-        {"alpha_fwd": 9 / 18, "clamp_value": 4 / 18, "seed": 4 / 18, "alpha_bkw": 1 / 18})
+        {"alpha_fwd": 9 / 18, "clamp_value": 4 / 18, "seed": 4 / 18, "alpha_bkw": 1 / 18}
+    )
     assert (shares["ci_low"] <= shares["estimate"]).all() and (shares["estimate"] <= shares["ci_high"]).all()
     assert shares.index[0] == "alpha_fwd" and shares["n_runs"].eq(16).all()
 
@@ -197,15 +226,29 @@ def test_bad_margin_is_refused(planted):
 
 def test_trials_that_did_not_complete_are_named(results):
     incomplete = one(analysis.findings(results), kind="incomplete")
-    assert incomplete["sentence"] == ("3 of 24 trials did not complete (1 running, 1 errored, 1 pending) "
-                                      "and are left out of every comparison.")
+    assert incomplete["sentence"] == (
+        "3 of 24 trials did not complete (1 running, 1 errored, 1 pending) and are left out of every comparison."
+    )
 
 
 def test_no_complete_trial_still_answers_every_question(tmp_path):
-    running = fx.write_experiment(tmp_path / "running", [
-        fx.FakeTrial(fx.config(seed=0), fx.rows([0.5]), status="RUNNING"),
-        fx.FakeTrial(fx.config(seed=1), [], status="PENDING")])
+    running = fx.write_experiment(
+        tmp_path / "running",
+        [
+            fx.FakeTrial(fx.config(seed=0), fx.rows([0.5]), status="RUNNING"),
+            fx.FakeTrial(fx.config(seed=1), [], status="PENDING"),
+        ],
+    )
     found = analysis.findings(analysis.load(running))
-    assert found["kind"].tolist() == ["incomplete", "removal", "failed", "baseline", "baseline", "safe_range",
-                                      "gaussian", "knob", "speed"]
+    assert found["kind"].tolist() == [
+        "incomplete",
+        "removal",
+        "failed",
+        "baseline",
+        "baseline",
+        "safe_range",
+        "gaussian",
+        "knob",
+        "speed",
+    ]
     assert found["verdict"].iloc[1:].eq("unsupported").all() and found["reason"].iloc[1:].notna().all()

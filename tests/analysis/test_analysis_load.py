@@ -7,10 +7,10 @@ import shutil
 import subprocess
 import sys
 
+import fake_experiment as fx
 import pytest
 
 import analysis
-import fake_experiment as fx
 
 
 def trial(results, **config):
@@ -31,7 +31,12 @@ def test_one_row_per_trial_and_epoch(results):
 
 def test_trial_states(results):
     assert results.trials["state"].value_counts().to_dict() == {
-        "finished": 20, "running": 1, "errored": 1, "diverged": 1, "pending": 1}
+        "finished": 20,
+        "running": 1,
+        "errored": 1,
+        "diverged": 1,
+        "pending": 1,
+    }
     assert trial(results, clamp_value=3.0, seed=0)["state"] == "running"
     errored = trial(results, clamp_value=3.0, seed=1)
     assert errored["state"] == "errored" and errored["error"] == "RuntimeError: CUDA out of memory"
@@ -76,8 +81,19 @@ def test_baselines_ignore_clamp_value_in_their_setting(results):
 
 
 def test_epochs_frame_has_every_metric(results):
-    expected = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_acc_unclamped",
-                "clamp_fraction", "samples_per_s", "lr", "diverged", "time_total_s"}
+    expected = {
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "val_acc_unclamped",
+        "clamp_fraction",
+        "samples_per_s",
+        "lr",
+        "diverged",
+        "time_total_s",
+    }
     assert expected <= set(results.epochs.columns)
     assert not any(c.startswith("clamp_fraction/") for c in results.epochs.columns)
     assert "config" not in results.epochs.columns and "hostname" not in results.epochs.columns
@@ -95,7 +111,8 @@ def test_layers_frame_depth_is_model_order(results):
     epoch2 = layers[layers["epoch"] == 2].set_index("layer")
     assert epoch2["depth"].to_dict() == {"stem.norm": 0, "layer1.0.norm1": 1, "layer1.0.norm2": 2}
     assert epoch2["clamp_fraction"].to_dict() == pytest.approx(
-        {"stem.norm": 0.15, "layer1.0.norm1": 0.1, "layer1.0.norm2": 0.05})
+        {"stem.norm": 0.15, "layer1.0.norm1": 0.1, "layer1.0.norm2": 0.05}
+    )
     batch_ids = results.trials.loc[results.trials["norm"] == "batch", "trial_id"]
     assert not results.layers["trial_id"].isin(batch_ids).any()
 
@@ -117,8 +134,9 @@ def test_load_never_writes(experiment):
 
 
 def test_catalog_of_several_experiments(experiment, tmp_path):
-    other = fx.write_experiment(tmp_path / "sweep_b", [
-        fx.FakeTrial(fx.config(clamp_value=1.0), fx.rows(fx.curve(0.7), (0.3, 0.2, 0.1)))])
+    other = fx.write_experiment(
+        tmp_path / "sweep_b", [fx.FakeTrial(fx.config(clamp_value=1.0), fx.rows(fx.curve(0.7), (0.3, 0.2, 0.1)))]
+    )
     both = analysis.load([experiment, other])
     assert both.trials.groupby("experiment").size().to_dict() == {"sweep_a": 24, "sweep_b": 1}
     assert set(both.epochs["experiment"]) == {"sweep_a", "sweep_b"}
@@ -141,7 +159,11 @@ def test_unreadable_files_are_reported_and_the_rest_loads(experiment, tmp_path):
     assert loaded.trials["ray_status"].isna().all()
     # states from the files alone: epochs reached, error.txt, diverged flag
     assert loaded.trials["state"].value_counts().to_dict() == {
-        "finished": 20, "running": 1, "errored": 1, "diverged": 1}
+        "finished": 20,
+        "running": 1,
+        "errored": 1,
+        "diverged": 1,
+    }
     # without params.json nor experiment_state, the config comes from Ray's copy in result.json
     broken = loaded.trials[loaded.trials["trial_dir"] == str(trial_dirs[0])].iloc[0]
     assert broken["clamp_value"] == 1.0 and broken["best_val_acc"] == pytest.approx(0.61)
@@ -162,9 +184,11 @@ def test_missing_path_raises(tmp_path):
 
 
 def test_import_needs_neither_torch_nor_ray():
-    code = ("import sys, analysis, analysis.charts, analysis.report, analysis.cli; "
-            "assert all(callable(f) for f in (analysis.load, analysis.export, analysis.write_report)); "
-            "print(json.dumps(sorted(m for m in ('torch', 'ray', 'onlinenorm', 'sweeps') if m in sys.modules)))")
+    code = (
+        "import sys, analysis, analysis.charts, analysis.report, analysis.cli; "
+        "assert all(callable(f) for f in (analysis.load, analysis.export, analysis.write_report)); "
+        "print(json.dumps(sorted(m for m in ('torch', 'ray', 'onlinenorm', 'sweeps') if m in sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
 
@@ -196,7 +220,9 @@ def test_a_running_sweep_is_read_as_a_snapshot_and_never_written(experiment, tmp
     loaded = analysis.load(copy)
     assert files_state(copy) == before
     assert len(loaded.trials) == 23  # the pending trial was known only from experiment_state
-    assert f"{trial_dirs[2] / 'result.json'}: line 4 is not valid JSON (still being written?); skipped" in loaded.warnings
+    assert (
+        f"{trial_dirs[2] / 'result.json'}: line 4 is not valid JSON (still being written?); skipped" in loaded.warnings
+    )
     assert any(w.startswith(f"{trial_dirs[1] / 'params.json'}: not valid JSON") for w in loaded.warnings)
     assert any(w.startswith(f"{state}: unreadable") for w in loaded.warnings)
     assert len(loaded.warnings) == 4  # and the running trial's half-written line
@@ -235,8 +261,9 @@ def test_metrics_of_other_types_or_first_seen_mid_run_are_kept(tmp_path):
 
 def test_trial_that_recovered_from_a_failure_is_finished(tmp_path):
     """A lost node leaves error.txt in a trial that then finished from its checkpoint: Ray's state decides."""
-    recovered = fx.FakeTrial(fx.config(), fx.rows([0.5, 0.6, 0.7]), status="TERMINATED",
-                             error="ray.exceptions.NodeDiedError")
+    recovered = fx.FakeTrial(
+        fx.config(), fx.rows([0.5, 0.6, 0.7]), status="TERMINATED", error="ray.exceptions.NodeDiedError"
+    )
     failed = fx.FakeTrial(fx.config(seed=1), fx.rows([0.5]), status="ERROR", error="RuntimeError: boom")
     loaded = analysis.load(fx.write_experiment(tmp_path / "recovered", [recovered, failed]))
     assert loaded.trials.sort_values("seed")["state"].tolist() == ["finished", "errored"]

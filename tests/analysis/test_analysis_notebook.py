@@ -15,10 +15,13 @@ def test_notebook_executes(experiment, tmp_path):
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     index = next(i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", []))
-    notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(
-        f"EXPERIMENT_DIRS = [{str(experiment)!r}]\nOUT_DIR = {str(tmp_path / 'frames')!r}"))
-    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    notebook.cells.insert(
+        index + 1,
+        nbformat.v4.new_code_cell(f"EXPERIMENT_DIRS = [{str(experiment)!r}]\nOUT_DIR = {str(tmp_path / 'frames')!r}"),
+    )
+    nbclient.NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 6

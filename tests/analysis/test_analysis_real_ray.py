@@ -61,8 +61,9 @@ TUNER_SCRIPT = textwrap.dedent("""
 @pytest.mark.slow
 def test_reads_a_real_ray_tune_experiment(tmp_path):
     pytest.importorskip("ray")
-    run = subprocess.run([sys.executable, "-c", TUNER_SCRIPT, str(tmp_path)], capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", TUNER_SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     results = analysis.load(tmp_path / "real")
     assert results.warnings == []
@@ -77,18 +78,25 @@ def test_reads_a_real_ray_tune_experiment(tmp_path):
     assert len(results.epochs) == 3 + 1 + 3
 
     found = analysis.findings(results).set_index(["kind", "subject"])
-    assert found.loc["baseline", "reason"].tolist() == ["no complete BatchNorm run",
-                                                        "no complete OnlineNorm (Layer Scaling) run"]
+    assert found.loc["baseline", "reason"].tolist() == [
+        "no complete BatchNorm run",
+        "no complete OnlineNorm (Layer Scaling) run",
+    ]
     assert found.loc[("gaussian", "c=1"), "estimate"] == pytest.approx(0.1 / math.erfc(1 / math.sqrt(2)))
     assert found.loc[("gaussian_depth", "c=5, depth 0 (layer1.0.norm1)"), "estimate"] == pytest.approx(
-        0.04 / math.erfc(5 / math.sqrt(2)))
+        0.04 / math.erfc(5 / math.sqrt(2))
+    )
     removal = found.loc["removal"]
     assert removal["estimate"].tolist() == [0, 0] and removal["verdict"].eq("inconclusive").all()
     assert found.loc["knob", "reason"].tolist() == ["fewer than three complete clamping runs"]
 
     asha = analysis.load(tmp_path / "asha")
     assert asha.trials.set_index("clamp_value")[["state", "epochs_done"]].to_dict("index") == {
-        5.0: {"state": "finished", "epochs_done": 3}, 1.0: {"state": "stopped", "epochs_done": 1}}
+        5.0: {"state": "finished", "epochs_done": 3},
+        1.0: {"state": "stopped", "epochs_done": 1},
+    }
     stopped = analysis.findings(asha).query("kind == 'stopped'")["sentence"].tolist()
-    assert stopped == ["1 of 2 trials were stopped early by the scheduler (1 at epoch 1; "
-                       "OnlineNorm (Activation Clamping)) and are left out of every comparison, table and chart."]
+    assert stopped == [
+        "1 of 2 trials were stopped early by the scheduler (1 at epoch 1; "
+        "OnlineNorm (Activation Clamping)) and are left out of every comparison, table and chart."
+    ]

@@ -6,11 +6,11 @@ import html
 import re
 import time
 
+import fake_experiment as fx
 import pandas as pd
 import pytest
 
 import analysis
-import fake_experiment as fx
 
 SECTIONS = ("findings", "charts", "tables", "summary", "spec", "trials", "unreadable")  # in this order
 
@@ -53,16 +53,19 @@ def test_removal_collapse_is_named_in_the_first_lines(tmp_path):
     found = analysis.findings(analysis.load(fx.planted_experiment(tmp_path)))
     section = findings_html(found, margin=0.01, confidence=0.95)
     headlines = re.findall(r"<p class='headline'>(.*?)</p>", section)
-    assert headlines[0] == ("Removing the clamp at inference is NOT safe at: "
-                            "OnlineNorm (Activation Clamping), clamp_value=1.0 (\u221269.8 points)")
+    assert headlines[0] == (
+        "Removing the clamp at inference is NOT safe at: "
+        "OnlineNorm (Activation Clamping), clamp_value=1.0 (\u221269.8 points)"
+    )
     assert "1 of 4 runs failed to learn" in headlines[1] and "stopped early by the scheduler" in headlines[2]
     assert section.index(headlines[0]) < section.index("<h3>")  # before any question's sentences
 
 
 def test_parquet_round_trip(results, report):
     for name in ("trials", "epochs", "layers"):
-        pd.testing.assert_frame_equal(pd.read_parquet(report.parent / f"{name}.parquet"), getattr(results, name),
-                                      check_dtype=False)
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(report.parent / f"{name}.parquet"), getattr(results, name), check_dtype=False
+        )
 
 
 def test_export_returns_the_paths(results, tmp_path):
@@ -92,9 +95,14 @@ def test_cli_refuses_to_write_into_the_experiment(experiment, capsys):
 
 
 def test_cli_prints_findings_and_writes_the_report_beside_the_experiment(tmp_path, capsys):
-    small = fx.write_experiment(tmp_path / "small", [
-        fx.FakeTrial(fx.config(clamp_value=c, seed=s), fx.rows(fx.curve(0.6 + c / 100), (0.3, 0.2, 0.1)))
-        for c in (1.0, 2.0) for s in (0, 1)])
+    small = fx.write_experiment(
+        tmp_path / "small",
+        [
+            fx.FakeTrial(fx.config(clamp_value=c, seed=s), fx.rows(fx.curve(0.6 + c / 100), (0.3, 0.2, 0.1)))
+            for c in (1.0, 2.0)
+            for s in (0, 1)
+        ],
+    )
     code, out, err = run_cli(capsys, small, "--margin", "0.02")
     assert code == 0, err
     lines = out.splitlines()
@@ -102,7 +110,13 @@ def test_cli_prints_findings_and_writes_the_report_beside_the_experiment(tmp_pat
     assert lines[-1] == f"Report: {tmp_path / 'small_report' / 'report.html'}" and err == ""
     assert "  - Cannot compare against BatchNorm: no complete BatchNorm run." in lines
     assert sorted(p.name for p in (tmp_path / "small_report").iterdir()) == [
-        "charts", "epochs.parquet", "findings.json", "layers.parquet", "report.html", "trials.parquet"]
+        "charts",
+        "epochs.parquet",
+        "findings.json",
+        "layers.parquet",
+        "report.html",
+        "trials.parquet",
+    ]
     written = pd.read_json(tmp_path / "small_report" / "findings.json")
     printed = [line.removeprefix("  - ") for line in lines if line.startswith("  - ")]
     assert printed and set(printed) <= set(written["sentence"])

@@ -26,8 +26,7 @@ def test_a_uri_reads_like_the_folder_it_names_and_names_itself(experiment, resul
     copy = with_a_checkpoint(experiment, tmp_path)
     uri = f"file://{copy}"
     from_uri = analysis.load(uri)
-    pd.testing.assert_frame_equal(from_uri.trials.drop(columns="trial_dir"),
-                                  results.trials.drop(columns="trial_dir"))
+    pd.testing.assert_frame_equal(from_uri.trials.drop(columns="trial_dir"), results.trials.drop(columns="trial_dir"))
     pd.testing.assert_frame_equal(from_uri.epochs, results.epochs)
     assert from_uri.paths == {"sweep_a": uri} and from_uri.specs == results.specs
     assert len(from_uri.warnings) == len(results.warnings) and all(uri in w for w in from_uri.warnings)
@@ -39,9 +38,16 @@ def test_the_local_copy_holds_the_files_the_analysis_reads_and_no_checkpoint(exp
         copied = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
         assert folder.name == copy.name
     assert not folder.exists()
-    wanted = {p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file() and "checkpoint_" not in str(p)
-              and (p.name in ("params.json", "result.json", "error.txt", "error.pkl", "spec.yaml")
-                   or p.name.startswith("experiment_state-"))}
+    wanted = {
+        p.relative_to(copy).as_posix()
+        for p in copy.rglob("*")
+        if p.is_file()
+        and "checkpoint_" not in str(p)
+        and (
+            p.name in ("params.json", "result.json", "error.txt", "error.pkl", "spec.yaml")
+            or p.name.startswith("experiment_state-")
+        )
+    }
     assert copied == wanted and not any("checkpoint_" in path for path in copied)
 
 

@@ -14,7 +14,8 @@ def test_comparison_picks_each_normalizers_best_setting(results):
     assert table.loc["OnlineNorm (Activation Clamping)", "best_val_acc"] == pytest.approx(0.66)  # median of .67/.65
     assert table.loc["OnlineNorm (Activation Clamping)", "best_val_loss"] == pytest.approx(0.84)
     assert table.loc["OnlineNorm (Activation Clamping)", "setting"] == (
-        "alpha_bkw=0.99, alpha_fwd=0.999, clamp_value=2.0")
+        "alpha_bkw=0.99, alpha_fwd=0.999, clamp_value=2.0"
+    )
     assert table.loc["BatchNorm", "best_val_acc"] == pytest.approx(0.65)  # median of .66/.64
     assert table.loc["BatchNorm", "best_val_loss"] == pytest.approx(0.85)
     assert table.loc["OnlineNorm (Layer Scaling)", "best_val_acc"] == pytest.approx(0.64)
@@ -38,8 +39,12 @@ def test_variability_per_setting(results):
 def test_sensitivity_per_step(results):
     table = tables.sensitivity(results.trials)
     steps = {(r.parameter, r.from_value, r.to_value): (r.change, r.pairs) for r in table.itertuples()}
-    assert steps.keys() == {("clamp_value", 1.0, 2.0), ("clamp_value", 2.0, 8.0),
-                            ("alpha_fwd", 0.99, 0.999), ("alpha_bkw", 0.9, 0.99)}
+    assert steps.keys() == {
+        ("clamp_value", 1.0, 2.0),
+        ("clamp_value", 2.0, 8.0),
+        ("alpha_fwd", 0.99, 0.999),
+        ("alpha_bkw", 0.9, 0.99),
+    }
     assert steps[("clamp_value", 1.0, 2.0)] == pytest.approx((0.02, 4))
     assert steps[("clamp_value", 2.0, 8.0)] == pytest.approx((0.30 - 0.66, 1))
     assert steps[("alpha_fwd", 0.99, 0.999)] == pytest.approx((0.03, 4))
@@ -48,7 +53,6 @@ def test_sensitivity_per_step(results):
 
 def test_best_settings(results):
     table = tables.best_settings(results.trials, n=2)
-    assert table[["clamp_value", "alpha_fwd", "alpha_bkw"]].values.tolist() == [[2.0, 0.999, 0.99],
-                                                                                 [2.0, 0.999, 0.9]]
+    assert table[["clamp_value", "alpha_fwd", "alpha_bkw"]].values.tolist() == [[2.0, 0.999, 0.99], [2.0, 0.999, 0.9]]
     assert table["best_val_acc"].tolist() == pytest.approx([0.66, 0.65])
     assert table["runs"].tolist() == [2, 2]

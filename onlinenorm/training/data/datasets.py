@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from onlinenorm.constants import DATASETS
+
 from .augment import pad_crop_flip, resized_crop_flip
 from .cifar import CIFAR_LAYOUTS, load_cifar, write_cifar
 from .download import download_archive

@@ -52,7 +52,7 @@ def _filtered(path: Path, lookup: np.ndarray, remaining: np.ndarray | None) -> S
     ``remaining`` (K,): how many more samples each kept class may take, or ``None`` for all.
     """
     images, labels = _read(path)
-    if len(labels) != len(images) or (len(labels) and not (1 <= labels.min() and labels.max() <= NUM_CLASSES)):
+    if len(labels) != len(images) or (len(labels) and not (labels.min() >= 1 and labels.max() <= NUM_CLASSES)):
         raise DatasetError(f"{path}: labels must be 1..{NUM_CLASSES}, one per image")
     mapped = lookup[labels]
     chosen = mapped >= 0
