@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from analysis.layout import RawTrial
+from analysis.layout import SKIPPED_COLUMNS, RawTrial
 
 KEYS = ["experiment", "trial_id"]
 METRICS = [
@@ -57,20 +57,6 @@ METRICS = [
 ]
 LAYER_PREFIX = "clamp_fraction/"
 RAY_TIMING = ["training_iteration", "time_this_iter_s", "time_total_s"]
-RAY_BOOKKEEPING = [
-    "timestamp",
-    "checkpoint_dir_name",
-    "should_checkpoint",
-    "done",
-    "date",
-    "pid",
-    "hostname",
-    "node_ip",
-    "time_since_restore",
-    "iterations_since_restore",
-    "experiment_tag",
-    "config",
-]
 SUMMARY_COLUMNS = [
     "state",
     "ray_status",
@@ -106,7 +92,7 @@ def build(raw: list[tuple[str, RawTrial]]) -> tuple[pd.DataFrame, pd.DataFrame, 
     """(trials, epochs, layers) from ``(experiment name, trial)`` pairs."""
     wide = _wide_rows(raw)
     layer_columns = [c for c in wide.columns if c.startswith(LAYER_PREFIX)]
-    epochs = wide.drop(columns=layer_columns + [c for c in RAY_BOOKKEEPING if c in wide.columns])
+    epochs = wide.drop(columns=layer_columns + [c for c in wide.columns if c in SKIPPED_COLUMNS])
     layers = _layers(wide, layer_columns, raw)
     return _trials(raw, epochs), epochs, layers
 

@@ -158,6 +158,7 @@ def write_spec(folder: Path) -> Path:
             "alpha_fwd": 0.99,
             "alpha_bkw": 0.9,
             "augment": False,
+            "ecm": "ac",
         },
         "grid": {"clamp_value": [1, 3]},
         "extra_trials": [],

@@ -96,7 +96,8 @@ def terminated(experiment: Path) -> dict[str, list[dict]]:
     from analysis.layout import read_experiment
 
     raw = read_experiment(experiment, experiment.name)
-    return {trial.directory.name: trial.rows for trial in raw.trials if trial.ray_status == "TERMINATED"}
+    done = {trial.directory.name for trial in raw.trials if trial.ray_status == "TERMINATED"}
+    return {name: rows for name, (_, rows) in trials_on_disk(experiment).items() if name in done}
 
 
 def test_sweep_survives_node_and_driver_kills(tmp_path):
