@@ -297,22 +297,27 @@ def test_sweep_through_address_runs_trials_on_both_nodes(running_cluster, tmp_pa
     assert set(nodes.values()) == {"head", "worker"}, nodes
 
 
+def wait_for_job_agent(submit: list, env: dict, cwd: Path, timeout_s: float = 90) -> None:
+    """Until the head's job agent takes jobs: a fresh head answers "No available agent" for a while."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        probe = subprocess.run([*submit, "python", "-c", "pass"], env=env, cwd=cwd, capture_output=True, text=True)
+        if probe.returncode == 0:
+            return
+        if "No available agent" not in probe.stdout + probe.stderr or time.monotonic() > deadline:
+            raise AssertionError(f"ray job submit failed: {(probe.stdout + probe.stderr)[-2000:]}")
+        time.sleep(2)
+
+
 @pytest.mark.slow
 def test_ray_job_submit_runs_the_readme_sweep_command_on_the_head(running_cluster, tmp_path):
     pytest.importorskip(
         "ray.dashboard.optional_deps", reason="ray job submit needs Ray's dashboard: ray[default] is not installed"
     )
     storage = tmp_path / "results"
-    submit = [
-        "ray",
-        "job",
-        "submit",
-        "--address",
-        f"http://127.0.0.1:{running_cluster.dashboard_port}",
-        "--",
-        *sweep_command(storage, "job", "[1,5]"),
-    ]
-    output, _ = running_cluster.run(submit, "job", cwd=tmp_path)
+    submit = ["ray", "job", "submit", "--address", f"http://127.0.0.1:{running_cluster.dashboard_port}", "--"]
+    wait_for_job_agent(submit, running_cluster.env, tmp_path)
+    output, _ = running_cluster.run([*submit, *sweep_command(storage, "job", "[1,5]")], "job", cwd=tmp_path)
     assert "succeeded" in output, output[-3000:]
     trials = trial_rows(storage / "job")
     assert len(trials) == 2 and all(row.get("epoch") == 1 for row in trials.values()), output[-3000:]
