@@ -16,8 +16,10 @@ scale) when it is sampled (named under ``space:`` in the spec, or more than
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -30,7 +32,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
-from analysis.frames import KEYS, clamping, complete
+from analysis.frames import KEYS, clamping, complete, trial_positions
+from analysis.questions.gaussian import predicted_fraction
 from analysis.results import Results
 
 C = "clamp value c"
@@ -123,7 +126,7 @@ def measured_vs_predicted_clamp_fraction(results: Results) -> Figure:
             label="measured (mean over training): median, min-max over trials",
         )
     c = np.linspace(0.9 * measured["clamp_value"].min(), 1.1 * measured["clamp_value"].max(), 200)
-    ax.plot(c, [math.erfc(v / math.sqrt(2)) for v in c], color="C1", label="Gaussian prediction erfc(c/√2)")
+    ax.plot(c, [predicted_fraction(v) for v in c], color="C1", label="Gaussian prediction erfc(c/√2)")
     ax.set_yscale("log", nonpositive="mask")
     positive = measured["clamp_fraction_mean"].where(lambda f: f > 0).min()
     if positive == positive:
@@ -201,10 +204,21 @@ def clamp_fraction_by_layer(results: Results) -> Figure:
         clamped["panel"] = pd.Categorical(clamped["clamp_value"], categories=values).rename_categories(
             [f"c = {v:g}" for v in values]
         )
-    data = results.layers[KEYS + ["epoch", "layer", "depth", "clamp_fraction"]].merge(clamped, on=KEYS)
+    layers = results.layers
+    position = trial_positions(layers, clamped)
+    shown = position >= 0
+    data = pd.DataFrame(  # integer keys: a groupby over millions of rows
+        {
+            "panel": clamped["panel"].array.take(position[shown]),
+            "depth": layers["depth"].to_numpy()[shown],
+            "epoch": layers["epoch"].to_numpy()[shown],
+            "clamp_fraction": layers["clamp_fraction"].to_numpy()[shown],
+        }
+    )
     _require(data, "no clamping trial reported per-layer clamp fractions")
     medians = data.groupby(["panel", "depth", "epoch"], observed=True)["clamp_fraction"].median()
-    names = data.drop_duplicates("depth").set_index("depth")["layer"].sort_index()
+    first = layers["depth"][shown].drop_duplicates()
+    names = pd.Series(layers.loc[first.index, "layer"].to_numpy(), index=first.to_numpy()).sort_index()
     positive = medians[medians > 0]
     _require(positive, "every per-layer clamp fraction is zero")
     norm = LogNorm(positive.min(), positive.max() if positive.max() > positive.min() else positive.min() * 10)
@@ -297,21 +311,34 @@ COSTLIEST = ("clamp_fraction_by_layer", "accuracy_vs_clamp_fraction")  # most pa
 def save_all(results: Results, out_dir: Path, workers: int = 1) -> dict[str, list[Path] | str]:
     """Write every chart as PNG; returns the files per chart, or why it was skipped.
 
-    ``workers > 1`` draws the charts in that many forked processes (each
-    inherits ``results`` without copying it; Linux only). On the project's
-    2-core VM two processes were slower than one (BENCHMARKS.md, "Report"),
-    hence the default.
+    ``workers > 1`` draws them in that many forked processes (``saving``).
+    """
+    with saving(results, out_dir, workers) as drawn:
+        return drawn()
+
+
+@contextlib.contextmanager
+def saving(results: Results, out_dir: Path, workers: int = 1) -> Iterator[Callable[[], dict[str, list[Path] | str]]]:
+    """Start writing every chart, and let the caller work meanwhile: yields a
+    function that waits for the charts and returns what ``save_all`` returns.
+
+    ``workers > 1`` draws the charts in that many forked processes, started
+    here: each inherits ``results`` without copying it, so the caller's own
+    work (the findings, the tables) runs beside them. Where processes cannot
+    fork (Windows), or with ``workers <= 1``, the charts are drawn in this
+    process when the function is called.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    if workers <= 1:
-        return {name: _save(results, name, out_dir) for name in CHARTS}
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        yield lambda: {name: _save(results, name, out_dir) for name in CHARTS}
+        return
     global _FORKED_RESULTS
     _FORKED_RESULTS = results
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             order = sorted(CHARTS, key=lambda name: name not in COSTLIEST)  # the slowest two start first
-            drawn = dict(zip(order, pool.map(_save_forked, order, [out_dir] * len(order)), strict=False))
-        return {name: drawn[name] for name in CHARTS}
+            pending = {name: pool.submit(_save_forked, name, out_dir) for name in order}
+            yield lambda: {name: pending[name].result() for name in CHARTS}
     finally:
         _FORKED_RESULTS = None
 

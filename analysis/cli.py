@@ -83,8 +83,8 @@ def report(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from analysis.questions import findings, to_text
-    from analysis.report import write_report
+    from analysis.questions import to_text
+    from analysis.report import write_report_and_findings
     from analysis.results import load
 
     try:
@@ -96,8 +96,7 @@ def report(args: argparse.Namespace) -> int:
             f"no trials found in {', '.join(map(str, experiments))}; "
             "pass a directory written by `onlinenorm sweep run` (a Ray Tune experiment)"
         )
-    found = findings(results, margin=margin)
-    path = write_report(results, out, findings=found, margin=margin)
+    path, found = write_report_and_findings(results, out, margin=margin)
     print(to_text(found, margin=margin, confidence=0.95))
     print(f"\nReport: {path}")
     if results.warnings:

@@ -114,6 +114,30 @@ def clamping(trials: pd.DataFrame) -> pd.Series:
     return trials["norm"].eq("online") & trials["ecm"].eq("ac")
 
 
+def trial_positions(rows: pd.DataFrame, trials: pd.DataFrame) -> np.ndarray:
+    """Where each row's trial stands in ``trials``: an int64 array of shape
+    ``(len(rows),)`` holding a row position of ``trials``, -1 for a trial it lacks.
+
+    ``rows`` is any frame with the ``KEYS`` columns (``epochs``, ``layers``).
+    The string keys are hashed once per column and only the distinct trials
+    are looked up, instead of merging millions of string pairs: ``layers``
+    has a row per trial, epoch and layer.
+    """
+    if rows.empty:
+        return np.zeros(0, dtype=np.int64)
+    trial, trial_ids = pd.factorize(rows["trial_id"])
+    first = rows["experiment"].iloc[0]
+    if rows["experiment"].eq(first).all():  # one experiment: skip hashing millions of copies of its name
+        experiment, experiments = np.zeros(len(rows), dtype=np.int64), np.array([first], dtype=object)
+    else:
+        experiment, experiments = pd.factorize(rows["experiment"])
+    row_trial, distinct = pd.factorize(experiment.astype(np.int64) * len(trial_ids) + trial)
+    keys = pd.MultiIndex.from_arrays(
+        [np.asarray(experiments)[distinct // len(trial_ids)], np.asarray(trial_ids)[distinct % len(trial_ids)]]
+    )
+    return pd.MultiIndex.from_frame(trials[KEYS]).get_indexer(keys)[row_trial].astype(np.int64)
+
+
 def _wide_rows(raw: list[tuple[str, RawTrial]]) -> pd.DataFrame:
     """Every trial's result rows in one frame, sorted by KEYS and epoch."""
     tables = [

@@ -20,6 +20,7 @@ from analysis.questions.text import by_question
 from analysis.results import Results
 
 REPORT_FILE = "report.html"
+CHART_WORKERS = min(len(charts.CHARTS), os.cpu_count() or 1)  # processes drawing the charts
 FINDINGS_FILE = "findings.json"
 TRIAL_STATE_COLUMNS = [
     "experiment",
@@ -60,27 +61,42 @@ def write_report(
     confidence: float = 0.95,
 ) -> Path:
     """Write ``report.html``, ``findings.json`` (records: ``pandas.read_json``
-    reads it back), ``charts/*.png|svg`` and the Parquet frames into
-    ``out_dir``; returns the HTML path.
+    reads it back), ``charts/*.png`` and the Parquet frames into ``out_dir``;
+    returns the HTML path.
 
     ``findings`` defaults to ``analysis.findings(results, margin, confidence)``.
     Charts and tables show complete trials only (finished or diverged).
     """
+    return write_report_and_findings(results, out_dir, findings, margin, confidence)[0]
+
+
+def write_report_and_findings(
+    results: Results,
+    out_dir: str | os.PathLike,
+    findings: pd.DataFrame | None = None,
+    margin: float = 0.01,
+    confidence: float = 0.95,
+) -> tuple[Path, pd.DataFrame]:
+    """``write_report``, returning the findings too (the terminal prints them).
+
+    The charts are drawn in ``CHART_WORKERS`` forked processes while this one
+    computes the findings, the Parquet frames and the tables.
+    """
     out = Path(out_dir)
-    if findings is None:
-        findings = find(results, margin=margin, confidence=confidence)
     done = results.where(results.trials["state"].isin(COMPLETE_STATES))
-    chart_files = charts.save_all(done, out / "charts")
-    export(results, out)
-    findings.to_json(out / FINDINGS_FILE, orient="records", indent=2, force_ascii=False)
+    with charts.saving(done, out / "charts", workers=CHART_WORKERS) as drawn:
+        if findings is None:
+            findings = find(results, margin=margin, confidence=confidence)
+        export(results, out)
+        findings.to_json(out / FINDINGS_FILE, orient="records", indent=2, force_ascii=False)
+        table_html = "".join(
+            f"<h3>{html.escape(title)}</h3>{_table(table(results.trials))}" for title, table in TABLES.items()
+        )
+        chart_files = drawn()
     sections = [
         _section("findings", "Findings", findings_html(findings, margin, confidence)),
         _section("charts", "Charts", "".join(_figure(name, files) for name, files in chart_files.items())),
-        _section(
-            "tables",
-            "Tables",
-            "".join(f"<h3>{html.escape(title)}</h3>{_table(table(results.trials))}" for title, table in TABLES.items()),
-        ),
+        _section("tables", "Tables", table_html),
         _section(
             "summary",
             "Trials by state",
@@ -97,7 +113,7 @@ def write_report(
     )
     path = out / REPORT_FILE
     path.write_text(page, encoding="utf-8")
-    return path
+    return path, findings
 
 
 def findings_html(findings: pd.DataFrame, margin: float, confidence: float) -> str:

@@ -32,11 +32,11 @@ class Results:
 
     def where(self, mask: pd.Series) -> Results:
         """The same results restricted to the trials where ``mask`` (over ``trials``) holds."""
-        keys = self.trials.loc[mask, frames.KEYS]
+        kept = self.trials[mask].reset_index(drop=True)
         return Results(
-            trials=self.trials[mask].reset_index(drop=True),
-            epochs=self.epochs.merge(keys, on=frames.KEYS),
-            layers=self.layers.merge(keys, on=frames.KEYS),
+            trials=kept,
+            epochs=self.epochs[frames.trial_positions(self.epochs, kept) >= 0].reset_index(drop=True),
+            layers=self.layers[frames.trial_positions(self.layers, kept) >= 0].reset_index(drop=True),
             warnings=self.warnings,
             specs=self.specs,
             paths=self.paths,

@@ -87,7 +87,7 @@ def findings(results: Results, margin: float = 0.01, confidence: float = 0.95) -
         *against_baselines(runs, results.trials, confidence, margin),
         *against_reference(runs, results.specs, confidence, margin),
         *clamp_range(runs, confidence, margin),
-        *gaussian_tails(runs, results.trials, results.layers, confidence),
+        *gaussian_tails(runs, results.layers, confidence),
         *knob_shares(runs, confidence),
         *learning_speed(runs, results.epochs, confidence),
     ]

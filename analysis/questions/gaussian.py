@@ -14,11 +14,12 @@ Verdicts: ``heavier`` (interval above ``TOLERANCE``), ``lighter`` (below
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
-from scipy.special import erfc
 
-from analysis.frames import KEYS
+from analysis.frames import KEYS, trial_positions
 from analysis.questions import stats
 from analysis.questions.rows import number
 from analysis.questions.rows import runs as count
@@ -28,7 +29,7 @@ QUESTION = "Is the clamp fraction what a Gaussian predicts?"
 TOLERANCE = 1.25
 
 
-def gaussian_tails(runs: pd.DataFrame, trials: pd.DataFrame, layers: pd.DataFrame, confidence: float) -> list[dict]:
+def gaussian_tails(runs: pd.DataFrame, layers: pd.DataFrame, confidence: float) -> list[dict]:
     """Finding rows: kind ``gaussian`` per clamp value, ``gaussian_depth`` per clamp value and depth."""
     clamped = runs[runs["clamping"]].dropna(subset=["clamp_value", "clamp_fraction_mean"])
     if clamped.empty:
@@ -44,16 +45,16 @@ def gaussian_tails(runs: pd.DataFrame, trials: pd.DataFrame, layers: pd.DataFram
             }
         ]
     per_run = clamped[KEYS + ["clamp_value", "clamp_fraction_mean"]].assign(depth=-1, layer="")
-    by_layer = _layer_means(layers, trials["experiment"].nunique() > 1).merge(clamped[KEYS + ["clamp_value"]], on=KEYS)
+    by_layer = _layer_means(layers, clamped)
     measured = pd.concat([per_run, by_layer], ignore_index=True)
-    measured["ratio"] = measured["clamp_fraction_mean"] / erfc(measured["clamp_value"] / np.sqrt(2))
+    measured["ratio"] = measured["clamp_fraction_mean"] / measured["clamp_value"].map(predicted_fraction)
     measured["per_layer"] = measured["depth"].ge(0)  # the overall rows first, then per depth
     groups = [(key[1:], group) for key, group in measured.groupby(["per_layer", "clamp_value", "depth"], sort=True)]
     figures = stats.intervals([(group["ratio"].to_numpy(),) for _, group in groups], confidence)
     rows = []
     for ((c, depth), group), (ratio, low, high) in zip(groups, figures, strict=False):
         where = f"c={c:g}" if depth < 0 else f"c={c:g}, depth {depth} ({group['layer'].mode().iloc[0]})"
-        predicted = erfc(c / np.sqrt(2))
+        predicted = predicted_fraction(c)
         verdict = _verdict(low, high)
         interval = "no interval" if np.isnan(low) else f"{confidence:.0%} CI [{number(low)}, {number(high)}]"
         rows.append(
@@ -77,35 +78,33 @@ def gaussian_tails(runs: pd.DataFrame, trials: pd.DataFrame, layers: pd.DataFram
     return rows
 
 
-def _layer_means(layers: pd.DataFrame, several_experiments: bool) -> pd.DataFrame:
-    """Mean clamp fraction over epochs per trial and depth, with the layer's
-    name (as the first trial to report that depth named it).
+def predicted_fraction(c: float) -> float:
+    """erfc(c / sqrt 2): the fraction of a standard normal beyond +-c."""
+    return math.erfc(c / math.sqrt(2))
+
+
+def _layer_means(layers: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean clamp fraction over epochs per run of ``runs`` and depth, with
+    the run's KEYS and clamp value and the layer's name (as the first trial
+    to report that depth named it).
 
     One ``np.bincount`` over integer keys instead of a groupby on string keys:
     ``layers`` has a row per trial, epoch and layer (millions in a large sweep).
     """
-    trial, trial_ids = pd.factorize(layers["trial_id"])
-    if several_experiments:
-        experiment, experiments = pd.factorize(layers["experiment"])
-    else:  # factorizing millions of copies of one name is a third of the work
-        experiment, experiments = np.zeros(len(layers), dtype=np.int64), layers["experiment"].iloc[:1].to_numpy()
-    depth = layers["depth"].to_numpy(dtype=np.int64)
+    position = trial_positions(layers, runs)
+    shown = position >= 0
+    depth = layers["depth"].to_numpy(dtype=np.int64)[shown]
     depths = int(depth.max()) + 1 if len(depth) else 0
-    key = (experiment.astype(np.int64) * len(trial_ids) + trial) * depths + depth
-    count = np.bincount(key, minlength=len(experiments) * len(trial_ids) * depths)
-    total = np.bincount(key, weights=layers["clamp_fraction"].to_numpy(dtype=float), minlength=len(count))
+    key = position[shown] * depths + depth
+    count = np.bincount(key, minlength=len(runs) * depths)
+    total = np.bincount(key, weights=layers["clamp_fraction"].to_numpy(dtype=float)[shown], minlength=len(count))
     present = np.flatnonzero(count)
-    trial_key, depth_of = np.divmod(present, depths) if depths else (present, present)
-    first = layers["depth"].drop_duplicates()
+    run, depth_of = np.divmod(present, depths) if depths else (present, present)
+    first = layers["depth"][shown].drop_duplicates()
     names = pd.Series(layers.loc[first.index, "layer"].to_numpy(), index=first.to_numpy())
-    return pd.DataFrame(
-        {
-            "experiment": np.asarray(experiments)[trial_key // len(trial_ids)],
-            "trial_id": np.asarray(trial_ids)[trial_key % len(trial_ids)],
-            "depth": depth_of,
-            "layer": names.reindex(depth_of).to_numpy(),
-            "clamp_fraction_mean": total[present] / count[present],
-        }
+    means = runs[KEYS + ["clamp_value"]].iloc[run].reset_index(drop=True)
+    return means.assign(
+        depth=depth_of, layer=names.reindex(depth_of).to_numpy(), clamp_fraction_mean=total[present] / count[present]
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import re
-import time
 
 import fake_experiment as fx
 import pandas as pd
@@ -134,14 +133,10 @@ def test_cli_bad_margin_is_one_line_and_exit_2(experiment, tmp_path, capsys, mar
 
 
 @pytest.mark.slow
-def test_hundreds_of_trials_in_seconds(tmp_path, capsys):
+def test_report_of_hundreds_of_trials(tmp_path):
+    """Scale, not speed (``onlinenorm bench report`` times it): every trial loads and the report is written."""
     path = fx.many_trials_experiment(tmp_path, n_trials=300, epochs=30)
-    start = time.perf_counter()
     results = analysis.load(path)
-    loaded = time.perf_counter()
-    analysis.write_report(results, tmp_path / "report")
-    done = time.perf_counter()
-    with capsys.disabled():
-        print(f"\n300 trials x 30 epochs: load {loaded - start:.2f} s, report {done - loaded:.2f} s")
+    assert analysis.write_report(results, tmp_path / "report").exists()
     assert len(results.trials) == 300 and (results.trials["state"] == "finished").all()
     assert len(results.layers) == 300 * 30 * 3
