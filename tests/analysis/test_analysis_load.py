@@ -8,9 +8,11 @@ import subprocess
 import sys
 
 import fake_experiment as fx
+import pandas as pd
 import pytest
 
 import analysis
+from analysis import frames
 
 
 def trial(results, **config):
@@ -267,3 +269,14 @@ def test_trial_that_recovered_from_a_failure_is_finished(tmp_path):
     failed = fx.FakeTrial(fx.config(seed=1), fx.rows([0.5]), status="ERROR", error="RuntimeError: boom")
     loaded = analysis.load(fx.write_experiment(tmp_path / "recovered", [recovered, failed]))
     assert loaded.trials.sort_values("seed")["state"].tolist() == ["finished", "errored"]
+
+
+def test_trial_positions_locate_each_rows_trial_across_experiments():
+    trials = pd.DataFrame({"experiment": ["a", "a", "b"], "trial_id": ["t1", "t2", "t1"]})
+    rows = pd.DataFrame(
+        {"experiment": ["b", "a", "a", "c", "b", "a"], "trial_id": ["t1", "t1", "t2", "t1", "t9", "t1"]}
+    )
+    assert frames.trial_positions(rows, trials).tolist() == [2, 0, 1, -1, -1, 0]
+    one_experiment = rows[rows["experiment"].eq("a")]
+    assert frames.trial_positions(one_experiment, trials).tolist() == [0, 1, 0]
+    assert frames.trial_positions(rows.iloc[:0], trials).tolist() == []
