@@ -251,7 +251,8 @@ import analysis
 results = analysis.load(sys.argv[1])
 print(json.dumps({"states": sorted(results.trials["state"]), "epochs": results.trials["epochs_done"].tolist(),
                   "paths": [str(p) for p in results.paths.values()], "warnings": results.warnings,
-                  "heavy": sorted(m for m in ("ray", "torch", "onlinenorm", "sweeps") if m in sys.modules)}))
+                  "heavy": sorted(m for m in sys.modules if m.partition(".")[0] in ("ray", "torch", "sweeps")
+                                  or m.startswith("onlinenorm.") and m != "onlinenorm.constants")}))
 """
 
 
