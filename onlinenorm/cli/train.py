@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from onlinenorm.cli import add_command
 from onlinenorm.constants import DATASETS, ECMS, KERNEL_CHOICES, METRICS, MODELS, NORMS, RUN_CONFIG_FILE
 
 # The config keys most runs set, as flags: config key -> (type, help). --set KEY=VALUE reaches every other key.
@@ -43,8 +44,10 @@ SUMMARY_METRICS = tuple(k for k in METRICS if k not in ("epoch", "lr", "diverged
 
 
 def register(subparsers) -> None:
-    train = subparsers.add_parser(
+    train = add_command(
+        subparsers,
         "train",
+        run_train,
         help="one training run (writes metrics.jsonl and checkpoints)",
         description="Train one model. Values come from --config, then flags, then --set; unset keys take the "
         "dataset's published recipe. `onlinenorm config show --dataset NAME` lists every key, its default, "
@@ -74,7 +77,6 @@ def register(subparsers) -> None:
     train.add_argument("--out", required=True, metavar="DIR", help="run folder for metrics and checkpoints")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(func=run_train)
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
