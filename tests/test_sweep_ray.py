@@ -189,15 +189,20 @@ def kill_process_tree(pid: int) -> None:
     psutil.wait_procs(family, timeout=30)
 
 
+def start_sweep_driver(spec: Path, storage: Path) -> subprocess.Popen:
+    """``onlinenorm sweep run SPEC --storage STORAGE`` as a process of its own (a driver to kill), output discarded."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "onlinenorm.cli", "sweep", "run", str(spec), "--storage", str(storage)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def test_resume_after_the_driver_is_killed_runs_the_grid_exactly_once(tmp_path):
     epochs = 6
     path = write_spec(tmp_path, "killed", {"clamp_value": [1, 2, 3], "seed": [0, 1]}, epochs=epochs, images=400)
     experiment = tmp_path / "results" / "killed"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "onlinenorm.cli", "sweep", "run", str(path), "--storage", str(tmp_path / "results")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    driver = start_sweep_driver(path, tmp_path / "results")
     try:
 
         def some_done_some_midway():
