@@ -260,6 +260,12 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _stats_pointers(stats: ForwardStats, direction: str) -> dict[str, int | None]:
+    """The addresses of ``stats`` as the C arguments name them: ``<field>_out`` for the forward that writes
+    them, ``<field>_in`` for the backward that reads them (``mean_out``, ..., ``clamped_in``)."""
+    return {f"{field}_{direction}": _ptr(t) for field, t in zip(ForwardStats._fields, stats, strict=True)}
+
+
 def forward(
     x3: torch.Tensor,
     weight: torch.Tensor | None,
@@ -300,14 +306,7 @@ def forward(
             clamp_value=math.inf if clamp_value is None else clamp_value,
             layer_scaling=ls_eps is not None,
             ls_eps=ls_eps or 0.0,
-            mean_out=_ptr(stats.mean),
-            s2_out=_ptr(stats.s2),
-            mu_prev_out=_ptr(stats.mu_prev),
-            invstd_out=_ptr(stats.invstd),
-            scale_out=_ptr(stats.scale),
-            shift_out=_ptr(stats.shift),
-            ls_scale_out=_ptr(stats.ls_scale),
-            clamped_out=_ptr(stats.clamped),
+            **_stats_pointers(stats, "out"),
             clamped_total=_ptr(clamp_count if clamp_value is not None else None),
             seen_total=_ptr(seen_count),
             threads=torch.get_num_threads(),
@@ -346,14 +345,7 @@ def backward(
             m=m,
             weight=_ptr(weight),
             bias=_ptr(bias),
-            mean_in=_ptr(stats.mean),
-            s2_in=_ptr(stats.s2),
-            mu_prev_in=_ptr(stats.mu_prev),
-            invstd_in=_ptr(stats.invstd),
-            scale_in=_ptr(stats.scale),
-            shift_in=_ptr(stats.shift),
-            ls_scale_in=_ptr(stats.ls_scale),
-            clamped_in=_ptr(stats.clamped),
+            **_stats_pointers(stats, "in"),
             u_state=_ptr(u),
             v_state=_ptr(v),
             alpha=alpha_bkw,
