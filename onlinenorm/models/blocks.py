@@ -32,7 +32,7 @@ class PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, half, self.extra_channels - half))
 
 
-def pad(in_channels: int, out_channels: int, stride: int, norm_layer: NormLayer) -> nn.Module:
+def pad_shortcut(in_channels: int, out_channels: int, stride: int, norm_layer: NormLayer) -> nn.Module:
     """Parameter-free shortcut (option A), as a :data:`Shortcut`."""
     return PadShortcut(out_channels - in_channels, stride)
 

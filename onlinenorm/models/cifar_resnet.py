@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..constants import CIFAR_DEPTHS, SHORTCUTS
 from ..norms import NormLayer
-from .blocks import BasicBlock, conv3x3, init_convolutions, pad, projection, residual_stages
+from .blocks import BasicBlock, conv3x3, init_convolutions, pad_shortcut, projection, residual_stages
 
 STAGE_CHANNELS = (16, 32, 64)
 
@@ -34,7 +34,7 @@ class CifarResNet(nn.Module):
         self.conv = conv3x3(in_channels, STAGE_CHANNELS[0])
         self.norm = norm_layer(STAGE_CHANNELS[0])
         counts = (blocks_per_stage,) * len(STAGE_CHANNELS)
-        make_shortcut = {"pad": pad, "projection": projection}[shortcut]
+        make_shortcut = {"pad": pad_shortcut, "projection": projection}[shortcut]
         self.blocks, channels = residual_stages(
             BasicBlock, STAGE_CHANNELS, counts, STAGE_CHANNELS[0], norm_layer, make_shortcut
         )
