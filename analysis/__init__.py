@@ -2,9 +2,10 @@
 findings with confidence intervals, matplotlib charts, tables, Parquet and an
 HTML report.
 
-Reads Ray Tune's files directly; never imports torch, Ray, ``onlinenorm`` or
-``sweeps``. Names are resolved on first use, so ``import analysis.cli`` (done
-by ``onlinenorm --help``) stays free of pandas and matplotlib.
+Reads Ray Tune's files directly; never imports torch, Ray or ``sweeps``, and
+of ``onlinenorm`` only the torch-free ``onlinenorm.constants``. Names are
+resolved on first use, so ``import analysis.cli`` (done by ``onlinenorm
+--help``) stays free of pandas and matplotlib.
 """
 
 from __future__ import annotations

@@ -41,20 +41,10 @@ import pandas as pd
 import pyarrow as pa
 
 from analysis.layout import SKIPPED_COLUMNS, RawTrial
+from onlinenorm.constants import METRICS as EPOCH_METRICS
 
 KEYS = ["experiment", "trial_id"]
-METRICS = [
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "val_acc_unclamped",
-    "clamp_fraction",
-    "samples_per_s",
-    "lr",
-    "diverged",
-]
+METRICS = list(EPOCH_METRICS)
 LAYER_PREFIX = "clamp_fraction/"
 RAY_TIMING = ["training_iteration", "time_this_iter_s", "time_total_s"]
 SUMMARY_COLUMNS = [

@@ -27,6 +27,21 @@ SHORTCUTS = ("pad", "projection")
 # Dataset formats (each with its recipe in onlinenorm.training.config).
 DATASETS = ("cifar10", "cifar100", "imagefolder", "imagenet-npz")
 
+# The metric row a training run reports after every epoch (and, besides these, ``clamp_fraction/<layer>``
+# per clamping layer): what `onlinenorm train` prints, a sweep records and ``analysis`` reads back.
+METRICS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_acc_unclamped",
+    "clamp_fraction",
+    "samples_per_s",
+    "lr",
+    "diverged",
+)
+
 # Files the product writes and reads back.
 SPEC_FILE = "spec.yaml"  # the effective sweep spec, in an experiment directory
 RUN_CONFIG_FILE = "config.json"  # the resolved training config, in an `onlinenorm train` run folder

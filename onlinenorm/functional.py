@@ -392,32 +392,13 @@ class FusedKernels:
             return self._fallback.forward(x3, weight, bias, state, settings, counters)
         from onlinenorm.kernels import ops
 
+        # in the order both the backend's forward and its custom op take them
+        args = (x3, weight, bias, state.mu, state.var, settings.alpha_fwd, settings.eps, settings.clamp_value)
+        args += (settings.ls_eps, *counters)
         if torch.compiler.is_compiling():
-            out, *stats = ops.OPS[self._backend].forward(
-                x3,
-                weight,
-                bias,
-                state.mu,
-                state.var,
-                *counters,
-                settings.alpha_fwd,
-                settings.eps,
-                settings.clamp_value,
-                settings.ls_eps,
-            )
+            out, *stats = ops.OPS[self._backend].forward(*args)
             return out, ForwardStats(*stats[:6], *map(ops.present, stats[6:]))
-        out, stats = ops.BACKENDS[self._backend].forward(
-            x3,
-            weight,
-            bias,
-            state.mu,
-            state.var,
-            settings.alpha_fwd,
-            settings.eps,
-            settings.clamp_value,
-            settings.ls_eps,
-            *counters,
-        )
+        out, stats = ops.BACKENDS[self._backend].forward(*args)
         _advanced(state.mu, state.var)
         return out, stats
 

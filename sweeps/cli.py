@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from onlinenorm.cli import add_command, add_command_group
+
 EXTRA_NOTE = "Needs the sweep extra: pip install 'onlinenorm[sweep]'."
 ADDRESS_HELP = "Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 (default: an embedded local Ray)"
 VERBOSE_HELP = (
@@ -20,16 +22,18 @@ VERBOSE_HELP = (
 
 
 def register(subparsers) -> None:
-    sweep = subparsers.add_parser(
+    actions = add_command_group(
+        subparsers,
         "sweep",
         help="grids of training runs on Ray Tune (run, resume, status)",
         description="Run a grid of training runs, described by a YAML sweep spec, as one Ray Tune experiment on "
         "an embedded Ray or a cluster; continue it after an interruption; count its trials by state. " + EXTRA_NOTE,
     )
-    actions = sweep.add_subparsers(dest="sweep_action", metavar="ACTION", required=True)
 
-    run = actions.add_parser(
+    run = add_command(
+        actions,
         "run",
+        run_command,
         help="run every trial of a sweep spec",
         description="Check SPEC_FILE (every problem reported, one per line, before anything "
         "starts), then run its trials as a Ray Tune experiment in STORAGE/NAME. "
@@ -63,10 +67,11 @@ def register(subparsers) -> None:
         "--dry-run", action="store_true", help="check the spec and list the trials (and what is sampled); start nothing"
     )
     run.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
-    run.set_defaults(func=run_command)
 
-    resume = actions.add_parser(
+    resume = add_command(
+        actions,
         "resume",
+        resume_command,
         help="continue an interrupted sweep from its checkpoints",
         description="Continue the interrupted sweep in EXPERIMENT_DIR, rebuilt from its saved "
         "spec.yaml: finished trials are kept, unfinished ones go on from their "
@@ -80,17 +85,17 @@ def register(subparsers) -> None:
         help="also resume trials that ran out of retries (from their last checkpoints)",
     )
     resume.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
-    resume.set_defaults(func=resume_command)
 
-    status = actions.add_parser(
+    status = add_command(
+        actions,
         "status",
+        status_command,
         help="trial counts by state, read from the files (starts no Ray)",
         description="Count the trials of the experiment in EXPERIMENT_DIR by state "
         "(TERMINATED, DIVERGED, ERROR, RUNNING, PENDING, ...), read from its files; starts "
         "no Ray and needs no extra (pyarrow, for a storage URI such as s3://...).",
     )
     status.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the sweep's experiment directory (or URI)")
-    status.set_defaults(func=status_command)
 
 
 def _checked_spec(args: argparse.Namespace):

@@ -63,7 +63,7 @@ def op_arguments(ecm, n=4, c=3, m=10, dtype=torch.float32, device="cpu"):
     state = [torch.tensor(values, device=device) for values in ([0.1, -0.2, 0.3], [1.0, 2.0, 0.5])]
     counters = [torch.zeros((), dtype=torch.int64, device=device) for _ in range(2)]
     clamp_value, ls_eps = {"ac": (1.0, None), "ls": (None, 1e-5), "none": (None, None)}[ecm]
-    forward_args = (x, weight, bias, *state, *counters, 0.9, 1e-5, clamp_value, ls_eps)
+    forward_args = (x, weight, bias, *state, 0.9, 1e-5, clamp_value, ls_eps, *counters)
     return forward_args, clamp_value
 
 

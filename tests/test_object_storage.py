@@ -118,11 +118,11 @@ def trial_rows(uri: str) -> dict[str, list[dict]]:
 def bucket(tmp_path_factory) -> Iterator[dict]:
     """The S3 server with one bucket; the credentials (any, for moto) are in this process's environment
     for the module, so the Ray nodes started here inherit them as they would a node's own."""
-    saved = {key: os.environ.get(key) for key in (*CREDENTIALS, "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")}
-    os.environ.update(CREDENTIALS)
-    for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        os.environ.pop(key, None)  # the sweep names its endpoint in the URI only
-    try:
+    with pytest.MonkeyPatch.context() as environment:
+        for key, value in CREDENTIALS.items():
+            environment.setenv(key, value)
+        for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            environment.delenv(key, raising=False)  # the sweep names its endpoint in the URI only
         with s3_server() as endpoint:
             import pyarrow.fs
 
@@ -137,12 +137,6 @@ def bucket(tmp_path_factory) -> Iterator[dict]:
                 "plain": f"s3://{BUCKET}/runs/{NAME}",
                 "folder": tmp_path_factory.mktemp("bucket"),
             }
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def write_spec(folder: Path) -> Path:
@@ -251,7 +245,8 @@ import analysis
 results = analysis.load(sys.argv[1])
 print(json.dumps({"states": sorted(results.trials["state"]), "epochs": results.trials["epochs_done"].tolist(),
                   "paths": [str(p) for p in results.paths.values()], "warnings": results.warnings,
-                  "heavy": sorted(m for m in ("ray", "torch", "onlinenorm", "sweeps") if m in sys.modules)}))
+                  "heavy": sorted(m for m in sys.modules if m.partition(".")[0] in ("ray", "torch", "sweeps")
+                                  or m.startswith("onlinenorm.") and m != "onlinenorm.constants")}))
 """
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_sweep_ray import trials_on_disk, wait_for, write_spec
+from test_sweep_ray import start_sweep_driver, trials_on_disk, wait_for, write_spec
 
 from sweeps.embedded import processes_of
 
@@ -81,11 +81,7 @@ def test_resume_reaps_the_killed_drivers_ray_and_spares_the_users(tmp_path, user
     epochs = 3
     spec = write_spec(tmp_path, "orphaned", {"clamp_value": [1, 2, 3]}, epochs=epochs, images=200)
     experiment = tmp_path / "results" / "orphaned"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "onlinenorm.cli", "sweep", "run", str(spec), "--storage", str(tmp_path / "results")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    driver = start_sweep_driver(spec, tmp_path / "results")
     try:
         wait_for(lambda: any(rows for _, rows in trials_on_disk(experiment).values()), "a trial's first epoch")
         embedded = psutil.Process(driver.pid).children(recursive=True)

@@ -19,22 +19,12 @@ import pytest
 import yaml
 
 from onlinenorm.cli import main
+from onlinenorm.constants import METRICS
 from sweeps.run import SPEC_FILE, resume_sweep, run_sweep
 from sweeps.spec import load_spec
 
 pytestmark = pytest.mark.slow
 
-METRICS = {
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "val_acc_unclamped",
-    "clamp_fraction",
-    "samples_per_s",
-    "diverged",
-}
 DIVERGING = {"norm": "none", "lr": 1.0e6}  # no normalizer and a huge step: the loss overflows in epoch 1
 POLL_S = 0.05
 WAIT_S = 240
@@ -142,7 +132,7 @@ def test_local_sweep_runs_every_trial_to_the_end(local_sweep):
     trials = trials_on_disk(experiment)
     assert canonical(config for config, _ in trials.values()) == canonical(spec.trials)
     for config, rows in trials.values():
-        assert rows and all(row.keys() >= METRICS for row in rows)
+        assert rows and all(row.keys() >= set(METRICS) for row in rows)
         if config["lr"] < DIVERGING["lr"]:
             assert [row["epoch"] for row in rows] == [1, 2]
 
@@ -199,15 +189,20 @@ def kill_process_tree(pid: int) -> None:
     psutil.wait_procs(family, timeout=30)
 
 
+def start_sweep_driver(spec: Path, storage: Path) -> subprocess.Popen:
+    """``onlinenorm sweep run SPEC --storage STORAGE`` as a process of its own (a driver to kill), output discarded."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "onlinenorm.cli", "sweep", "run", str(spec), "--storage", str(storage)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def test_resume_after_the_driver_is_killed_runs_the_grid_exactly_once(tmp_path):
     epochs = 6
     path = write_spec(tmp_path, "killed", {"clamp_value": [1, 2, 3], "seed": [0, 1]}, epochs=epochs, images=400)
     experiment = tmp_path / "results" / "killed"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "onlinenorm.cli", "sweep", "run", str(path), "--storage", str(tmp_path / "results")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    driver = start_sweep_driver(path, tmp_path / "results")
     try:
 
         def some_done_some_midway():

@@ -47,6 +47,21 @@ class UsageError(Exception):
     """Bad user input: printed as one line, exit code 2."""
 
 
+def add_command(subparsers, name: str, func, *, help: str, description: str) -> argparse.ArgumentParser:
+    """Add the (sub)command ``name``, run as ``func(args)``, with its one-line ``help`` and paragraph
+    ``description``; returns its parser, to add its arguments to."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def add_command_group(subparsers, name: str, *, help: str, description: str, metavar: str = "ACTION"):
+    """Add the command ``name`` whose subcommands (``onlinenorm NAME ACTION``) are added with
+    :func:`add_command` to the subparsers it returns; the chosen one is ``args.<name>_<metavar lowercased>``."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    return parser.add_subparsers(dest=f"{name}_{metavar.lower()}", metavar=metavar, required=True)
+
+
 def _version() -> str:
     try:
         return version("onlinenorm")

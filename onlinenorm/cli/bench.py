@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from onlinenorm.cli import add_command, add_command_group
 from onlinenorm.constants import KERNEL_CHOICES
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -28,16 +29,19 @@ def _dtypes(text: str) -> tuple[str, ...]:
 
 
 def register(subparsers) -> None:
-    bench = subparsers.add_parser(
+    kinds = add_command_group(
+        subparsers,
         "bench",
         help="benchmarks: the layer and a training step against batch norm, sweep parallel efficiency, "
         "the report's speed",
         description="Speed figures measured side by side in one process: candidates interleaved round by round "
         "in a shuffled order, reported as the median over rounds and as ratios to a baseline.",
+        metavar="KIND",
     )
-    kinds = bench.add_subparsers(dest="bench_kind", metavar="KIND", required=True)
-    layer = kinds.add_parser(
+    layer = add_command(
+        kinds,
         "layer",
+        run_layer,
         help="forward+backward of OnlineNorm2d (each ECM) vs BatchNorm2d and the per-sample loop",
         description="Time forward + backward of one OnlineNorm2d layer per ECM and kernel choice against "
         "BatchNorm2d and the per-sample float64 loop, on settled layers; print each candidate's time, "
@@ -97,10 +101,11 @@ def register(subparsers) -> None:
         metavar="X",
         help="clamp value c of the ac layers (default: the layer's, the paper's 5)",
     )
-    layer.set_defaults(func=run_layer)
 
-    train = kinds.add_parser(
+    train = add_command(
+        kinds,
         "train",
+        run_train,
         help="training-step time of a model per normalizer, relative to batch norm",
         description="Time whole training steps (forward, cross-entropy, backward, SGD step) of one model built "
         "with each normalizer, interleaved in a shuffled order, and print each one's median and best "
@@ -131,20 +136,22 @@ def register(subparsers) -> None:
         help="side of the random square input images (default: 32, CIFAR's; 224 for ImageNet's)",
     )
     train.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda or cuda:N (default: %(default)s)")
-    train.set_defaults(func=run_train)
 
-    sweep = kinds.add_parser(
+    sweep = add_command(
+        kinds,
         "sweep",
+        run_sweep,
         help="the same tiny trials sequentially and as a Ray Tune sweep: parallel efficiency, start-up",
         description="Run the same tiny trials once sequentially in this process and once as a Ray Tune sweep on "
         "an embedded Ray, and print the sweep's start-up time, parallel efficiency and speed-up. "
         "Needs the sweep extra: pip install 'onlinenorm[sweep]'.",
     )
     sweep.add_argument("--cpus", type=int, default=None, metavar="N", help="CPUs of the embedded Ray (default: all)")
-    sweep.set_defaults(func=run_sweep)
 
-    report = kinds.add_parser(
+    report = add_command(
+        kinds,
         "report",
+        run_report,
         help="the stages of `onlinenorm report` timed on a generated experiment (1,000 trials by default)",
         description="Generate an experiment directory (or take --experiment), then time each stage of "
         "`onlinenorm report` on it (load, findings, charts, tables, Parquet) and the whole report in a "
@@ -158,7 +165,6 @@ def register(subparsers) -> None:
     report.add_argument("--rounds", type=int, default=3, metavar="N", help="rounds per stage (median reported)")
     report.add_argument("--workers", type=int, default=2, metavar="N", help="processes of the parallel chart stage")
     report.add_argument("--experiment", metavar="DIR", help="time this experiment directory instead of generating one")
-    report.set_defaults(func=run_report)
 
 
 def _set_up_machine(args) -> None:

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from onlinenorm.cli import add_command, add_command_group
 from onlinenorm.constants import DATASETS
 
 
 def register(subparsers) -> None:
-    config = subparsers.add_parser(
+    actions = add_command_group(
+        subparsers,
         "config",
         help="the training config: every key, its default and allowed values",
         description="Inspect the training config that `onlinenorm train` and sweep specs take.",
     )
-    actions = config.add_subparsers(dest="config_action", metavar="ACTION", required=True)
-    show = actions.add_parser(
+    show = add_command(
+        actions,
         "show",
+        run_show,
         help="list every config key with its default, the dataset recipe's value and the allowed values",
         description="List every training-config key: its schema default (null: taken from the dataset's recipe), "
         "the value a run on DATASET resolves it to, the allowed values and what it means.",
@@ -27,7 +30,6 @@ def register(subparsers) -> None:
         metavar="NAME",
         help=f"the recipe to resolve: {', '.join(DATASETS)} (default: {DATASETS[0]})",
     )
-    show.set_defaults(func=run_show)
 
 
 def _text(value) -> str:

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import argparse
 
+from onlinenorm.cli import add_command, add_command_group
 from onlinenorm.constants import DATASETS
 
 FORMATS = DATASETS  # every dataset format can be synthesized (onlinenorm.training.data.SYNTH_DEFAULTS; tested)
 
 
 def register(subparsers) -> None:
-    data = subparsers.add_parser(
+    actions = add_command_group(
+        subparsers,
         "data",
         help="datasets: synthetic data, downloads, caches",
         description="Write synthetic datasets in the real file formats, fetch the official CIFAR archives, "
         "and load a dataset once to build its cache and check it before a run or a sweep.",
     )
-    actions = data.add_subparsers(dest="data_action", metavar="ACTION", required=True)
 
-    synth = actions.add_parser(
+    synth = add_command(
+        actions,
         "synth",
+        run_synth,
         help="write a synthetic dataset in a real file format",
         description="Write a synthetic dataset with learnable class structure in one of the file layouts the "
         "training runs read (CIFAR pickles, an ImageFolder tree or ImageNet .npz files).",
@@ -33,19 +36,21 @@ def register(subparsers) -> None:
         "--classes", type=int, metavar="N", help="number of classes (imagefolder, imagenet-npz; default 10)"
     )
     synth.add_argument("--image-size", type=int, metavar="N", help="image side in pixels (imagefolder, imagenet-npz)")
-    synth.set_defaults(func=run_synth)
 
-    download = actions.add_parser(
+    download = add_command(
+        actions,
         "download",
+        run_download,
         help="fetch and checksum-verify an official CIFAR archive",
         description="Download an official CIFAR archive, verify its checksum and extract it into --out.",
     )
     download.add_argument("--dataset", required=True, choices=("cifar10", "cifar100"))
     download.add_argument("--out", required=True, metavar="DIR", help="folder to extract into (the dataset's data_dir)")
-    download.set_defaults(func=run_download)
 
-    prepare = actions.add_parser(
+    prepare = add_command(
+        actions,
         "prepare",
+        run_prepare,
         help="load a dataset once (builds the ImageFolder cache) and print a summary; "
         "accepts the same data keys as a training config",
         description="Load a dataset once, as a training run would (building the ImageFolder cache), and print "
@@ -54,7 +59,6 @@ def register(subparsers) -> None:
     prepare.add_argument("--config", metavar="FILE", help="YAML/JSON training config whose data keys to use")
     prepare.add_argument("--dataset", metavar="NAME", help="dataset name (overrides the config)")
     prepare.add_argument("--data-dir", metavar="DIR", help="dataset folder (overrides the config)")
-    prepare.set_defaults(func=run_prepare)
 
 
 def run_synth(args: argparse.Namespace) -> int:

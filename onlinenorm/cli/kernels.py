@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from onlinenorm.cli import add_command, add_command_group
+
 
 def register(subparsers) -> None:
-    kernels = subparsers.add_parser(
+    actions = add_command_group(
+        subparsers,
         "kernels",
         help="the layer's C kernels: build them ahead of use",
         description="The layer builds its C kernels on first use and caches them; build them ahead of time, "
         "for example in an image whose later stages have no compiler.",
     )
-    actions = kernels.add_subparsers(dest="kernels_action", metavar="ACTION", required=True)
-    build = actions.add_parser(
+    build = add_command(
+        actions,
         "build",
+        run_build,
         help="build the C kernels into ONLINENORM_CACHE_DIR (else ~/.cache/onlinenorm); print the path",
         description="Compile the C kernels for this machine (or, with --portable, for any x86-64-v3 CPU) into "
         "ONLINENORM_CACHE_DIR, else ~/.cache/onlinenorm, and print the library's path.",
@@ -23,7 +27,6 @@ def register(subparsers) -> None:
         help="build for any CPU of this architecture with AVX2 and FMA (x86-64-v3), not just this one: "
         "machines without a compiler that share the folder use it (the Docker image does)",
     )
-    build.set_defaults(func=run_build)
 
 
 def run_build(args) -> int:

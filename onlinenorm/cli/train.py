@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from onlinenorm.constants import DATASETS, ECMS, KERNEL_CHOICES, MODELS, NORMS, RUN_CONFIG_FILE
+from onlinenorm.cli import add_command
+from onlinenorm.constants import DATASETS, ECMS, KERNEL_CHOICES, METRICS, MODELS, NORMS, RUN_CONFIG_FILE
 
 # The config keys most runs set, as flags: config key -> (type, help). --set KEY=VALUE reaches every other key.
 FLAGS = {
@@ -37,11 +38,16 @@ FLAG_METAVARS = {"data_dir": "DIR", "device": "DEVICE"}
 CONFIG_FILE = RUN_CONFIG_FILE
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+# The metrics of each epoch's summary line, after ``epoch E/EPOCHS`` (the lr is not shown; a diverged
+# epoch ends the line with DIVERGED).
+SUMMARY_METRICS = tuple(k for k in METRICS if k not in ("epoch", "lr", "diverged"))
 
 
 def register(subparsers) -> None:
-    train = subparsers.add_parser(
+    train = add_command(
+        subparsers,
         "train",
+        run_train,
         help="one training run (writes metrics.jsonl and checkpoints)",
         description="Train one model. Values come from --config, then flags, then --set; unset keys take the "
         "dataset's published recipe. `onlinenorm config show --dataset NAME` lists every key, its default, "
@@ -71,7 +77,6 @@ def register(subparsers) -> None:
     train.add_argument("--out", required=True, metavar="DIR", help="run folder for metrics and checkpoints")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(func=run_train)
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -196,16 +201,7 @@ class _ProgressBar:
     def summary(self, metrics: dict) -> None:
         self.close()
         if not self.quiet:
-            keys = (
-                "train_loss",
-                "train_acc",
-                "val_loss",
-                "val_acc",
-                "val_acc_unclamped",
-                "clamp_fraction",
-                "samples_per_s",
-            )
-            text = " ".join(f"{k}={metrics[k]:.4g}" for k in keys)
+            text = " ".join(f"{k}={metrics[k]:.4g}" for k in SUMMARY_METRICS)
             self.tqdm.write(
                 f"epoch {metrics['epoch']}/{self.epochs} {text}" + (" DIVERGED" if metrics["diverged"] else "")
             )

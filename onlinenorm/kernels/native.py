@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import torch
 
-from onlinenorm.kernels.types import ForwardStats, float32_contiguous
+from onlinenorm.kernels.types import ForwardStats, empty_forward_stats, float32_contiguous
 
 SOURCE = Path(__file__).with_name("csrc") / "online_norm.c"
 FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11")
@@ -260,6 +260,12 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _stats_pointers(stats: ForwardStats, direction: str) -> dict[str, int | None]:
+    """The addresses of ``stats`` as the C arguments name them: ``<field>_out`` for the forward that writes
+    them, ``<field>_in`` for the backward that reads them (``mean_out``, ..., ``clamped_in``)."""
+    return {f"{field}_{direction}": _ptr(t) for field, t in zip(ForwardStats._fields, stats, strict=True)}
+
+
 def forward(
     x3: torch.Tensor,
     weight: torch.Tensor | None,
@@ -283,10 +289,7 @@ def forward(
     n, c, m = x3.shape
     weight, bias = float32_contiguous(weight), float32_contiguous(bias)
     out = torch.empty_like(x3)
-    # six tensors, not views of one: a custom op's outputs may not alias each other
-    mean, s2, mu_prev, invstd, scale, shift = (torch.empty((n, c), dtype=torch.float32) for _ in range(6))
-    ls_scale = torch.empty((n, 1), dtype=torch.float32) if ls_eps is not None else None
-    clamped = torch.empty((n, c), dtype=torch.uint8) if clamp_value is not None else None
+    stats = empty_forward_stats(x3, layer_scaling=ls_eps is not None, clamping=clamp_value is not None)
     library().onlinenorm_forward(
         *_ForwardArgs(
             x=_ptr(x3),
@@ -303,20 +306,13 @@ def forward(
             clamp_value=math.inf if clamp_value is None else clamp_value,
             layer_scaling=ls_eps is not None,
             ls_eps=ls_eps or 0.0,
-            mean_out=_ptr(mean),
-            s2_out=_ptr(s2),
-            mu_prev_out=_ptr(mu_prev),
-            invstd_out=_ptr(invstd),
-            scale_out=_ptr(scale),
-            shift_out=_ptr(shift),
-            ls_scale_out=_ptr(ls_scale),
-            clamped_out=_ptr(clamped),
+            **_stats_pointers(stats, "out"),
             clamped_total=_ptr(clamp_count if clamp_value is not None else None),
             seen_total=_ptr(seen_count),
             threads=torch.get_num_threads(),
         )
     )
-    return out, ForwardStats(mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped)
+    return out, stats
 
 
 def backward(
@@ -349,14 +345,7 @@ def backward(
             m=m,
             weight=_ptr(weight),
             bias=_ptr(bias),
-            mean_in=_ptr(stats.mean),
-            s2_in=_ptr(stats.s2),
-            mu_prev_in=_ptr(stats.mu_prev),
-            invstd_in=_ptr(stats.invstd),
-            scale_in=_ptr(stats.scale),
-            shift_in=_ptr(stats.shift),
-            ls_scale_in=_ptr(stats.ls_scale),
-            clamped_in=_ptr(stats.clamped),
+            **_stats_pointers(stats, "in"),
             u_state=_ptr(u),
             v_state=_ptr(v),
             alpha=alpha_bkw,

@@ -4,8 +4,8 @@ Per backend (``native``: the C kernels of :mod:`onlinenorm.kernels.native`; ``tr
 :mod:`onlinenorm.kernels.triton_kernels`) two ops, each with a fake kernel (the shapes of its outputs, for
 tracing) and ``mutates_args`` naming the state it advances in place:
 
-- ``onlinenorm::<backend>_forward(x, weight, bias, mu!, var!, clamp_count!, seen_count!, alpha_fwd, eps,
-  clamp_value, ls_eps)``: the training forward of ``x`` ``(N, C, M)``; returns the output and the eight
+- ``onlinenorm::<backend>_forward(x, weight, bias, mu!, var!, alpha_fwd, eps, clamp_value, ls_eps,
+  clamp_count!, seen_count!)``: the training forward of ``x`` ``(N, C, M)``; returns the output and the eight
   :class:`~onlinenorm.kernels.types.ForwardStats` (an absent ``ls_scale`` or ``clamped`` as an empty
   tensor, see :func:`present`).
 - ``onlinenorm::<backend>_backward(grad, x, weight, bias, u!, v!, *stats, alpha_bkw, clamp_value)``:
@@ -54,12 +54,12 @@ def _define(name: str, backend) -> SimpleNamespace:
         bias: Tensor | None,
         mu: Tensor,
         var: Tensor,
-        clamp_count: Tensor | None,
-        seen_count: Tensor | None,
         alpha_fwd: float,
         eps: float,
         clamp_value: float | None,
         ls_eps: float | None,
+        clamp_count: Tensor | None,
+        seen_count: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         out, stats = backend.forward(
             x, weight, bias, mu, var, alpha_fwd, eps, clamp_value, ls_eps, clamp_count, seen_count
@@ -67,7 +67,7 @@ def _define(name: str, backend) -> SimpleNamespace:
         return (out, *carried(stats))
 
     @forward.register_fake
-    def _(x, weight, bias, mu, var, clamp_count, seen_count, alpha_fwd, eps, clamp_value, ls_eps):
+    def _(x, weight, bias, mu, var, alpha_fwd, eps, clamp_value, ls_eps, clamp_count, seen_count):
         n, c, _ = x.shape
         rows = [x.new_empty((n, c), dtype=torch.float32) for _ in range(6)]
         ls_scale = x.new_empty((n, 1) if ls_eps is not None else (0,), dtype=torch.float32)

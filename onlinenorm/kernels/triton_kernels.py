@@ -19,7 +19,7 @@ import shutil
 
 import torch
 
-from onlinenorm.kernels.types import ForwardStats, float32_contiguous
+from onlinenorm.kernels.types import ForwardStats, empty_forward_stats, float32_contiguous
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -85,12 +85,8 @@ def forward(
     n, c, m = x3.shape
     weight, bias = float32_contiguous(weight), float32_contiguous(bias)
     out = torch.empty_like(x3)
-    # six tensors, not views of one: a custom op's outputs may not alias each other
-    mean, s2, mu_prev, invstd, scale, shift = (
-        torch.empty((n, c), dtype=torch.float32, device=x3.device) for _ in range(6)
-    )
-    ls_scale = torch.empty((n, 1), dtype=torch.float32, device=x3.device) if ls_eps is not None else None
-    clamped = torch.empty((n, c), dtype=torch.uint8, device=x3.device) if clamp_value is not None else None
+    stats = empty_forward_stats(x3, layer_scaling=ls_eps is not None, clamping=clamp_value is not None)
+    mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped = stats
     block = _row_block(m)
     rows = (n * c,)
     jit.forward_row_moments[rows](x3, mean, s2, m, BLOCK=block, num_warps=_warps(block))
@@ -137,7 +133,7 @@ def forward(
         BLOCK=block,
         num_warps=_warps(block),
     )
-    return out, ForwardStats(mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped)
+    return out, stats
 
 
 def backward(
@@ -186,25 +182,8 @@ def backward(
         num_warps=_warps(block),
     )
     r3k = torch.empty(n, dtype=torch.float64, device=device) if layer_scaling else None
-    if layer_scaling:
-        jit.backward_layer_scale[(n,)](
-            _or(weight, stats.mean),
-            _or(bias, stats.mean),
-            stats.mean,
-            stats.s2,
-            stats.mu_prev,
-            stats.invstd,
-            stats.ls_scale,
-            r3k,
-            row_sum_grad,
-            row_sum_grad_y,
-            c,
-            m,
-            HAS_WEIGHT=weight is not None,
-            HAS_BIAS=bias is not None,
-            BLOCK_C=BLOCK_C,
-        )
-    jit.backward_scan[(_cdiv(c, BLOCK_C),)](
+    # what the layer-scaling step and the scan both read: parameters, row statistics, r and r^3 K, row sums
+    row_inputs = (
         _or(weight, stats.mean),
         _or(bias, stats.mean),
         stats.mean,
@@ -215,6 +194,13 @@ def backward(
         _or(r3k, stats.mean),
         row_sum_grad,
         row_sum_grad_y,
+    )
+    if layer_scaling:
+        jit.backward_layer_scale[(n,)](
+            *row_inputs, c, m, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_C=BLOCK_C
+        )
+    jit.backward_scan[(_cdiv(c, BLOCK_C),)](
+        *row_inputs,
         u,
         v,
         grad_coef,

@@ -53,6 +53,17 @@ class ForwardStats(NamedTuple):
     clamped: torch.Tensor | None = None
 
 
+def empty_forward_stats(x3: torch.Tensor, layer_scaling: bool, clamping: bool) -> ForwardStats:
+    """The statistics a fused forward of ``x3`` ``(N, C, M)`` writes, allocated on its device: float32 ``(N, C)``
+    each, ``ls_scale`` ``(N, 1)`` with ``layer_scaling`` and uint8 ``clamped`` ``(N, C)`` with ``clamping``
+    (else None). Separate tensors, not views of one: a custom op's outputs may not alias each other."""
+    n, c, _ = x3.shape
+    rows = (torch.empty((n, c), dtype=torch.float32, device=x3.device) for _ in range(6))
+    ls_scale = torch.empty((n, 1), dtype=torch.float32, device=x3.device) if layer_scaling else None
+    clamped = torch.empty((n, c), dtype=torch.uint8, device=x3.device) if clamping else None
+    return ForwardStats(*rows, ls_scale, clamped)
+
+
 def float32_contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
     """A per-channel parameter as the fused kernels read it, contiguous float32: itself when it already is (the
     kernels only read its memory, so a parameter that requires grad goes in as it is), else a detached copy."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -30,9 +32,18 @@ class PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, half, self.extra_channels - half))
 
 
+def pad_shortcut(in_channels: int, out_channels: int, stride: int, norm_layer: NormLayer) -> nn.Module:
+    """Parameter-free shortcut (option A), as a :data:`Shortcut`."""
+    return PadShortcut(out_channels - in_channels, stride)
+
+
 def projection(in_channels: int, out_channels: int, stride: int, norm_layer: NormLayer) -> nn.Module:
     """Projection shortcut (option B): 1x1 convolution and norm."""
     return nn.Sequential(conv1x1(in_channels, out_channels, stride), norm_layer(out_channels))
+
+
+# (in_channels, out_channels, stride, norm_layer) -> the shortcut of a block that changes shape
+Shortcut = Callable[[int, int, int, NormLayer], nn.Module]
 
 
 class BasicBlock(nn.Module):
@@ -78,3 +89,38 @@ class Bottleneck(nn.Module):
         out = F.relu(self.norm2(self.conv2(out)))
         out = self.norm3(self.conv3(out))
         return F.relu(out + self.shortcut(x))
+
+
+def residual_stages(
+    block: type[BasicBlock | Bottleneck],
+    widths: Sequence[int],
+    counts: Sequence[int],
+    in_channels: int,
+    norm_layer: NormLayer,
+    shortcut: Shortcut,
+) -> tuple[nn.Sequential, int]:
+    """Stage ``i``: ``counts[i]`` blocks of base width ``widths[i]``, the first of every stage but the first with
+    stride 2; a block that changes shape (stride or channels) gets ``shortcut``, the others the identity.
+
+    Returns:
+        The blocks in order, mapping ``(N, in_channels, H, W)`` to ``(N, C_out, H', W')``, and ``C_out``
+        (``widths[-1] * block.expansion``; ``H' = H / 2 ** (len(widths) - 1)``).
+    """
+    blocks = []
+    channels = in_channels
+    for stage, (base, count) in enumerate(zip(widths, counts, strict=True)):
+        for index in range(count):
+            stride = 2 if stage > 0 and index == 0 else 1
+            out_channels = base * block.expansion
+            changes = stride > 1 or channels != out_channels
+            path = shortcut(channels, out_channels, stride, norm_layer) if changes else nn.Identity()
+            blocks.append(block(channels, base, stride, norm_layer, path))
+            channels = out_channels
+    return nn.Sequential(*blocks), channels
+
+
+def init_convolutions(model: nn.Module) -> None:
+    """He (Kaiming) normal initialization of every convolution of ``model``, for the ReLUs that follow."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..constants import CIFAR_DEPTHS, SHORTCUTS
 from ..norms import NormLayer
-from .blocks import BasicBlock, PadShortcut, conv3x3, projection
+from .blocks import BasicBlock, conv3x3, init_convolutions, pad_shortcut, projection, residual_stages
 
 STAGE_CHANNELS = (16, 32, 64)
 
@@ -33,24 +33,13 @@ class CifarResNet(nn.Module):
         blocks_per_stage = (depth - 2) // 6
         self.conv = conv3x3(in_channels, STAGE_CHANNELS[0])
         self.norm = norm_layer(STAGE_CHANNELS[0])
-        blocks = []
-        channels = STAGE_CHANNELS[0]
-        for stage, out_channels in enumerate(STAGE_CHANNELS):
-            for index in range(blocks_per_stage):
-                stride = 2 if stage > 0 and index == 0 else 1
-                if stride == 1:
-                    path = nn.Identity()
-                elif shortcut == "pad":
-                    path = PadShortcut(out_channels - channels, stride)
-                else:
-                    path = projection(channels, out_channels, stride, norm_layer)
-                blocks.append(BasicBlock(channels, out_channels, stride, norm_layer, path))
-                channels = out_channels
-        self.blocks = nn.Sequential(*blocks)
+        counts = (blocks_per_stage,) * len(STAGE_CHANNELS)
+        make_shortcut = {"pad": pad_shortcut, "projection": projection}[shortcut]
+        self.blocks, channels = residual_stages(
+            BasicBlock, STAGE_CHANNELS, counts, STAGE_CHANNELS[0], norm_layer, make_shortcut
+        )
         self.fc = nn.Linear(channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        init_convolutions(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.blocks(F.relu(self.norm(self.conv(x))))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..norms import NormLayer
-from .blocks import BasicBlock, Bottleneck, conv3x3, projection
+from .blocks import BasicBlock, Bottleneck, conv3x3, init_convolutions, projection, residual_stages
 
 STAGE_CHANNELS = (64, 128, 256, 512)
 SMALL_INPUT = 32  # at most this: 3x3 stem, no pooling
@@ -42,21 +42,11 @@ class ResNet(nn.Module):
         super().__init__()
         block, counts = ARCHITECTURES[arch]
         self.stem = stem(image_size, in_channels, norm_layer)
-        stages = []
-        channels = STAGE_CHANNELS[0]
-        for stage, (base, count) in enumerate(zip(STAGE_CHANNELS, counts, strict=True)):
-            for index in range(count):
-                stride = 2 if stage > 0 and index == 0 else 1
-                out_channels = base * block.expansion
-                needs_projection = stride > 1 or channels != out_channels
-                shortcut = projection(channels, out_channels, stride, norm_layer) if needs_projection else nn.Identity()
-                stages.append(block(channels, base, stride, norm_layer, shortcut))
-                channels = out_channels
-        self.blocks = nn.Sequential(*stages)
+        self.blocks, channels = residual_stages(
+            block, STAGE_CHANNELS, counts, STAGE_CHANNELS[0], norm_layer, projection
+        )
         self.fc = nn.Linear(channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        init_convolutions(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.blocks(self.stem(x))

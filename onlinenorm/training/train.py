@@ -54,6 +54,9 @@ NORM_MODULES = (_OnlineNorm, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.La
 CHECKPOINT_FILE = "checkpoint.pt"
 DIVERGENCE_CHECK_STEPS = 10  # steps between host syncs that test the loss for nan/inf
 TIMING_METRICS = ("samples_per_s",)  # metrics that vary between identical runs
+# Config keys passed on under the same names: to the norm factory and to the dataset loader.
+NORM_OPTIONS = ("ecm", "alpha_fwd", "alpha_bkw", "clamp_value", "eps", "ls_eps", "kernels", "group_size")
+DATA_OPTIONS = ("subset", "subset_seed", "download", "image_size", "classes", "max_per_class", "cache_dir")
 
 
 class RunSetupError(ValueError):
@@ -71,18 +74,8 @@ def resolve_device(name: str) -> torch.device:
 
 def build_model(config: Mapping[str, Any], num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
     """The model of a resolved ``config``, with its normalizer from the norm factory."""
-    norm_layer = create_norm(
-        config["norm"],
-        dim=NORM_DIMS[config["model"]],
-        ecm=config["ecm"],
-        alpha_fwd=config["alpha_fwd"],
-        alpha_bkw=config["alpha_bkw"],
-        clamp_value=config["clamp_value"],
-        eps=config["eps"],
-        ls_eps=config["ls_eps"],
-        kernels=config["kernels"],
-        group_size=config["group_size"],
-    )
+    options = {key: config[key] for key in NORM_OPTIONS}
+    norm_layer = create_norm(config["norm"], dim=NORM_DIMS[config["model"]], **options)
     return create_model(config["model"], num_classes, norm_layer, image_shape, shortcut=config["shortcut"])
 
 
@@ -112,17 +105,8 @@ def lr_factor(step: int, steps_per_epoch: int, milestones: list[int], lr_decay: 
 
 def load_data(config: Mapping[str, Any]) -> Dataset:
     """The dataset of a resolved ``config``."""
-    return load_dataset(
-        config["dataset"],
-        config["data_dir"],
-        subset=config["subset"],
-        subset_seed=config["subset_seed"],
-        download=config["download"],
-        image_size=config["image_size"],
-        classes=config["classes"],
-        max_per_class=config["max_per_class"],
-        cache_dir=config["cache_dir"],
-    )
+    options = {key: config[key] for key in DATA_OPTIONS}
+    return load_dataset(config["dataset"], config["data_dir"], **options)
 
 
 class Trainer:
