@@ -53,21 +53,9 @@ li.equivalent { color: #036; } li.inconclusive { color: #666; }
 """
 
 
-def write_report(
-    results: Results,
-    out_dir: str | os.PathLike,
-    findings: pd.DataFrame | None = None,
-    margin: float = 0.01,
-    confidence: float = 0.95,
-) -> Path:
-    """Write ``report.html``, ``findings.json`` (records: ``pandas.read_json``
-    reads it back), ``charts/*.png`` and the Parquet frames into ``out_dir``;
-    returns the HTML path.
-
-    ``findings`` defaults to ``analysis.findings(results, margin, confidence)``.
-    Charts and tables show complete trials only (finished or diverged).
-    """
-    return write_report_and_findings(results, out_dir, findings, margin, confidence)[0]
+def write_report(results: Results, out_dir: str | os.PathLike, **options) -> Path:
+    """``write_report_and_findings`` (same options), returning the HTML path only."""
+    return write_report_and_findings(results, out_dir, **options)[0]
 
 
 def write_report_and_findings(
@@ -77,9 +65,13 @@ def write_report_and_findings(
     margin: float = 0.01,
     confidence: float = 0.95,
 ) -> tuple[Path, pd.DataFrame]:
-    """``write_report``, returning the findings too (the terminal prints them).
+    """Write ``report.html``, ``findings.json`` (records: ``pandas.read_json``
+    reads it back), ``charts/*.png`` and the Parquet frames into ``out_dir``;
+    returns the HTML path and the findings (the terminal prints them).
 
-    The charts are drawn in ``CHART_WORKERS`` forked processes while this one
+    ``findings`` defaults to ``analysis.findings(results, margin, confidence)``.
+    Charts and tables show complete trials only (finished or diverged). The
+    charts are drawn in ``CHART_WORKERS`` forked processes while this one
     computes the findings, the Parquet frames and the tables.
     """
     out = Path(out_dir)

@@ -10,7 +10,7 @@ Names are resolved on first use, so the ``onlinenorm`` command (whose
 
 from __future__ import annotations
 
-import importlib
+from onlinenorm.lazy import exports
 
 _EXPORTS = {
     "ECMS": "onlinenorm.layers",
@@ -26,13 +26,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'onlinenorm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # resolved once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = exports(__name__, _EXPORTS)

@@ -241,12 +241,13 @@ def run_cli(args: list[str], env_extra: dict[str, str], cwd: Path) -> subprocess
 
 LOAD_WITHOUT_RAY = """
 import json, sys
+TORCH_FREE = ("onlinenorm.constants", "onlinenorm.lazy")
 import analysis
 results = analysis.load(sys.argv[1])
 print(json.dumps({"states": sorted(results.trials["state"]), "epochs": results.trials["epochs_done"].tolist(),
                   "paths": [str(p) for p in results.paths.values()], "warnings": results.warnings,
                   "heavy": sorted(m for m in sys.modules if m.partition(".")[0] in ("ray", "torch", "sweeps")
-                                  or m.startswith("onlinenorm.") and m != "onlinenorm.constants")}))
+                                  or m.startswith("onlinenorm.") and m not in TORCH_FREE)}))
 """
 
 

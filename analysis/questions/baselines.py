@@ -12,9 +12,8 @@ import pandas as pd
 
 from analysis.frames import COMPLETE_STATES
 from analysis.questions.compare import Side, compare, describe
-from analysis.questions.rows import percent
+from analysis.questions.rows import percent, unsupported
 from analysis.questions.runs import best_subject, contexts
-from analysis.questions.stats import UNSUPPORTED
 
 QUESTION = "Is it as good as the baselines?"
 BATCH_NORM, LAYER_SCALING = "BatchNorm", "OnlineNorm (Layer Scaling)"
@@ -73,12 +72,11 @@ def _unsupported(baseline: str, context: str, trials: pd.DataFrame) -> dict:
     reason = f"no complete {baseline} run{where}" + (
         f" ({', '.join(f'{n} {state}' for state, n in incomplete.value_counts().items())})" if len(incomplete) else ""
     )
-    return {
-        "kind": "baseline",
-        "question": QUESTION,
-        "subject": f"every setting{where}",
-        "against": baseline,
-        "verdict": UNSUPPORTED,
-        "reason": reason,
-        "sentence": f"Cannot compare against {baseline}: {reason}.",
-    }
+    return unsupported(
+        reason,
+        f"Cannot compare against {baseline}",
+        kind="baseline",
+        question=QUESTION,
+        subject=f"every setting{where}",
+        against=baseline,
+    )

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.questions.compare import Side, compare, describe
-from analysis.questions.rows import number, percent
+from analysis.questions.rows import number, percent, unsupported
 from analysis.questions.runs import label
-from analysis.questions.stats import EQUIVALENT, INCONCLUSIVE, UNSUPPORTED, WORSE
+from analysis.questions.stats import EQUIVALENT, INCONCLUSIVE, WORSE
 
 QUESTION_RANGE = "Which clamp values are as good as the best?"
 QUESTION_LIMIT = "Beyond which clamp fraction does accuracy fall?"
@@ -28,14 +28,13 @@ def clamp_range(runs: pd.DataFrame, confidence: float, margin: float) -> list[di
     clamped = runs[runs["clamping"]].dropna(subset=["clamp_value", "best_val_acc"])
     if clamped.empty:
         return [
-            {
-                "kind": "safe_range",
-                "question": QUESTION_RANGE,
-                "subject": "clamping",
-                "verdict": UNSUPPORTED,
-                "reason": "no complete clamping run",
-                "sentence": "No safe clamp range: no complete clamping run.",
-            }
+            unsupported(
+                "no complete clamping run",
+                "No safe clamp range",
+                kind="safe_range",
+                question=QUESTION_RANGE,
+                subject="clamping",
+            )
         ]
     keys = ["context"] + [k for k in DECAY if k in clamped]
     pair = label(clamped, keys[1:])
@@ -97,14 +96,7 @@ def _pair(
     if len(per_value) < 2:
         reason = f"one clamp value (c={per_value['c'].iloc[0]:g}) was tried at {label}"
         return [
-            base
-            | {
-                "kind": "safe_range",
-                "against": None,
-                "verdict": UNSUPPORTED,
-                "reason": reason,
-                "sentence": f"No safe clamp range at {label}: {reason}.",
-            }
+            unsupported(reason, f"No safe clamp range at {label}", **(base | {"kind": "safe_range", "against": None}))
         ]
     best_text = f"c={per_value.loc[best, 'c']:g}, {percent(per_value.loc[best, 'accuracy'])}"
     equivalent = per_value.loc[[best] + list(comparisons.index[comparisons["verdict"].eq(EQUIVALENT)])]

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.questions.rows import percent, points
+from analysis.questions.rows import percent, points, unsupported
 from analysis.questions.rows import runs as count
 from analysis.questions.runs import FAILED_RATIO
-from analysis.questions.stats import UNSUPPORTED
 
 QUESTION_FAILED = "Did any run fail to learn?"
 QUESTION_STOPPED = "Were trials stopped early?"
@@ -23,14 +22,13 @@ def failed_runs(runs: pd.DataFrame) -> list[dict]:
     if judged == 0:
         reason = "no setting has two complete runs to compare a run with"
         return [
-            {
-                "kind": "failed",
-                "question": QUESTION_FAILED,
-                "subject": "every setting",
-                "verdict": UNSUPPORTED,
-                "reason": reason,
-                "sentence": f"Cannot tell whether a run failed to learn: {reason}.",
-            }
+            unsupported(
+                reason,
+                "Cannot tell whether a run failed to learn",
+                kind="failed",
+                question=QUESTION_FAILED,
+                subject="every setting",
+            )
         ]
     if failed.empty:
         return [

@@ -21,9 +21,9 @@ import pandas as pd
 
 from analysis.frames import KEYS, trial_positions
 from analysis.questions import stats
-from analysis.questions.rows import number
+from analysis.questions.rows import number, unsupported
 from analysis.questions.rows import runs as count
-from analysis.questions.stats import INCONCLUSIVE, UNSUPPORTED
+from analysis.questions.stats import INCONCLUSIVE
 
 QUESTION = "Is the clamp fraction what a Gaussian predicts?"
 TOLERANCE = 1.25
@@ -34,15 +34,13 @@ def gaussian_tails(runs: pd.DataFrame, layers: pd.DataFrame, confidence: float) 
     clamped = runs[runs["clamping"]].dropna(subset=["clamp_value", "clamp_fraction_mean"])
     if clamped.empty:
         return [
-            {
-                "kind": "gaussian",
-                "question": QUESTION,
-                "subject": "clamping",
-                "verdict": UNSUPPORTED,
-                "reason": "no complete clamping run reported a clamp fraction",
-                "sentence": "Cannot compare clamp fractions with the Gaussian prediction: "
-                "no complete clamping run reported a clamp fraction.",
-            }
+            unsupported(
+                "no complete clamping run reported a clamp fraction",
+                "Cannot compare clamp fractions with the Gaussian prediction",
+                kind="gaussian",
+                question=QUESTION,
+                subject="clamping",
+            )
         ]
     per_run = clamped[KEYS + ["clamp_value", "clamp_fraction_mean"]].assign(depth=-1, layer="")
     by_layer = _layer_means(layers, clamped)

@@ -17,8 +17,8 @@ import pandas as pd
 
 from analysis.questions import stats
 from analysis.questions.rows import runs as count
+from analysis.questions.rows import unsupported
 from analysis.questions.runs import swept
-from analysis.questions.stats import UNSUPPORTED
 
 QUESTION = "Which knob matters?"
 
@@ -37,14 +37,7 @@ def knob_shares(runs: pd.DataFrame, confidence: float) -> list[dict]:
             else "every clamping run reached the same best accuracy"
         )
         return [
-            {
-                "kind": "knob",
-                "question": QUESTION,
-                "subject": "clamping",
-                "verdict": UNSUPPORTED,
-                "reason": reason,
-                "sentence": f"Cannot tell which knob matters: {reason}.",
-            }
+            unsupported(reason, "Cannot tell which knob matters", kind="knob", question=QUESTION, subject="clamping")
         ]
     shares = _shares(clamped, parameters, confidence)
     n_failed = int(clamped["failed"].sum())

@@ -19,8 +19,7 @@ import pandas as pd
 import yaml
 
 from analysis.questions.compare import Side, compare, describe
-from analysis.questions.rows import number, percent
-from analysis.questions.stats import UNSUPPORTED
+from analysis.questions.rows import number, percent, unsupported
 
 QUESTION = "How does it compare with the published figures?"
 FIGURES = {"val_acc": "best_val_acc", "val_loss": "best_val_loss"}
@@ -57,15 +56,7 @@ def against_reference(runs: pd.DataFrame, specs: dict[str, str], confidence: flo
                 }
                 if selected.empty:
                     reason = f"no complete run in {experiment} matches {label}"
-                    rows.append(
-                        base
-                        | {
-                            "subject": label,
-                            "verdict": UNSUPPORTED,
-                            "reason": reason,
-                            "sentence": f"Cannot place {label} against {source}: {reason}.",
-                        }
-                    )
+                    rows.append(unsupported(reason, f"Cannot place {label} against {source}", **base, subject=label))
                     continue
                 subject = " / ".join(sorted(selected["normalizer"].unique()))
                 side = Side.of(selected, column, offset=published)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.questions.compare import Side, compare, describe
-from analysis.questions.stats import UNSUPPORTED
+from analysis.questions.rows import unsupported
 
 QUESTION = "Can the clamp be removed at inference?"
 
@@ -18,14 +18,13 @@ def removal(runs: pd.DataFrame, confidence: float, margin: float) -> list[dict]:
     if clamped.empty or clamped["removal"].isna().all():
         reason = "no complete clamping run" if clamped.empty else "no clamping run reported val_acc_unclamped"
         return [
-            {
-                "kind": "removal",
-                "question": QUESTION,
-                "subject": "clamping",
-                "verdict": UNSUPPORTED,
-                "reason": reason,
-                "sentence": f"Cannot tell whether removing the clamp is safe: {reason}.",
-            }
+            unsupported(
+                reason,
+                "Cannot tell whether removing the clamp is safe",
+                kind="removal",
+                question=QUESTION,
+                subject="clamping",
+            )
         ]
     sides = Side.by(clamped, "removal", key="subject")
     results = compare([(side, None) for side in sides.values()], confidence, margin)

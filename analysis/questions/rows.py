@@ -10,6 +10,8 @@ import math
 
 import pandas as pd
 
+from analysis.questions.stats import UNSUPPORTED
+
 COLUMNS = [
     "kind",
     "question",
@@ -37,6 +39,13 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     findings["n_runs"] = findings["n_runs"].astype("Int64")
     findings["n_failed"] = findings["n_failed"].astype("Int64")
     return findings
+
+
+def unsupported(reason: str, cannot: str, **fields) -> dict:
+    """A finding row the experiment cannot support: ``fields`` (kind,
+    question, subject, ...), verdict ``unsupported``, the reason, and the
+    sentence "{cannot}: {reason}."."""
+    return fields | {"verdict": UNSUPPORTED, "reason": reason, "sentence": f"{cannot}: {reason}."}
 
 
 def percent(value: float) -> str:

@@ -12,10 +12,9 @@ import pandas as pd
 from analysis.frames import KEYS
 from analysis.questions import stats
 from analysis.questions.baselines import BATCH_NORM, is_baseline
-from analysis.questions.rows import percent
+from analysis.questions.rows import percent, unsupported
 from analysis.questions.rows import runs as count
 from analysis.questions.runs import best_subject, contexts
-from analysis.questions.stats import UNSUPPORTED
 
 QUESTION = "How fast does each normalizer learn?"
 TARGETS = (0.90, 0.95)
@@ -30,14 +29,13 @@ def learning_speed(runs: pd.DataFrame, epochs: pd.DataFrame, confidence: float) 
         if batch.empty:
             reason = f"no complete {BATCH_NORM} run{where} to take the target accuracy from"
             rows.append(
-                {
-                    "kind": "speed",
-                    "question": QUESTION,
-                    "subject": f"every normalizer{where}",
-                    "verdict": UNSUPPORTED,
-                    "reason": reason,
-                    "sentence": f"Cannot measure learning speed: {reason}.",
-                }
+                unsupported(
+                    reason,
+                    "Cannot measure learning speed",
+                    kind="speed",
+                    question=QUESTION,
+                    subject=f"every normalizer{where}",
+                )
             )
             continue
         final = batch.loc[batch["subject"].eq(best_subject(batch)), "final_val_acc"].median()
