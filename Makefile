@@ -52,13 +52,15 @@ test: install lint
 # The floors in pyproject.toml, tested (not part of `make test`: a second venv and about 10 minutes):
 # .venv-floor, built with Python 3.11 (the oldest supported), gets every direct dependency at its floor
 # (constraints-floor.txt; pip picks what they depend on), then runs the tests that use each of them: the
-# layer against the per-sample oracle (torch, numpy, triton), the config and spec checks (PyYAML, optuna),
-# the analysis and its notebook (pandas, scipy, matplotlib, pyarrow, nbclient) and real Ray sweeps with
-# Optuna, MLflow, W&B and TensorBoard, and on a bucket served by moto (ray, pyarrow's S3, mlflow, wandb).
+# layer against the per-sample oracle (torch, numpy, triton), the datasets and one training run (Pillow,
+# tqdm), the config and spec checks (PyYAML, optuna), the analysis and its notebook (pandas, scipy,
+# matplotlib, pyarrow, nbclient) and real Ray sweeps with Optuna, MLflow, W&B and TensorBoard, and on a
+# bucket served by moto (ray, pyarrow's S3, mlflow, wandb).
 FLOOR_VENV   := .venv-floor
 FLOOR_PYTHON := $(FLOOR_VENV)/bin/python
 FLOOR_STAMP  := $(FLOOR_VENV)/.installed
-FLOOR_TESTS  := tests/test_layer_oracle.py tests/test_config.py tests/test_sweep_spec.py tests/test_sweep_search.py \
+FLOOR_TESTS  := tests/test_layer_oracle.py tests/test_data.py tests/test_train_cli.py tests/test_config.py \
+	tests/test_sweep_spec.py tests/test_sweep_search.py \
 	tests/analysis/test_analysis_load.py tests/analysis/test_analysis_findings.py tests/analysis/test_analysis_report.py \
 	tests/analysis/test_analysis_notebook.py tests/test_sweep_ray.py tests/test_sweep_search_ray.py \
 	tests/test_object_storage.py
