@@ -7,7 +7,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test bench bench-gpu clean
+.PHONY: install demo lint test test-floor bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -49,5 +49,34 @@ lint: install
 test: install lint
 	$(PYTHON) -m pytest
 
+# The floors in pyproject.toml, tested (not part of `make test`: a second venv and about 10 minutes):
+# .venv-floor, built with Python 3.11 (the oldest supported), gets every direct dependency at its floor
+# (constraints-floor.txt; pip picks what they depend on), then runs the tests that use each of them: the
+# layer against the per-sample oracle (torch, numpy, triton), the datasets and one training run (Pillow,
+# tqdm), the config and spec checks (PyYAML, optuna), the analysis and its notebook (pandas, scipy,
+# matplotlib, pyarrow, nbclient) and real Ray sweeps with Optuna, MLflow, W&B and TensorBoard, and on a
+# bucket served by moto (ray, pyarrow's S3, mlflow, wandb).
+FLOOR_VENV   := .venv-floor
+FLOOR_PYTHON := $(FLOOR_VENV)/bin/python
+FLOOR_STAMP  := $(FLOOR_VENV)/.installed
+FLOOR_TESTS  := tests/test_layer_oracle.py tests/test_data.py tests/test_train_cli.py tests/test_config.py \
+	tests/test_sweep_spec.py tests/test_sweep_search.py \
+	tests/analysis/test_analysis_load.py tests/analysis/test_analysis_findings.py tests/analysis/test_analysis_report.py \
+	tests/analysis/test_analysis_notebook.py tests/test_sweep_ray.py tests/test_sweep_search_ray.py \
+	tests/test_object_storage.py
+# Left out: torch.compile's kernels (the same torch as make test) and the driver-kill, node-loss and
+# interrupted-search scenarios (a minute or more each, through the same Ray Tune calls as the sweeps above).
+FLOOR_SKIP   := not compiled and not killed and not losing_a_node and not interrupted
+
+test-floor: $(FLOOR_STAMP)
+	$(FLOOR_PYTHON) -m pip check
+	$(FLOOR_PYTHON) -m pytest -q $(FLOOR_TESTS) -k '$(FLOOR_SKIP)'
+
+$(FLOOR_STAMP): pyproject.toml constraints-floor.txt
+	test -x $(FLOOR_PYTHON) || python3.11 -m venv $(FLOOR_VENV)
+	$(FLOOR_PYTHON) -m pip install --upgrade pip
+	$(FLOOR_PYTHON) -m pip install -c constraints-floor.txt -e '.[all,test]'
+	touch $(FLOOR_STAMP)
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(FLOOR_VENV) build *.egg-info

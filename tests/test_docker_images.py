@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = ("docker/Dockerfile", "docker/Dockerfile.gpu")
