@@ -100,15 +100,54 @@ def copy_run_files(trial) -> None:
     pyarrow.fs.copy_files(str(written), target, destination_filesystem=filesystem, use_threads=False)
 
 
+class MLflowCallback(MLflowLoggerCallback):
+    """Ray's MLflow callback, which keeps one MLflow run per trial over a stop and a resume.
+
+    Ray's callback creates a run the first time a driver sees a trial. A sweep stopped with Ctrl-C
+    leaves the runs of its unfinished trials open (Tune stops them without ``on_trial_complete``),
+    and ``sweep resume`` (a new driver) would give each of them a second run. Here the runs of the
+    trials that did not complete end as ``KILLED`` with the experiment; a trial started again looks
+    its run up by the ``trial_name`` tag Ray gives it (the name holds the trial's unique id) in the
+    sweep's MLflow experiment and continues it: status ``RUNNING`` again, the epochs it reports
+    from its checkpoint on appended to the history, ``FINISHED`` at its end. Trials that finished
+    before the stop are not started again, so their runs are left as they were.
+    """
+
+    def setup(self, *args, **kwargs):
+        super().setup(*args, **kwargs)
+        self._ended = set()
+
+    def log_trial_start(self, trial):
+        if trial not in self._trial_runs:
+            from mlflow import MlflowClient
+
+            client = MlflowClient()  # Ray's setup pointed mlflow at the tracking URI
+            (earlier,) = client.search_runs(
+                [self.mlflow_util.experiment_id], filter_string=f"tags.trial_name = '{trial}'", max_results=1
+            ) or (None,)
+            if earlier is not None:
+                client.update_run(earlier.info.run_id, status="RUNNING")
+                self._trial_runs[trial] = earlier.info.run_id
+        super().log_trial_start(trial)
+
+    def log_trial_end(self, trial, failed: bool = False):
+        super().log_trial_end(trial, failed)
+        self._ended.add(trial)
+
+    def on_experiment_end(self, trials, **info):
+        for trial, run_id in self._trial_runs.items():
+            if trial not in self._ended:
+                self.mlflow_util.end_run(run_id=run_id, status="KILLED")
+        super().on_experiment_end(trials, **info)
+
+
 def tracking_callbacks(name: str, trackers: dict[str, dict]) -> list:
     """Logger callbacks for sweep ``name``'s ``trackers`` (:func:`sweeps.tracking.check_tracking`'s result)."""
     callbacks = []
     if "mlflow" in trackers:
         settings = trackers["mlflow"]
         callbacks.append(
-            MLflowLoggerCallback(
-                tracking_uri=settings["tracking_uri"], experiment_name=settings["experiment_name"] or name
-            )
+            MLflowCallback(tracking_uri=settings["tracking_uri"], experiment_name=settings["experiment_name"] or name)
         )
     if "wandb" in trackers:
         settings = trackers["wandb"]

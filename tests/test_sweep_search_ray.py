@@ -194,8 +194,13 @@ def check_mlflow(uri: str, outcome) -> None:
         assert [m.value for m in history] == pytest.approx(list(rows["val_acc"]))
 
 
-def wandb_records(trial_dir: Path) -> list:
-    """The records of the one offline W&B run in ``trial_dir``, as W&B's own ``Record`` protobufs.
+def wandb_run_files(trial_dir: Path) -> list[Path]:
+    """The offline W&B run files in ``trial_dir``, oldest first."""
+    return sorted(trial_dir.glob("wandb/offline-run-*/run-*.wandb"))
+
+
+def wandb_records(run_file: Path) -> list:
+    """The records of an offline W&B run file, as W&B's own ``Record`` protobufs.
 
     A ``.wandb`` file is a LevelDB-style log: a 7-byte ``:W&B`` header, then 32 KiB blocks of chunks,
     each with a 7-byte header (crc32, length, type: 1 whole record, 2 first, 3 middle, 4 last part);
@@ -203,7 +208,6 @@ def wandb_records(trial_dir: Path) -> list:
     """
     from wandb.proto import wandb_internal_pb2
 
-    (run_file,) = trial_dir.glob("wandb/offline-run-*/run-*.wandb")
     data = run_file.read_bytes()
     assert data[:4] == b":W&B"
     position, record, records = WANDB_HEADER, b"", []
@@ -226,7 +230,8 @@ def check_wandb(outcome, group: str) -> None:
     config and the per-epoch history of its metrics."""
     assert len(outcome.results) == 4
     for result in outcome.results:
-        records = wandb_records(Path(result.path))
+        (run_file,) = wandb_run_files(Path(result.path))
+        records = wandb_records(run_file)
         (run,) = [r.run for r in records if r.HasField("run")]
         assert run.project == WANDB["project"] and run.run_group == group and run.run_id == result.metrics["trial_id"]
         config = {item.key: json.loads(item.value_json) for item in run.config.update}
