@@ -90,14 +90,18 @@ def run_folder(trial) -> Path:
 
 
 def copy_run_files(trial) -> None:
-    """Copy ``trial``'s W&B files to ``TRIAL_DIR/wandb`` in the experiment's storage (local or remote)."""
+    """Copy ``trial``'s W&B run folders to ``TRIAL_DIR/wandb`` in the experiment's storage (local or remote).
+
+    W&B's links beside them (``latest-run``, ``debug.log``) are left out: a copy would duplicate what
+    they point to.
+    """
     written = run_folder(trial) / WANDB_FOLDER
-    if not written.is_dir():
-        return
+    runs = [entry for entry in written.iterdir() if not entry.is_symlink()] if written.is_dir() else []
     filesystem = trial.storage.storage_filesystem
-    target = f"{trial.storage.trial_fs_path}/{WANDB_FOLDER}"
-    filesystem.create_dir(target, recursive=True)
-    pyarrow.fs.copy_files(str(written), target, destination_filesystem=filesystem, use_threads=False)
+    for run in runs:
+        target = f"{trial.storage.trial_fs_path}/{WANDB_FOLDER}/{run.name}"
+        filesystem.create_dir(target, recursive=True)
+        pyarrow.fs.copy_files(str(run), target, destination_filesystem=filesystem, use_threads=False)
 
 
 class MLflowCallback(MLflowLoggerCallback):
