@@ -60,11 +60,11 @@ def trial_name(folder: str) -> str:
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_a_stopped_optuna_search_resumes_its_study_with_one_tracker_run_per_trial(tmp_path):
+def test_a_stopped_optuna_search_resumes_its_study_with_one_tracker_run_per_trial(tmp_path, monkeypatch):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     search = {"type": "optuna", "num_samples": 2, "seed": 0, "metric": "val_acc"}
     path = write_spec(tmp_path, NAME, search, tracking={"mlflow": {"tracking_uri": store}, "wandb": WANDB})
-    InterruptAtFirstCompletion.fired = False  # another module's test may have fired it in this session
+    monkeypatch.setattr(InterruptAtFirstCompletion, "fired", False)  # armed here, as it was after
     stopped = run_sweep(
         load_spec(path), storage=str(tmp_path / "results"), verbose=0, callbacks=[InterruptAtFirstCompletion()]
     )
