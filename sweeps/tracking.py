@@ -8,11 +8,13 @@
 
 - ``mlflow``: Ray's ``MLflowLoggerCallback``: one MLflow run per trial under the experiment
   ``experiment_name`` (default: the sweep's name), the trial's config as params and every reported
-  metric as a per-epoch history. ``tracking_uri`` defaults to MLflow's own default
-  (``MLFLOW_TRACKING_URI``, else a local store in the driver's working directory).
+  metric as a per-epoch history, the same run continued when a resumed sweep restarts the trial.
+  ``tracking_uri`` defaults to MLflow's own default (``MLFLOW_TRACKING_URI``, else a local store in
+  the driver's working directory).
 - ``wandb``: Ray's ``WandbLoggerCallback``: one W&B run per trial in ``project`` (default
   ``onlinenorm``), grouped by ``group`` (default: the sweep's name); ``mode`` is W&B's
-  (``online``, ``offline``: files only, in ``TRIAL_DIR/wandb``, ``disabled``; default: W&B's own).
+  (``online``, ``offline``: files only, in ``TRIAL_DIR/wandb`` once the run has ended, ``disabled``;
+  default: W&B's own).
 
 TensorBoard needs no section: Ray Tune writes event files into every trial directory.
 ``onlinenorm sweep run --tracking mlflow,wandb`` (or ``none``) overrides which trackers run.
