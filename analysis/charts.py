@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
-from analysis.frames import KEYS, clamping, complete, trial_positions
+from analysis.frames import KEYS, clamping, complete, decay_exponent, trial_positions
 from analysis.questions.gaussian import predicted_fraction
 from analysis.results import Results
 
@@ -56,9 +56,8 @@ def format_decay(alpha: float) -> str:
     gap = 1.0 - float(alpha)
     if not 0.0 < gap < 1.0:
         return f"{alpha:g}"
-    exponent = math.log2(gap)
-    if exponent == round(exponent):
-        return f"1-2^{int(exponent)}"
+    if decay_exponent(alpha) is not None:
+        return f"1-2^{decay_exponent(alpha)}"
     mantissa, power = f"{gap:.1e}".split("e")
     return f"1-{mantissa.rstrip('0').rstrip('.')}e{int(power)}"
 

@@ -31,10 +31,13 @@
     baseline        batch norm, or online norm with layer scaling
     setting         the config that differs between trials, less seed and
                     the keys that do not apply (clamp_value unless clamping,
-                    decay factors unless online); repeats share a setting
+                    decay factors unless online); repeats share a setting;
+                    a decay factor ``1 - 2**k`` reads ``alpha_fwd=1-2^k``
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -66,6 +69,7 @@ SUMMARY_COLUMNS = [
     "setting",
 ]
 COMPLETE_STATES = ["finished", "diverged"]
+DECAY_KEYS = ("alpha_fwd", "alpha_bkw")
 
 NORM_LABELS = {
     "online": "OnlineNorm",
@@ -268,6 +272,24 @@ def _normalizer(trials: pd.DataFrame) -> pd.Series:
     return norm.where(trials["norm"].ne("online"), norm + " (" + ecm + ")")
 
 
+def decay_exponent(alpha: float) -> int | None:
+    """k (negative) where ``alpha == 1 - 2**k`` exactly, else None: the recipes'
+    decay factors are such (``1 - 2**-10``)."""
+    gap = 1.0 - float(alpha)
+    if not 0.0 < gap < 1.0:
+        return None
+    exponent = math.log2(gap)
+    return int(exponent) if exponent == round(exponent) else None
+
+
+def value_text(key: str, value) -> str:
+    """A config value as settings and findings name it: ``1-2^-10`` for a decay
+    factor that is one minus a power of two (``0.9990234375`` as read), else as read."""
+    if key in DECAY_KEYS and isinstance(value, float) and decay_exponent(value) is not None:
+        return f"1-2^{decay_exponent(value)}"
+    return str(value)
+
+
 def _setting(trials: pd.DataFrame, config_keys: list[str]) -> pd.Series:
     columns = [c for c in config_keys if c not in ("seed", "norm", "ecm")]
     relevant = trials[columns].astype(object).copy()
@@ -281,7 +303,9 @@ def _setting(trials: pd.DataFrame, config_keys: list[str]) -> pd.Series:
             relevant.loc[~mask, key] = None
     # A key varies if it takes two values among the trials it applies to.
     varying = [c for c in columns if relevant.loc[applies.get(c, slice(None)), c].nunique(dropna=False) > 1]
-    labels = relevant[varying].apply(lambda row: ", ".join(f"{k}={v}" for k, v in row.items() if pd.notna(v)), axis=1)
+    labels = relevant[varying].apply(
+        lambda row: ", ".join(f"{k}={value_text(k, v)}" for k, v in row.items() if pd.notna(v)), axis=1
+    )
     return labels.reindex(trials.index).fillna("").astype(str)
 
 

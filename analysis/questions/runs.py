@@ -9,10 +9,12 @@ runs all fail is not an outlier: the comparisons call it ``worse``.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
-from analysis.frames import clamping, complete, config_columns
+from analysis.frames import clamping, complete, config_columns, value_text
 
 FAILED_RATIO = 0.5
 PER_NORMALIZER_KEYS = ["seed", "norm", "ecm", "clamp_value", "alpha_fwd", "alpha_bkw"]
@@ -65,7 +67,7 @@ def label(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
     """``"k1=v1, k2=v2"`` per row of ``frame`` over ``keys`` ("" when there are none)."""
     text = pd.Series("", index=frame.index, dtype=object)
     for i, key in enumerate(keys):
-        text = text + ("" if i == 0 else ", ") + f"{key}=" + frame[key].astype(str).astype(object)
+        text = text + ("" if i == 0 else ", ") + f"{key}=" + frame[key].map(partial(value_text, key)).astype(object)
     return text.astype(str)
 
 

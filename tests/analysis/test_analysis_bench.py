@@ -26,6 +26,12 @@ def test_generated_experiment_loads_as_written(tmp_path):
         .isin(["1-2^-10", "1-2^-7", "1-2^-12"])
         .all()
     )
+    # settings and findings name the decay factors as the recipes choose them, not as 0.9990234375
+    first = clamping.iloc[0]
+    assert first["alpha_fwd"] == 1 - 2.0**-10 and first["alpha_bkw"] == 1 - 2.0**-7
+    assert first["setting"] == "alpha_bkw=1-2^-7, alpha_fwd=1-2^-10, clamp_value=0.5"
+    sentences = " ".join(analysis.findings(results)["sentence"].dropna())
+    assert "alpha_fwd=1-2^-10" in sentences and "0.9990234375" not in sentences
 
 
 def test_format_names_every_stage_and_the_target():
