@@ -4,12 +4,12 @@ Per backend (``native``: the C kernels of :mod:`onlinenorm.kernels.native`; ``tr
 :mod:`onlinenorm.kernels.triton_kernels`) two ops, each with a fake kernel (the shapes of its outputs, for
 tracing) and ``mutates_args`` naming the state it advances in place:
 
-- ``onlinenorm::<backend>_forward(x, weight, bias, mu!, var!, alpha_fwd, eps, clamp_value, ls_eps,
+- ``onlinenorm::<backend>_forward_v<SIGNATURE_VERSION>(x, weight, bias, mu!, var!, alpha_fwd, eps, clamp_value, ls_eps,
   clamp_count!, seen_count!)``: the training forward of ``x`` ``(N, C, M)``; returns the output and the eight
   :class:`~onlinenorm.kernels.types.ForwardStats` (an absent ``ls_scale`` or ``clamped`` as an empty
   tensor, see :func:`present`).
-- ``onlinenorm::<backend>_backward(grad, x, weight, bias, u!, v!, *stats, alpha_bkw, clamp_value)``:
-  returns the input, weight and bias gradients (the latter two float32 ``(C,)``).
+- ``onlinenorm::<backend>_backward_v<SIGNATURE_VERSION>(grad, x, weight, bias, u!, v!, *stats, alpha_bkw,
+  clamp_value)``: returns the input, weight and bias gradients (the latter two float32 ``(C,)``).
 
 Their autograd formula is :class:`onlinenorm.functional._OnlineNormTrain`, the layer's one autograd node
 around whichever kernels run: ``torch.library`` registers autograd formulas only for ops that mutate
@@ -26,6 +26,10 @@ from onlinenorm.kernels import native, triton_kernels
 from onlinenorm.kernels.types import ForwardStats
 
 BACKENDS = {"native": native, "triton": triton_kernels}
+# In every op's name. torch.compile's on-disk caches (inductor's, under /tmp/torchinductor_<user>) can hand back
+# code compiled against an op's earlier signature under the same name, which then fails with "Expected a value
+# of type ... for argument": bump this whenever an op's arguments change, so new names miss the old entries.
+SIGNATURE_VERSION = 2
 
 
 def present(t: Tensor) -> Tensor | None:
@@ -44,10 +48,12 @@ def carried(stats: ForwardStats) -> tuple[Tensor, ...]:
 
 
 def _define(name: str, backend) -> SimpleNamespace:
-    """Register ``onlinenorm::<name>_forward`` and ``onlinenorm::<name>_backward`` over ``backend``'s
+    """Register ``onlinenorm::<name>_forward_v<N>`` and ``onlinenorm::<name>_backward_v<N>`` over ``backend``'s
     ``forward`` and ``backward``; returns them as ``.forward`` and ``.backward``."""
 
-    @torch.library.custom_op(f"onlinenorm::{name}_forward", mutates_args=("mu", "var", "clamp_count", "seen_count"))
+    @torch.library.custom_op(
+        f"onlinenorm::{name}_forward_v{SIGNATURE_VERSION}", mutates_args=("mu", "var", "clamp_count", "seen_count")
+    )
     def forward(
         x: Tensor,
         weight: Tensor | None,
@@ -74,7 +80,7 @@ def _define(name: str, backend) -> SimpleNamespace:
         clamped = x.new_empty((n, c) if clamp_value is not None else (0,), dtype=torch.uint8)
         return (torch.empty_like(x), *rows, ls_scale, clamped)
 
-    @torch.library.custom_op(f"onlinenorm::{name}_backward", mutates_args=("u", "v"))
+    @torch.library.custom_op(f"onlinenorm::{name}_backward_v{SIGNATURE_VERSION}", mutates_args=("u", "v"))
     def backward(
         grad: Tensor,
         x: Tensor,
