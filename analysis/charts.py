@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -323,12 +324,13 @@ def saving(results: Results, out_dir: Path, workers: int = 1) -> Iterator[Callab
 
     ``workers > 1`` draws the charts in that many forked processes, started
     here: each inherits ``results`` without copying it, so the caller's own
-    work (the findings, the tables) runs beside them. Where processes cannot
-    fork (Windows), or with ``workers <= 1``, the charts are drawn in this
-    process when the function is called.
+    work (the findings, the tables) runs beside them. Off Linux (macOS's
+    system libraries are not fork-safe, Windows cannot fork), or with
+    ``workers <= 1``, the charts are drawn in this process when the function
+    is called.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    if workers <= 1 or not sys.platform.startswith("linux"):
         yield lambda: {name: _save(results, name, out_dir) for name in CHARTS}
         return
     global _FORKED_RESULTS
