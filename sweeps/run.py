@@ -16,6 +16,8 @@ The experiment directory is ``STORAGE/NAME`` in Ray Tune's layout, plus
 from __future__ import annotations
 
 import contextlib
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,8 @@ DEFAULT_STORAGE = "results"
 # Checkpoints kept per trial. Ray snapshots the experiment state whenever a trial has checkpointed
 # this many times since the last snapshot, so the state always names a checkpoint still on disk.
 CHECKPOINTS_KEPT = 2
+CLIENT_ATTEMPTS = 3  # connections tried through Ray Client (ray://), CLIENT_RETRY_WAIT_S apart
+CLIENT_RETRY_WAIT_S = 5.0
 UNFINISHED = "UNFINISHED"  # a trial left running or pending when the sweep was stopped (Ctrl-C)
 
 
@@ -134,13 +138,34 @@ def connected(address: str | None) -> Iterator[None]:
     if address is None:
         start_embedded(include_dashboard=False, configure_logging=False)
     else:
-        ray.init(address=address, include_dashboard=False, configure_logging=False)
+        _connect(address)
     try:
         yield
     finally:
         ray.shutdown()
         if address is None:
             forget_embedded()
+
+
+def _connect(address: str, attempts: int = CLIENT_ATTEMPTS, wait_s: float = CLIENT_RETRY_WAIT_S) -> None:
+    """``ray.init(address)``; through Ray Client (``ray://``), tried ``attempts`` times.
+
+    Ray Client's head starts a server process for each client it accepts; on a loaded head that start
+    fails now and then ("Starting Ray client server failed"), and a new connection usually succeeds.
+    """
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, include_dashboard=False, configure_logging=False)
+            return
+        except ConnectionAbortedError as err:
+            if not address.startswith("ray://") or attempt == attempts:
+                raise
+            reason = str(err).strip().splitlines()[-1]
+            print(f"Ray Client: {reason}; connecting again ({attempt + 1}/{attempts})", file=sys.stderr, flush=True)
+            ray.shutdown()
+            time.sleep(wait_s)
 
 
 def _scheduler(spec: SweepSpec):

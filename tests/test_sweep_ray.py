@@ -290,3 +290,35 @@ def test_cluster_sweep_survives_losing_a_node(tmp_path):
         moved = next(i for i, row in enumerate(rows) if nodes_seen.get(row["pid"]) != "worker")
         assert rows[moved]["epoch"] > 1, f"{name} restarted at epoch 1 instead of resuming from its checkpoint"
         assert [row["epoch"] for row in rows] == sorted(row["epoch"] for row in rows)
+
+
+def test_ray_client_connection_is_tried_again_when_the_head_cannot_start_its_server(monkeypatch, capsys):
+    """Ray Client's head starts a server per client, and under load that start fails now and then."""
+    import ray
+
+    from sweeps import run
+
+    calls = []
+
+    def init(address, **kwargs):
+        calls.append(address)
+        if calls.count(address) < 3:
+            raise ConnectionAbortedError(
+                "Initialization failure from server:\nRuntimeError: Starting Ray client server failed."
+            )
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    run._connect("ray://head:10001", wait_s=0)
+    assert calls == ["ray://head:10001", "shutdown", "ray://head:10001", "shutdown", "ray://head:10001"]
+    err = capsys.readouterr().err
+    assert err.count("connecting again") == 2 and "Starting Ray client server failed." in err
+
+    calls.clear()
+    with pytest.raises(ConnectionAbortedError):  # not Ray Client: no second try
+        run._connect("10.0.0.1:6379", wait_s=0)
+    assert calls == ["10.0.0.1:6379"]
+    calls.clear()
+    with pytest.raises(ConnectionAbortedError):  # the last failure is the user's error
+        run._connect("ray://head:10001", attempts=2, wait_s=0)
+    assert calls == ["ray://head:10001", "shutdown", "ray://head:10001"]
