@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.collections import PathCollection, QuadMesh
 from matplotlib.colors import LogNorm
+from matplotlib.ticker import LogFormatterSciNotation
 
 import analysis
 from analysis import charts, tables
@@ -124,6 +125,30 @@ def test_layer_heatmap_uses_a_log_colour_scale(one_pair):
         "2 layer1.0.norm2",
     ]
     plt.close(figure)
+
+
+def test_log_axes_label_decades_in_unicode_and_drop_crowded_minor_ticks(one_pair):
+    figure = charts.accuracy_vs_clamp_fraction(one_pair)  # clamp fractions from about 1e-6 to 0.5
+    figure.canvas.draw()
+    ax = panels(figure)[0]
+    low, high = ax.get_xlim()
+    decades = [f"10{str(k).translate(charts._SUPERSCRIPTS)}" for k in range(-9, 2) if low <= 10.0**k <= high]
+    labels = [t.get_text() for t in ax.get_xticklabels() if low <= t.get_position()[0] <= high]
+    assert len(decades) >= 5 and labels == decades  # matplotlib's ticks and text, without mathtext
+    assert not ax.xaxis.get_minorticklocs().size  # six decades: minor ticks would be a grey band
+    plt.close(figure)
+
+    ticks = [0.1, 0.2, 0.3, 0.5, 1.0]
+    labels = {}
+    for kind in (charts._UnicodeLogLabels, LogFormatterSciNotation):
+        formatter = kind(labelOnlyBase=False)
+        formatter.create_dummy_axis()
+        formatter.axis.set_view_interval(0.1, 1.0)  # one decade: matplotlib labels some minor ticks too
+        formatter.set_locs(ticks)
+        labels[kind] = [formatter(v) for v in ticks]
+    assert labels[charts._UnicodeLogLabels] == ["10⁻¹", "2×10⁻¹", "3×10⁻¹", "", "10⁰"]
+    assert [bool(text) for text in labels[LogFormatterSciNotation]] == [True, True, True, False, True]
+    assert charts._FewDecadesMinorTicks().tick_values(0.1, 1.0).size  # one decade keeps its minor ticks
 
 
 @pytest.mark.parametrize(
