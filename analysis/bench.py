@@ -178,7 +178,7 @@ def bench_report(
     command = [
         sys.executable,
         "-c",
-        "import sys; from onlinenorm.cli import main; sys.exit(main(sys.argv[1:]))",
+        "from onlinenorm.cli import run; run()",
         "report",
         str(experiment),
         "--out",

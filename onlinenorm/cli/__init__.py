@@ -15,6 +15,7 @@ stops with one line naming the extra to install (exit code 2).
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -105,9 +106,23 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``onlinenorm`` executable: ``main`` on the process's arguments, then exit with its code.
+
+    Before exiting, ``gc.freeze()`` moves every object to the permanent
+    generation, which the interpreter's last collection skips: after a report,
+    that walk over what pandas, matplotlib and scipy hold took 0.3 s. Objects
+    are still freed as their modules are cleared; only garbage in reference
+    cycles is left to the operating system.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     # `python -m onlinenorm.cli` runs this file as __main__, a second copy of the module: dispatch through
     # the importable one, whose UsageError the subcommands raise (else bad input exits 1 with a traceback).
-    from onlinenorm.cli import main as package_main
+    from onlinenorm.cli import run as package_run
 
-    sys.exit(package_main())
+    package_run()

@@ -1,7 +1,5 @@
 """``python -m onlinenorm.cli``: the ``onlinenorm`` command."""
 
-import sys
+from onlinenorm.cli import run
 
-from onlinenorm.cli import main
-
-sys.exit(main())
+run()
