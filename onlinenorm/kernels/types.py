@@ -79,7 +79,7 @@ class ForwardCall(NamedTuple):
         """This call as the fused kernels read it (``x3`` contiguous, the parameters as :func:`float32_contiguous`
         makes them), with the output (``x3``'s dtype) and the statistics they write, allocated."""
         x3 = self.x3.contiguous()
-        call = self._replace(x3=x3, weight=float32_contiguous(self.weight), bias=float32_contiguous(self.bias))
+        call = ForwardCall(x3, float32_contiguous(self.weight), float32_contiguous(self.bias), *self[3:])
         stats = empty_forward_stats(x3, layer_scaling=self.ls_eps is not None, clamping=self.clamp_value is not None)
         return call, torch.empty_like(x3), stats
 
@@ -103,15 +103,11 @@ class BackwardCall(NamedTuple):
         """This call as the fused kernels read it (``grad`` and ``x3`` contiguous, the parameters as
         :func:`float32_contiguous` makes them), with the gradients they write, allocated: the input gradient
         (``grad``'s dtype) and the weight and bias gradients (float32 ``(C,)``)."""
-        grad = self.grad.contiguous()
-        call = self._replace(
-            grad=grad,
-            x3=self.x3.contiguous(),
-            weight=float32_contiguous(self.weight),
-            bias=float32_contiguous(self.bias),
-        )
+        grad, x3 = self.grad.contiguous(), self.x3.contiguous()
+        call = BackwardCall(grad, x3, float32_contiguous(self.weight), float32_contiguous(self.bias), *self[4:])
         c = grad.shape[1]
-        grad_weight, grad_bias = (torch.empty(c, dtype=torch.float32, device=grad.device) for _ in range(2))
+        grad_weight = torch.empty(c, dtype=torch.float32, device=grad.device)
+        grad_bias = torch.empty(c, dtype=torch.float32, device=grad.device)
         return call, torch.empty_like(grad), grad_weight, grad_bias
 
 
