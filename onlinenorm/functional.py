@@ -59,7 +59,7 @@ import torch.nn.functional as F
 
 from onlinenorm.constants import KERNEL_CHOICES
 from onlinenorm.kernels.scan import decay_operators, geometric_scan, linear_scan
-from onlinenorm.kernels.types import Counters, ForwardStats, Settings, StreamState
+from onlinenorm.kernels.types import BackwardCall, Counters, ForwardCall, ForwardStats, Settings, StreamState
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -392,13 +392,13 @@ class FusedKernels:
             return self._fallback.forward(x3, weight, bias, state, settings, counters)
         from onlinenorm.kernels import ops
 
-        # in the order both the backend's forward and its custom op take them
+        # the order of the backend's ForwardCall, and of its custom op's arguments
         args = (x3, weight, bias, state.mu, state.var, settings.alpha_fwd, settings.eps, settings.clamp_value)
-        args += (settings.ls_eps, *counters)
+        call = ForwardCall(*args, settings.ls_eps, *counters)
         if torch.compiler.is_compiling():
-            out, *stats = ops.OPS[self._backend].forward(*args)
+            out, *stats = ops.OPS[self._backend].forward(*call)
             return out, ForwardStats(*stats[:6], *map(ops.present, stats[6:]))
-        out, stats = ops.BACKENDS[self._backend].forward(*args)
+        out, stats = ops.BACKENDS[self._backend].forward(call)
         _advanced(state.mu, state.var)
         return out, stats
 
@@ -413,7 +413,7 @@ class FusedKernels:
                 grad3, x3, weight, bias, state.u, state.v, *ops.carried(stats), settings.alpha_bkw, settings.clamp_value
             )
         grads = ops.BACKENDS[self._backend].backward(
-            grad3, x3, weight, bias, state.u, state.v, stats, settings.alpha_bkw, settings.clamp_value
+            BackwardCall(grad3, x3, weight, bias, state.u, state.v, stats, settings.alpha_bkw, settings.clamp_value)
         )
         _advanced(state.u, state.v)
         return grads

@@ -14,11 +14,6 @@ import argparse
 from onlinenorm.cli import add_command, add_command_group
 
 EXTRA_NOTE = "Needs the sweep extra: pip install 'onlinenorm[sweep]'."
-ADDRESS_HELP = "Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 (default: an embedded local Ray)"
-VERBOSE_HELP = (
-    "print Ray Tune's own output (each trial's whole config and metrics in boxes) instead of "
-    "a status table and one line per trial event"
-)
 
 
 def register(subparsers) -> None:
@@ -40,7 +35,6 @@ def register(subparsers) -> None:
         "`--dry-run` lists the trials without starting anything. " + EXTRA_NOTE,
     )
     run.add_argument("spec", metavar="SPEC_FILE", help="sweep spec (YAML): name, training config, grid, scheduler")
-    run.add_argument("--address", metavar="ADDRESS", help=ADDRESS_HELP)
     run.add_argument(
         "--storage",
         metavar="DIR_OR_URI",
@@ -66,7 +60,7 @@ def register(subparsers) -> None:
     run.add_argument(
         "--dry-run", action="store_true", help="check the spec and list the trials (and what is sampled); start nothing"
     )
-    run.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    _add_ray_options(run)
 
     resume = add_command(
         actions,
@@ -78,13 +72,12 @@ def register(subparsers) -> None:
         "latest checkpoints. " + EXTRA_NOTE,
     )
     resume.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the sweep's experiment directory (or URI)")
-    resume.add_argument("--address", metavar="ADDRESS", help=ADDRESS_HELP)
     resume.add_argument(
         "--retry-errored",
         action="store_true",
         help="also resume trials that ran out of retries (from their last checkpoints)",
     )
-    resume.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    _add_ray_options(resume)
 
     status = add_command(
         actions,
@@ -96,6 +89,21 @@ def register(subparsers) -> None:
         "no Ray and needs no extra (pyarrow, for a storage URI such as s3://...).",
     )
     status.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the sweep's experiment directory (or URI)")
+
+
+def _add_ray_options(command: argparse.ArgumentParser) -> None:
+    """The options of the commands that run trials: which Ray to run them on, and how much of it to print."""
+    command.add_argument(
+        "--address",
+        metavar="ADDRESS",
+        help="Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 (default: an embedded local Ray)",
+    )
+    command.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print Ray Tune's own output (each trial's whole config and metrics in boxes) instead of "
+        "a status table and one line per trial event",
+    )
 
 
 def _checked_spec(args: argparse.Namespace):

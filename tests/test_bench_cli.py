@@ -20,33 +20,20 @@ from onlinenorm.bench.layer import (
 from onlinenorm.cli import main
 
 
+def run_bench_layer(capsys, options: str) -> str:
+    """``onlinenorm bench layer OPTIONS --threads 1``, which must succeed: what it printed."""
+    assert main(["bench", "layer", *options.split(), "--threads", "1"]) == 0
+    return capsys.readouterr().out
+
+
 def table_rows(out: str) -> list[list[str]]:
     return [line.split() for line in out.splitlines()[3:]]
 
 
 def test_bench_layer_prints_ratio_table(capsys):
-    assert (
-        main(
-            [
-                "bench",
-                "layer",
-                "--shape",
-                "3x2x5x5",
-                "--shape",
-                "2x4x3x3",
-                "--kernels",
-                "eager",
-                "--rounds",
-                "2",
-                "--oracle-rounds",
-                "1",
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
-    )
-    lines = capsys.readouterr().out.splitlines()
+    lines = run_bench_layer(
+        capsys, "--shape 3x2x5x5 --shape 2x4x3x3 --kernels eager --rounds 2 --oracle-rounds 1"
+    ).splitlines()
     assert lines[1].split() == ["shape", "candidate", "ms", "x", "BN", "saved", "B/elem"]
     candidates = ["batchnorm", "ac", "ls", "none", "ls-autograd", "floor", "loop"]
     for start, shape in ((3, "(3, 2, 5, 5)"), (3 + len(candidates) + 3, "(2, 4, 3, 3)")):
@@ -123,28 +110,9 @@ def test_ecm_kernel_costs_time_each_ecm_against_none_in_the_c_kernels():
 
 
 def test_bench_layer_prints_the_ecm_costs_where_it_times_the_c_kernels(capsys):
-    assert (
-        main(
-            [
-                "bench",
-                "layer",
-                "--shape",
-                "3x2x5x5",
-                "--kernels",
-                "native",
-                "--rounds",
-                "2",
-                "--oracle-rounds",
-                "0",
-                "--ecm-rounds",
-                "3",
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
-    )
-    lines = capsys.readouterr().out.splitlines()
+    lines = run_bench_layer(
+        capsys, "--shape 3x2x5x5 --kernels native --rounds 2 --oracle-rounds 0 --ecm-rounds 3"
+    ).splitlines()
     (line,) = [line.strip() for line in lines if line.strip().startswith("C kernels over none:")]
     number = r"[+-]\d+ us \[[+-]\d+, [+-]\d+\]"
     assert re.fullmatch(rf"C kernels over none: ac {number}, ls {number}; ls beyond ac {number}", line)
@@ -202,26 +170,7 @@ def test_layer_saves_no_more_for_backward_than_batch_norm(ecm, kernels):
 
 @pytest.mark.slow
 def test_bench_layer_times_compiled_and_native_kernels_beside_eager(capsys):
-    assert (
-        main(
-            [
-                "bench",
-                "layer",
-                "--shape",
-                "4x3x5x5",
-                "--rounds",
-                "1",
-                "--oracle-rounds",
-                "0",
-                "--ecm-rounds",
-                "2",
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
-    )
-    lines = capsys.readouterr().out.splitlines()
+    lines = run_bench_layer(capsys, "--shape 4x3x5x5 --rounds 1 --oracle-rounds 0 --ecm-rounds 2").splitlines()
     assert [line.split()[-4] for line in lines[3:15]] == [
         "batchnorm",
         "ac",
@@ -291,28 +240,9 @@ def test_bench_layer_rejects_unknown_dtypes(capsys):
 def test_bench_layer_times_each_dtype_in_turn_with_the_triton_kernels(capsys):
     """--dtype takes a list, one table each; kernels "triton" is a candidate (here in Triton's interpreter)."""
     pytest.importorskip("triton")
-    assert (
-        main(
-            [
-                "bench",
-                "layer",
-                "--shape",
-                "2x2x3x3",
-                "--kernels",
-                "triton",
-                "--dtype",
-                "float32,bfloat16",
-                "--rounds",
-                "1",
-                "--oracle-rounds",
-                "0",
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
+    out = run_bench_layer(
+        capsys, "--shape 2x2x3x3 --kernels triton --dtype float32,bfloat16 --rounds 1 --oracle-rounds 0"
     )
-    out = capsys.readouterr().out
     headers = [line for line in out.splitlines() if line.startswith("torch ")]
     assert [header.split(", ")[2] for header in headers] == ["dtype float32", "dtype bfloat16"]
     for table in out.split("torch ")[1:]:

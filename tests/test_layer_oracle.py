@@ -133,13 +133,14 @@ COMPILED_CASES = [
     ("2d", 7, "ls", True, "compiled"),
     ("1d", 2, "ls", True, "compiled"),
     ("2d", 7, "ac", True, "auto"),
-    ("2d", 7, "ac", True, "native"),
-    ("2d", 128, "ac", False, "native"),
     ("2d", 1, "none", True, "native"),
-    ("1d", 2, "ac", True, "native"),
-    ("2d", 7, "ls", True, "native"),
-    ("2d", 128, "ls", False, "native"),
-    ("1d", 2, "ls", True, "native"),
+    # the C kernels: each ECM at a few samples, at many samples without the affine, and in 1d
+    *(
+        (kind, n, ecm, affine, "native")
+        for ecm, (kind, n, affine) in itertools.product(
+            ("ac", "ls"), [("2d", 7, True), ("2d", 128, False), ("1d", 2, True)]
+        )
+    ),
 ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.frames import DECAY_KEYS
 from analysis.questions.compare import Side, compare, describe
 from analysis.questions.rows import number, percent, unsupported
 from analysis.questions.runs import label
@@ -20,7 +21,6 @@ from analysis.questions.stats import EQUIVALENT, INCONCLUSIVE, WORSE
 QUESTION_RANGE = "Which clamp values are as good as the best?"
 QUESTION_LIMIT = "Beyond which clamp fraction does accuracy fall?"
 MEASURED, NONE = "measured", "none"
-DECAY = ["alpha_fwd", "alpha_bkw"]
 
 
 def clamp_range(runs: pd.DataFrame, confidence: float, margin: float) -> list[dict]:
@@ -36,7 +36,7 @@ def clamp_range(runs: pd.DataFrame, confidence: float, margin: float) -> list[di
                 subject="clamping",
             )
         ]
-    keys = ["context"] + [k for k in DECAY if k in clamped]
+    keys = ["context"] + [k for k in DECAY_KEYS if k in clamped]
     pair = label(clamped, keys[1:])
     clamped = clamped.assign(pair=pair.where(clamped["context"].eq(""), clamped["context"] + ", " + pair))
     per_value = (

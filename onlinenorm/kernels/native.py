@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import torch
 
-from onlinenorm.kernels.types import ForwardStats, empty_forward_stats, float32_contiguous
+from onlinenorm.kernels.types import BackwardCall, ForwardCall, ForwardStats
 
 SOURCE = Path(__file__).with_name("csrc") / "online_norm.c"
 FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11")
@@ -260,99 +260,74 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _common_arguments(
+    x3: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, clamp_value: float | None
+) -> dict[str, int | float | None]:
+    """The arguments both C functions take alike: the activations ``x`` and their shape, the affine parameters,
+    the clamp value (infinite without clamping) and the thread count."""
+    n, c, m = x3.shape
+    return dict(
+        x=_ptr(x3),
+        n=n,
+        channels=c,
+        m=m,
+        weight=_ptr(weight),
+        bias=_ptr(bias),
+        clamp_value=math.inf if clamp_value is None else clamp_value,
+        threads=torch.get_num_threads(),
+    )
+
+
 def _stats_pointers(stats: ForwardStats, direction: str) -> dict[str, int | None]:
     """The addresses of ``stats`` as the C arguments name them: ``<field>_out`` for the forward that writes
     them, ``<field>_in`` for the backward that reads them (``mean_out``, ..., ``clamped_in``)."""
     return {f"{field}_{direction}": _ptr(t) for field, t in zip(ForwardStats._fields, stats, strict=True)}
 
 
-def forward(
-    x3: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    mu: torch.Tensor,
-    var: torch.Tensor,
-    alpha_fwd: float,
-    eps: float,
-    clamp_value: float | None,
-    ls_eps: float | None,
-    clamp_count: torch.Tensor | None,
-    seen_count: torch.Tensor | None,
-) -> tuple[torch.Tensor, ForwardStats]:
-    """Training forward of float32 CPU ``x3`` ``(N, C, M)``: returns the output and the statistics.
+def forward(call: ForwardCall) -> tuple[torch.Tensor, ForwardStats]:
+    """Training forward of float32 CPU ``call.x3`` ``(N, C, M)``: returns the output and the statistics.
 
-    Advances ``mu`` and ``var`` (contiguous float32 ``(C,)``) in place, and adds the clamped and all elements
-    to ``clamp_count`` and ``seen_count`` (0-d int64; either may be None) itself: no tensor operation around
-    the call. With clamping the statistics end with a uint8 flag per row, whether it has anything clamped.
+    Advances ``mu`` and ``var`` in place, and adds the clamped and all elements to ``clamp_count`` and
+    ``seen_count`` (either may be None) itself: no tensor operation around the call. With clamping the
+    statistics end with a uint8 flag per row, whether it has anything clamped.
     """
-    x3 = x3.contiguous()
-    n, c, m = x3.shape
-    weight, bias = float32_contiguous(weight), float32_contiguous(bias)
-    out = torch.empty_like(x3)
-    stats = empty_forward_stats(x3, layer_scaling=ls_eps is not None, clamping=clamp_value is not None)
+    call, out, stats = call.prepared()
+    clamping = call.clamp_value is not None
     library().onlinenorm_forward(
         *_ForwardArgs(
-            x=_ptr(x3),
+            **_common_arguments(call.x3, call.weight, call.bias, call.clamp_value),
             out=_ptr(out),
-            n=n,
-            channels=c,
-            m=m,
-            weight=_ptr(weight),
-            bias=_ptr(bias),
-            mu_state=_ptr(mu),
-            var_state=_ptr(var),
-            alpha=alpha_fwd,
-            eps=eps,
-            clamp_value=math.inf if clamp_value is None else clamp_value,
-            layer_scaling=ls_eps is not None,
-            ls_eps=ls_eps or 0.0,
+            mu_state=_ptr(call.mu),
+            var_state=_ptr(call.var),
+            alpha=call.alpha_fwd,
+            eps=call.eps,
+            layer_scaling=call.ls_eps is not None,
+            ls_eps=call.ls_eps or 0.0,
             **_stats_pointers(stats, "out"),
-            clamped_total=_ptr(clamp_count if clamp_value is not None else None),
-            seen_total=_ptr(seen_count),
-            threads=torch.get_num_threads(),
+            clamped_total=_ptr(call.clamp_count if clamping else None),
+            seen_total=_ptr(call.seen_count),
         )
     )
     return out, stats
 
 
-def backward(
-    grad: torch.Tensor,
-    x3: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    stats: ForwardStats,
-    alpha_bkw: float,
-    clamp_value: float | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Training backward (the control process) over float32 CPU ``grad`` ``(N, C, M)`` with :func:`forward`'s
+def backward(call: BackwardCall) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training backward (the control process) over float32 CPU ``call.grad`` ``(N, C, M)`` with :func:`forward`'s
     statistics: returns the input gradient and the weight and bias gradients (``(C,)``, summed over the
-    batch); advances ``u`` and ``v`` (contiguous float32) in place."""
-    grad, x3 = grad.contiguous(), x3.contiguous()
-    n, c, m = x3.shape
-    stats = ForwardStats(*(None if t is None else t.contiguous() for t in stats))
-    weight, bias = float32_contiguous(weight), float32_contiguous(bias)
-    grad_x = torch.empty_like(x3)
-    grad_weight, grad_bias = torch.empty(c, dtype=torch.float32), torch.empty(c, dtype=torch.float32)
+    batch); advances ``u`` and ``v`` in place."""
+    call, grad_x, grad_weight, grad_bias = call.prepared()
+    stats = ForwardStats(*(None if t is None else t.contiguous() for t in call.stats))
     library().onlinenorm_backward(
         *_BackwardArgs(
-            grad=_ptr(grad),
-            x=_ptr(x3),
+            **_common_arguments(call.x3, call.weight, call.bias, call.clamp_value),
+            grad=_ptr(call.grad),
             grad_x=_ptr(grad_x),
-            n=n,
-            channels=c,
-            m=m,
-            weight=_ptr(weight),
-            bias=_ptr(bias),
             **_stats_pointers(stats, "in"),
-            u_state=_ptr(u),
-            v_state=_ptr(v),
-            alpha=alpha_bkw,
-            clamp_value=math.inf if clamp_value is None else clamp_value,
+            u_state=_ptr(call.u),
+            v_state=_ptr(call.v),
+            alpha=call.alpha_bkw,
             grad_weight_out=_ptr(grad_weight),
             grad_bias_out=_ptr(grad_bias),
-            threads=torch.get_num_threads(),
         )
     )
     return grad_x, grad_weight, grad_bias

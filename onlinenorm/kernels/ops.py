@@ -1,8 +1,9 @@
 """The fused kernels as ``torch.library`` custom ops, so that ``torch.compile`` calls them instead of tracing.
 
 Per backend (``native``: the C kernels of :mod:`onlinenorm.kernels.native`; ``triton``: the kernels of
-:mod:`onlinenorm.kernels.triton_kernels`) two ops, each with a fake kernel (the shapes of its outputs, for
-tracing) and ``mutates_args`` naming the state it advances in place:
+:mod:`onlinenorm.kernels.triton_kernels`; each a ``forward`` over a :class:`~onlinenorm.kernels.types.ForwardCall`
+and a ``backward`` over a :class:`~onlinenorm.kernels.types.BackwardCall`) two ops, each with a fake kernel (the
+shapes of its outputs, for tracing) and ``mutates_args`` naming the state it advances in place:
 
 - ``onlinenorm::<backend>_forward_v<SIGNATURE_VERSION>(x, weight, bias, mu!, var!, alpha_fwd, eps, clamp_value, ls_eps,
   clamp_count!, seen_count!)``: the training forward of ``x`` ``(N, C, M)``; returns the output and the eight
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor
 
 from onlinenorm.kernels import native, triton_kernels
-from onlinenorm.kernels.types import ForwardStats
+from onlinenorm.kernels.types import BackwardCall, ForwardCall, ForwardStats
 
 BACKENDS = {"native": native, "triton": triton_kernels}
 # In every op's name. torch.compile's on-disk caches (inductor's, under /tmp/torchinductor_<user>) can hand back
@@ -67,9 +68,8 @@ def _define(name: str, backend) -> SimpleNamespace:
         clamp_count: Tensor | None,
         seen_count: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        out, stats = backend.forward(
-            x, weight, bias, mu, var, alpha_fwd, eps, clamp_value, ls_eps, clamp_count, seen_count
-        )
+        call = ForwardCall(x, weight, bias, mu, var, alpha_fwd, eps, clamp_value, ls_eps, clamp_count, seen_count)
+        out, stats = backend.forward(call)
         return (out, *carried(stats))
 
     @forward.register_fake
@@ -100,7 +100,7 @@ def _define(name: str, backend) -> SimpleNamespace:
         clamp_value: float | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         stats = ForwardStats(mean, s2, mu_prev, invstd, scale, shift, present(ls_scale), present(clamped))
-        return backend.backward(grad, x, weight, bias, u, v, stats, alpha_bkw, clamp_value)
+        return backend.backward(BackwardCall(grad, x, weight, bias, u, v, stats, alpha_bkw, clamp_value))
 
     @backward.register_fake
     def _(

@@ -38,6 +38,12 @@ def _affine(weight_ptr, bias_ptr, ch, live, HAS_WEIGHT: tl.constexpr, HAS_BIAS: 
 
 
 @triton.jit
+def _row_start(scale_ptr, shift_ptr, row, m):
+    """Where ``row``'s ``m`` activations start, and its ``scale`` and ``shift`` (``y' = scale x + shift``)."""
+    return row.to(tl.int64) * m, tl.load(scale_ptr + row), tl.load(shift_ptr + row)
+
+
+@triton.jit
 def forward_row_moments(x_ptr, mean_ptr, s2_ptr, m, BLOCK: tl.constexpr):
     """(1) Per row: mean and biased variance of its ``m`` values."""
     row = tl.program_id(0)
@@ -158,13 +164,11 @@ def forward_output(
     """(3) ``z = r (scale x + shift)`` (``r = 1`` without layer scaling); with clamping, clamped, counted and
     each row flagged if anything in it was clamped."""
     row = tl.program_id(0)
-    scale = tl.load(scale_ptr + row)
-    shift = tl.load(shift_ptr + row)
+    base, scale, shift = _row_start(scale_ptr, shift_ptr, row, m)
     if LAYER_SCALING:
         r = tl.load(ls_scale_ptr + row // channels)
         scale = scale * r
         shift = shift * r
-    base = row.to(tl.int64) * m
     clamped = tl.zeros([BLOCK], dtype=tl.int32)
     for start in range(0, m, BLOCK):
         offsets = start + tl.arange(0, BLOCK)
@@ -236,9 +240,7 @@ def backward_row_sums(
 ):
     """(1) Per row, ``g'`` the gradient at ``y'`` (zero where clamped): ``sum(g')`` and ``sum(g' y)``."""
     row = tl.program_id(0)
-    base = row.to(tl.int64) * m
-    scale = tl.load(scale_ptr + row)
-    shift = tl.load(shift_ptr + row)
+    base, scale, shift = _row_start(scale_ptr, shift_ptr, row, m)
     mu_prev = tl.load(mu_prev_ptr + row)
     if _row_flagged(clamped_ptr, row, CLAMP):
         sum_g, sum_gx = _row_grad_sums(
@@ -405,9 +407,7 @@ def backward_grad_x(
 ):
     """(3) The input gradient, row by row."""
     row = tl.program_id(0)
-    base = row.to(tl.int64) * m
-    scale = tl.load(scale_ptr + row)
-    shift = tl.load(shift_ptr + row)
+    base, scale, shift = _row_start(scale_ptr, shift_ptr, row, m)
     a = tl.load(grad_coef_ptr + row)
     b = tl.load(x_coef_ptr + row)
     k = tl.load(constant_ptr + row)

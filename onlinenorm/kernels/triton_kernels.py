@@ -19,7 +19,7 @@ import shutil
 
 import torch
 
-from onlinenorm.kernels.types import ForwardStats, empty_forward_stats, float32_contiguous
+from onlinenorm.kernels.types import BackwardCall, ForwardCall, ForwardStats
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -61,31 +61,17 @@ def _warps(block: int) -> int:
     return max(1, min(8, block // 256))
 
 
-def forward(
-    x3: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    mu: torch.Tensor,
-    var: torch.Tensor,
-    alpha_fwd: float,
-    eps: float,
-    clamp_value: float | None,
-    ls_eps: float | None,
-    clamp_count: torch.Tensor | None,
-    seen_count: torch.Tensor | None,
-) -> tuple[torch.Tensor, ForwardStats]:
-    """Training forward of ``x3`` ``(N, C, M)``: returns the output (``x3``'s dtype) and the statistics.
+def forward(call: ForwardCall) -> tuple[torch.Tensor, ForwardStats]:
+    """Training forward of ``call.x3`` ``(N, C, M)``: returns the output (``x3``'s dtype) and the statistics.
 
-    Advances ``mu`` and ``var`` (contiguous float32 ``(C,)``) in place, and adds the clamped and all
-    elements to ``clamp_count`` and ``seen_count`` (0-d int64; either may be None). With clamping the
-    statistics end with a uint8 flag per row, whether the forward clamped anything in it.
+    Advances ``mu`` and ``var`` in place, and adds the clamped and all elements to ``clamp_count`` and
+    ``seen_count`` (either may be None). With clamping the statistics end with a uint8 flag per row, whether
+    the forward clamped anything in it.
     """
     jit = _jit()
-    x3 = x3.contiguous()
+    call, out, stats = call.prepared()
+    x3, weight, bias, mu, var, alpha_fwd, eps, clamp_value, ls_eps, clamp_count, seen_count = call
     n, c, m = x3.shape
-    weight, bias = float32_contiguous(weight), float32_contiguous(bias)
-    out = torch.empty_like(x3)
-    stats = empty_forward_stats(x3, layer_scaling=ls_eps is not None, clamping=clamp_value is not None)
     mean, s2, mu_prev, invstd, scale, shift, ls_scale, clamped = stats
     block = _row_block(m)
     rows = (n * c,)
@@ -136,30 +122,18 @@ def forward(
     return out, stats
 
 
-def backward(
-    grad: torch.Tensor,
-    x3: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    stats: ForwardStats,
-    alpha_bkw: float,
-    clamp_value: float | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Training backward (the control process) over ``grad`` ``(N, C, M)`` with :func:`forward`'s statistics:
+def backward(call: BackwardCall) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training backward (the control process) over ``call.grad`` ``(N, C, M)`` with :func:`forward`'s statistics:
     returns the input gradient (``grad``'s dtype) and the weight and bias gradients (float32 ``(C,)``, the sums
-    over the batch); advances ``u`` and ``v`` (contiguous float32) in place."""
+    over the batch); advances ``u`` and ``v`` in place."""
     jit = _jit()
-    grad, x3 = grad.contiguous(), x3.contiguous()
+    call, grad_x, grad_weight, grad_bias = call.prepared()
+    grad, x3, weight, bias, u, v, stats, alpha_bkw, clamp_value = call
     n, c, m = x3.shape
-    weight, bias = float32_contiguous(weight), float32_contiguous(bias)
     device = x3.device
     row_sum_grad, row_sum_grad_y, grad_coef, x_coef, constant = torch.empty(
         (5, n, c), dtype=torch.float32, device=device
     )
-    grad_x = torch.empty_like(grad)
-    grad_weight, grad_bias = (torch.empty(c, dtype=torch.float32, device=device) for _ in range(2))
     layer_scaling = stats.ls_scale is not None
     clamping = clamp_value is not None
     clamp = 0.0 if clamp_value is None else clamp_value

@@ -1,4 +1,6 @@
-"""The named structures the layer passes its kernels (every kernel choice takes and returns these)."""
+"""The named structures the layer passes its kernels (every kernel choice takes and returns these), and the
+fused kernels' calls (:class:`ForwardCall`, :class:`BackwardCall`: what each fused backend's ``forward`` and
+``backward`` take)."""
 
 from __future__ import annotations
 
@@ -51,6 +53,62 @@ class ForwardStats(NamedTuple):
     shift: torch.Tensor
     ls_scale: torch.Tensor | None
     clamped: torch.Tensor | None = None
+
+
+class ForwardCall(NamedTuple):
+    """A fused training forward's arguments, in the order its custom op (:mod:`onlinenorm.kernels.ops`) takes them.
+
+    ``x3``: the activations ``(N, C, M)``; ``weight``, ``bias``: the affine parameters ``(C,)`` (or None); ``mu``,
+    ``var``: the forward state (contiguous float32 ``(C,)``, advanced in place); the settings as in
+    :class:`Settings`; ``clamp_count``, ``seen_count``: as in :class:`Counters`.
+    """
+
+    x3: torch.Tensor
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+    mu: torch.Tensor
+    var: torch.Tensor
+    alpha_fwd: float
+    eps: float
+    clamp_value: float | None
+    ls_eps: float | None
+    clamp_count: torch.Tensor | None
+    seen_count: torch.Tensor | None
+
+    def prepared(self) -> tuple[ForwardCall, torch.Tensor, ForwardStats]:
+        """This call as the fused kernels read it (``x3`` contiguous, the parameters as :func:`float32_contiguous`
+        makes them), with the output (``x3``'s dtype) and the statistics they write, allocated."""
+        x3 = self.x3.contiguous()
+        call = ForwardCall(x3, float32_contiguous(self.weight), float32_contiguous(self.bias), *self[3:])
+        stats = empty_forward_stats(x3, layer_scaling=self.ls_eps is not None, clamping=self.clamp_value is not None)
+        return call, torch.empty_like(x3), stats
+
+
+class BackwardCall(NamedTuple):
+    """A fused training backward's arguments: the gradient ``grad`` at the output ``(N, C, M)``, the forward's
+    ``x3``, ``weight``, ``bias`` and statistics, the backward state ``u``, ``v`` (contiguous float32 ``(C,)``,
+    advanced in place), ``alpha_bkw`` and ``clamp_value`` as in :class:`Settings`."""
+
+    grad: torch.Tensor
+    x3: torch.Tensor
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+    u: torch.Tensor
+    v: torch.Tensor
+    stats: ForwardStats
+    alpha_bkw: float
+    clamp_value: float | None
+
+    def prepared(self) -> tuple[BackwardCall, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This call as the fused kernels read it (``grad`` and ``x3`` contiguous, the parameters as
+        :func:`float32_contiguous` makes them), with the gradients they write, allocated: the input gradient
+        (``grad``'s dtype) and the weight and bias gradients (float32 ``(C,)``)."""
+        grad, x3 = self.grad.contiguous(), self.x3.contiguous()
+        call = BackwardCall(grad, x3, float32_contiguous(self.weight), float32_contiguous(self.bias), *self[4:])
+        c = grad.shape[1]
+        grad_weight = torch.empty(c, dtype=torch.float32, device=grad.device)
+        grad_bias = torch.empty(c, dtype=torch.float32, device=grad.device)
+        return call, torch.empty_like(grad), grad_weight, grad_bias
 
 
 def empty_forward_stats(x3: torch.Tensor, layer_scaling: bool, clamping: bool) -> ForwardStats:
