@@ -42,13 +42,13 @@ from matplotlib.ticker import (
     NullLocator,
 )
 
-from analysis.frames import KEYS, clamping, complete, decay_exponent, trial_positions
+from analysis.frames import DECAY_KEYS, KEYS, clamping, complete, power_of_two_decay_text, trial_positions
 from analysis.questions.gaussian import predicted_fraction
 from analysis.results import Results
 
 C = "clamp value c"
 FRACTION = "fraction of activations clamped"
-DECAYS = {"alpha_fwd": "α_fwd", "alpha_bkw": "α_bkw"}
+DECAYS = dict(zip(DECAY_KEYS, ("α_fwd", "α_bkw"), strict=True))  # decay key -> its symbol
 CMAP = "viridis"
 BASELINE_LINESTYLES = ["--", ":", "-.", (0, (5, 1))]
 CATEGORY_LIMIT = 8  # more distinct values than this: a continuous axis
@@ -67,8 +67,8 @@ def format_decay(alpha: float) -> str:
     gap = 1.0 - float(alpha)
     if not 0.0 < gap < 1.0:
         return f"{alpha:g}"
-    if decay_exponent(alpha) is not None:
-        return f"1-2^{decay_exponent(alpha)}"
+    if text := power_of_two_decay_text(alpha):
+        return text
     mantissa, power = f"{gap:.1e}".split("e")
     return f"1-{mantissa.rstrip('0').rstrip('.')}e{int(power)}"
 

@@ -272,7 +272,7 @@ def _normalizer(trials: pd.DataFrame) -> pd.Series:
     return norm.where(trials["norm"].ne("online"), norm + " (" + ecm + ")")
 
 
-def decay_exponent(alpha: float) -> int | None:
+def _decay_exponent(alpha: float) -> int | None:
     """k (negative) where ``alpha == 1 - 2**k`` exactly, else None: the recipes'
     decay factors are such (``1 - 2**-10``)."""
     gap = 1.0 - float(alpha)
@@ -285,9 +285,15 @@ def decay_exponent(alpha: float) -> int | None:
 def value_text(key: str, value) -> str:
     """A config value as settings and findings name it: ``1-2^-10`` for a decay
     factor that is one minus a power of two (``0.9990234375`` as read), else as read."""
-    if key in DECAY_KEYS and isinstance(value, float) and decay_exponent(value) is not None:
-        return f"1-2^{decay_exponent(value)}"
+    if key in DECAY_KEYS and isinstance(value, float) and (text := power_of_two_decay_text(value)):
+        return text
     return str(value)
+
+
+def power_of_two_decay_text(alpha: float) -> str | None:
+    """``1-2^k`` for a decay factor ``1 - 2**k``, else None."""
+    exponent = _decay_exponent(alpha)
+    return None if exponent is None else f"1-2^{exponent}"
 
 
 def _setting(trials: pd.DataFrame, config_keys: list[str]) -> pd.Series:
