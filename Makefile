@@ -1,4 +1,4 @@
-# The two commands a newcomer needs: `make demo` and `make test`.
+# The two commands a newcomer needs: `make demo` and `make test` (`make test-quick` while iterating).
 # Both create .venv at the repo root if it is missing and install the
 # project into it with every extra (sweep, analysis, test) and constraints.txt
 # (which pins torch).
@@ -7,7 +7,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test test-floor bench bench-gpu clean
+.PHONY: install demo lint test test-quick test-floor bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -48,6 +48,11 @@ lint: install
 
 test: install lint
 	$(PYTHON) -m pytest
+
+# For iterating: lint, then every test not marked slow (no Ray instance, cluster, server or training run;
+# a minute or two). `make test` runs them all.
+test-quick: install lint
+	$(PYTHON) -m pytest -m "not slow"
 
 # The floors in pyproject.toml, tested (not part of `make test`: a second venv and about 10 minutes):
 # .venv-floor, built with Python 3.11 (the oldest supported), gets every direct dependency at its floor

@@ -42,7 +42,6 @@ SPACE = {
 SAMPLED = ("clamp_value", "alpha_fwd", "alpha_bkw")
 WANDB = {"project": "clamp-study", "mode": "offline"}
 WANDB_HEADER, WANDB_BLOCK = 7, 32768
-SERVER_START_S = 90
 
 
 def write_spec(
@@ -88,9 +87,15 @@ def local_ray(tmp_path_factory):
             ray.shutdown()
 
 
-@contextlib.contextmanager
-def mlflow_server(folder: Path):
-    """A real ``mlflow server`` on a free loopback port with an SQLite store; yields its URI."""
+@pytest.fixture(scope="module", autouse=True)
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` on a free loopback port with an SQLite store; yields a function that
+    waits until it answers ``/health`` and returns its URI.
+
+    Started with the module (autouse): its boot (imports, the store's schema migrations, a uvicorn
+    worker) takes tens of seconds on a loaded 2-core machine, and runs while the random search does.
+    """
+    folder = tmp_path_factory.mktemp("mlflow-server")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -122,9 +127,12 @@ def mlflow_server(folder: Path):
         assert server.poll() is None, (folder / "server.log").read_text()[-2000:]
         return False
 
-    try:
+    def ready() -> str:
         wait_for(healthy, "mlflow server to answer /health")
-        yield uri
+        return uri
+
+    try:
+        yield ready
     finally:
         kill_process_tree(server.pid)
 
@@ -148,17 +156,17 @@ def random_sweep(local_ray, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def optuna_sweep(local_ray, tmp_path_factory):
+def optuna_sweep(local_ray, mlflow_server, tmp_path_factory):
     folder = tmp_path_factory.mktemp("optuna-search")
-    with mlflow_server(folder) as uri:
-        spec, outcome = run_sampled(
-            folder,
-            "optuna-clamp",
-            {"type": "optuna", "num_samples": 2, "seed": 0, "metric": "val_acc"},
-            {"mlflow": {"tracking_uri": uri}, "wandb": WANDB},
-            scheduler={"type": "asha", "metric": "val_acc", "grace_period": 1},
-        )
-        yield spec, outcome, uri
+    uri = mlflow_server()
+    spec, outcome = run_sampled(
+        folder,
+        "optuna-clamp",
+        {"type": "optuna", "num_samples": 2, "seed": 0, "metric": "val_acc"},
+        {"mlflow": {"tracking_uri": uri}, "wandb": WANDB},
+        scheduler={"type": "asha", "metric": "val_acc", "grace_period": 1},
+    )
+    return spec, outcome, uri
 
 
 def configs(outcome) -> list[dict]:
@@ -273,16 +281,6 @@ def test_run_sweep_returns_rays_result_grid(random_sweep):
     )
 
 
-def test_random_search_logs_to_an_mlflow_sqlite_store(random_sweep):
-    _, outcome, store = random_sweep
-    check_mlflow(store, outcome)
-
-
-def test_random_search_writes_offline_wandb_runs(random_sweep):
-    _, outcome, _ = random_sweep
-    check_wandb(outcome, group="random-clamp")
-
-
 def test_tensorboard_event_files_hold_the_epoch_metrics(random_sweep):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -340,14 +338,22 @@ def test_optuna_is_told_the_mean_over_seeds(optuna_sweep):
         assert len(last) == 2 and value == pytest.approx(np.mean(last))
 
 
-def test_optuna_search_logs_to_a_real_mlflow_server(optuna_sweep):
-    _, outcome, uri = optuna_sweep
-    check_mlflow(uri, outcome)
+# --- both searches' trackers: the random one logs to an MLflow SQLite store, the Optuna one to a real
+# MLflow server; both write offline W&B runs grouped under the sweep's name ------------------------------
+
+SEARCHES = ["random_sweep", "optuna_sweep"]
 
 
-def test_optuna_search_writes_offline_wandb_runs(optuna_sweep):
-    _, outcome, _ = optuna_sweep
-    check_wandb(outcome, group="optuna-clamp")
+@pytest.mark.parametrize("sweep", SEARCHES)
+def test_search_logs_every_trial_to_mlflow(sweep, request):
+    _, outcome, tracking_uri = request.getfixturevalue(sweep)
+    check_mlflow(tracking_uri, outcome)
+
+
+@pytest.mark.parametrize("sweep", SEARCHES)
+def test_search_writes_offline_wandb_runs(sweep, request):
+    spec, outcome, _ = request.getfixturevalue(sweep)
+    check_wandb(outcome, group=spec.name)
 
 
 # --- an interrupted random search, resumed --------------------------------------------------------------
