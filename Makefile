@@ -71,7 +71,7 @@ FLOOR_TESTS  := tests/test_layer_oracle.py tests/test_data.py tests/test_train_c
 	tests/test_object_storage.py
 # Left out: torch.compile's kernels (the same torch as make test) and the driver-kill, node-loss and
 # interrupted-search scenarios (a minute or more each, through the same Ray Tune calls as the sweeps above).
-FLOOR_SKIP   := not compiled and not killed and not losing_a_node and not interrupted
+FLOOR_SKIP   := not compiled and not killed and not losing_a_node and not interrupted and not stopped_optuna
 
 test-floor: $(FLOOR_STAMP)
 	$(FLOOR_PYTHON) -m pip check
