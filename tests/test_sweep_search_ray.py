@@ -5,7 +5,8 @@ factors, each point run at two seeds, MLflow (an SQLite store, and a real
 ``mlflow server`` on loopback) and W&B (offline run files) switched on from the
 spec; Ray Tune's TensorBoard event files; each search stopped with Ctrl-C and
 resumed (the Optuna one with its trackers on). One embedded Ray serves the module.
-Sized like ``test_sweep_ray``: an MLP on a few hundred generated images."""
+Sized like ``test_sweep_ray``: an MLP on a few hundred generated images.
+"""
 
 from __future__ import annotations
 
