@@ -50,7 +50,7 @@ test: install lint
 	$(PYTHON) -m pytest
 
 # For iterating: lint, then every test not marked slow (no Ray instance, cluster, server or training run;
-# a minute or two). `make test` runs them all.
+# under a minute on 2 cores). `make test` runs them all.
 test-quick: install lint
 	$(PYTHON) -m pytest -m "not slow"
 
