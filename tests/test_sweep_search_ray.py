@@ -90,15 +90,9 @@ def local_ray(tmp_path_factory):
             ray.shutdown()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def mlflow_server(tmp_path_factory):
-    """A real ``mlflow server`` on a free loopback port with an SQLite store; yields a function that
-    waits until it answers ``/health`` and returns its URI.
-
-    Started with the module (autouse): its boot (imports, the store's schema migrations, a uvicorn
-    worker) takes tens of seconds on a loaded 2-core machine, and runs while the random search does.
-    """
-    folder = tmp_path_factory.mktemp("mlflow-server")
+@contextlib.contextmanager
+def mlflow_server(folder: Path):
+    """A real ``mlflow server`` on a free loopback port with an SQLite store; yields its URI."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -130,12 +124,9 @@ def mlflow_server(tmp_path_factory):
         assert server.poll() is None, (folder / "server.log").read_text()[-2000:]
         return False
 
-    def ready() -> str:
-        wait_for(healthy, "mlflow server to answer /health")
-        return uri
-
     try:
-        yield ready
+        wait_for(healthy, "mlflow server to answer /health")
+        yield uri
     finally:
         kill_process_tree(server.pid)
 
@@ -159,17 +150,17 @@ def random_sweep(local_ray, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def optuna_sweep(local_ray, mlflow_server, tmp_path_factory):
+def optuna_sweep(local_ray, tmp_path_factory):
     folder = tmp_path_factory.mktemp("optuna-search")
-    uri = mlflow_server()
-    spec, outcome = run_sampled(
-        folder,
-        "optuna-clamp",
-        {"type": "optuna", "num_samples": 2, "seed": 0, "metric": "val_acc"},
-        {"mlflow": {"tracking_uri": uri}, "wandb": WANDB},
-        scheduler={"type": "asha", "metric": "val_acc", "grace_period": 1},
-    )
-    return spec, outcome, uri
+    with mlflow_server(folder) as uri:
+        spec, outcome = run_sampled(
+            folder,
+            "optuna-clamp",
+            {"type": "optuna", "num_samples": 2, "seed": 0, "metric": "val_acc"},
+            {"mlflow": {"tracking_uri": uri}, "wandb": WANDB},
+            scheduler={"type": "asha", "metric": "val_acc", "grace_period": 1},
+        )
+        yield spec, outcome, uri
 
 
 def configs(outcome) -> list[dict]:
