@@ -1,4 +1,4 @@
-# The two commands a newcomer needs: `make demo` and `make test`.
+# The two commands a newcomer needs: `make demo` and `make test` (`make test-quick` while iterating).
 # Both create .venv at the repo root if it is missing and install the
 # project into it with every extra (sweep, analysis, test) and constraints.txt
 # (which pins torch).
@@ -7,7 +7,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test test-floor bench bench-gpu clean
+.PHONY: install demo lint test test-quick test-floor bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -49,6 +49,11 @@ lint: install
 test: install lint
 	$(PYTHON) -m pytest
 
+# For iterating: lint, then every test not marked slow (no Ray instance, cluster, server or training run;
+# under a minute on 2 cores). `make test` runs them all.
+test-quick: install lint
+	$(PYTHON) -m pytest -m "not slow"
+
 # The floors in pyproject.toml, tested (not part of `make test`: a second venv and about 10 minutes):
 # .venv-floor, built with Python 3.11 (the oldest supported), gets every direct dependency at its floor
 # (constraints-floor.txt; pip picks what they depend on), then runs the tests that use each of them: the
@@ -66,7 +71,7 @@ FLOOR_TESTS  := tests/test_layer_oracle.py tests/test_data.py tests/test_train_c
 	tests/test_object_storage.py
 # Left out: torch.compile's kernels (the same torch as make test) and the driver-kill, node-loss and
 # interrupted-search scenarios (a minute or more each, through the same Ray Tune calls as the sweeps above).
-FLOOR_SKIP   := not compiled and not killed and not losing_a_node and not interrupted
+FLOOR_SKIP   := not compiled and not killed and not losing_a_node and not interrupted and not stopped_optuna
 
 test-floor: $(FLOOR_STAMP)
 	$(FLOOR_PYTHON) -m pip check

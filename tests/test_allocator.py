@@ -32,6 +32,7 @@ def faults_per_round(mode: str, **env: str) -> tuple[str, float]:
     return out[0], float(out[1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
 def test_freed_blocks_are_reused_instead_of_faulting_back_in():
     _, default = faults_per_round("default")
@@ -41,6 +42,7 @@ def test_freed_blocks_are_reused_instead_of_faulting_back_in():
     assert retained < default / 100
 
 
+@pytest.mark.slow
 def test_a_users_own_malloc_settings_are_left_alone():
     threshold, _ = faults_per_round("retain", MALLOC_TRIM_THRESHOLD_="1000000")
     assert threshold == "None"

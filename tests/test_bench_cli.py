@@ -109,6 +109,7 @@ def test_ecm_kernel_costs_time_each_ecm_against_none_in_the_c_kernels():
     assert x.grad is None  # plain kernel calls: no autograd
 
 
+@pytest.mark.slow
 def test_bench_layer_prints_the_ecm_costs_where_it_times_the_c_kernels(capsys):
     lines = run_bench_layer(
         capsys, "--shape 3x2x5x5 --kernels native --rounds 2 --oracle-rounds 0 --ecm-rounds 3"
@@ -237,6 +238,7 @@ def test_bench_layer_rejects_unknown_dtypes(capsys):
     assert "dtype must list some of float32, bfloat16, float16; got 'float32,int8'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_layer_times_each_dtype_in_turn_with_the_triton_kernels(capsys):
     """--dtype takes a list, one table each; kernels "triton" is a candidate (here in Triton's interpreter)."""
     pytest.importorskip("triton")

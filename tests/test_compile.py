@@ -87,6 +87,7 @@ def test_native_custom_ops_pass_opcheck(ecm):
     check_ops_with_opcheck("native", ecm)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 @pytest.mark.parametrize("ecm", onlinenorm.ECMS)
 def test_triton_custom_ops_pass_opcheck(ecm):

@@ -78,7 +78,7 @@ def test_the_readme_commands_install_through_the_makefile_install_step():
     recipe = rules[stamp][1]
     assert any(re.search(r"pip install -c constraints\.txt -e '\.\[all,test\]'", line) for line in recipe), recipe
     assert set(rules[stamp][0]) == {"pyproject.toml", "constraints.txt"}
-    for readme_command in ("demo", "test"):  # `make demo` / `make test`, the README's two commands
+    for readme_command in ("demo", "test", "test-quick"):  # the README's commands
         assert "install" in rules[readme_command][0]
     assert "make test" in (ROOT / "README.md").read_text()
 

@@ -66,12 +66,14 @@ def test_auto_kernels_fall_back_to_eager_with_a_warning_per_missing_compiler(tmp
     assert "C++ compiler" in compiled_warning
 
 
+@pytest.mark.slow
 def test_native_kernels_without_a_c_compiler_say_so(tmp_path):
     done = run_python(NATIVE, tmp_path, CC="/bin/false")
     assert done.returncode != 0
     assert "NativeUnavailable: /bin/false could not build online_norm.c: exit status 1, no output" in done.stderr
 
 
+@pytest.mark.slow
 def test_the_built_library_is_reused_from_its_cache(tmp_path):
     built = run_python(NATIVE, tmp_path)
     assert built.returncode == 0, built.stderr[-3000:]
@@ -87,6 +89,7 @@ def onlinenorm_command(*args: str, tmp_path, **env: str) -> subprocess.Completed
     return run_python(code, tmp_path, **env)
 
 
+@pytest.mark.slow
 def test_a_portable_build_serves_a_machine_without_a_compiler(tmp_path):
     """What the Docker image does: build the portable library where a compiler is, use it where none is."""
     from onlinenorm.kernels import native
@@ -103,12 +106,14 @@ def test_a_portable_build_serves_a_machine_without_a_compiler(tmp_path):
     assert used.stdout.strip() == path
 
 
+@pytest.mark.slow
 def test_building_the_kernels_for_this_cpu_prints_the_cached_path(tmp_path):
     built = onlinenorm_command("kernels", "build", tmp_path=tmp_path)
     assert built.returncode == 0, built.stderr[-3000:]
     assert run_python(NATIVE, tmp_path, CC="/bin/false").stdout.strip() == built.stdout.strip()
 
 
+@pytest.mark.slow
 def test_kernels_build_failures_are_one_line(tmp_path):
     no_compiler = onlinenorm_command("kernels", "build", tmp_path=tmp_path, CC="/bin/false")
     assert no_compiler.returncode == 2

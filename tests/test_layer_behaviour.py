@@ -118,6 +118,7 @@ def test_clamp_disabled_removes_clamp_and_restores_it_after_an_exception():
     assert torch.equal(model[1](model[0](x)), clamped_out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("ecm", onlinenorm.ECMS)
 def test_half_precision_inputs(dtype, ecm, kernels):

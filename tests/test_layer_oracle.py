@@ -323,6 +323,7 @@ def triton_check(layer, oracle, shape, dtype=torch.float32, affine=True, seed=0)
             assert rel_err(getattr(layer, name).cpu(), getattr(oracle, name)) < tol, name
 
 
+@pytest.mark.slow
 @needs_triton
 @pytest.mark.parametrize(
     "kind,n,ecm,affine", TRITON_CASES, ids=[f"{k}-n{n}-{e}-{'affine' if a else 'plain'}" for k, n, e, a in TRITON_CASES]
@@ -332,6 +333,7 @@ def test_triton_kernels_match_oracle(kind, n, ecm, affine):
     triton_check(layer, oracle, (n, 3, 5, 3) if kind == "2d" else (n, 3), affine=affine)
 
 
+@pytest.mark.slow
 @needs_triton
 @pytest.mark.parametrize("dtype", list(HALF_TOLERANCE), ids=str)
 @pytest.mark.parametrize("ecm", onlinenorm.ECMS)
@@ -341,6 +343,7 @@ def test_triton_kernels_match_oracle_in_half_precision(dtype, ecm):
     triton_check(layer, oracle, (6, 4, 3, 5), dtype=dtype)
 
 
+@pytest.mark.slow
 @needs_triton
 @pytest.mark.parametrize("ecm", ["ac", "ls"])
 def test_triton_kernels_match_oracle_at_odd_shapes(ecm):

@@ -1,5 +1,5 @@
-"""What a sweep prints at each output level, on a real one-trial sweep (the quiet level's full-size check,
-on the demo's 14 trials through the real command, is in test_sweep_lock.py)."""
+"""What a sweep prints at each output level, on a real one-trial sweep (the quiet level's check on a sweep
+of several rounds of trials, through the real command, is in test_sweep_lock.py)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 A random search and an Optuna search over the clamp value and both decay
 factors, each point run at two seeds, MLflow (an SQLite store, and a real
 ``mlflow server`` on loopback) and W&B (offline run files) switched on from the
-spec; Ray Tune's TensorBoard event files; a killed random search resumed.
+spec; Ray Tune's TensorBoard event files; each search stopped with Ctrl-C and
+resumed (the Optuna one with its trackers on). One embedded Ray serves the module.
 Sized like ``test_sweep_ray``: an MLP on a few hundred generated images.
 """
 
@@ -27,6 +28,8 @@ import yaml
 from ray import tune
 from test_sweep_ray import canonical, kill_process_tree, trials_on_disk, wait_for
 
+from analysis.layout import read_experiment
+from onlinenorm.cli import main
 from sweeps.run import resume_sweep, run_sweep
 from sweeps.spec import load_spec
 from sweeps.status import experiment_counts
@@ -42,7 +45,6 @@ SPACE = {
 SAMPLED = ("clamp_value", "alpha_fwd", "alpha_bkw")
 WANDB = {"project": "clamp-study", "mode": "offline"}
 WANDB_HEADER, WANDB_BLOCK = 7, 32768
-SERVER_START_S = 90
 
 
 def write_spec(
@@ -273,16 +275,6 @@ def test_run_sweep_returns_rays_result_grid(random_sweep):
     )
 
 
-def test_random_search_logs_to_an_mlflow_sqlite_store(random_sweep):
-    _, outcome, store = random_sweep
-    check_mlflow(store, outcome)
-
-
-def test_random_search_writes_offline_wandb_runs(random_sweep):
-    _, outcome, _ = random_sweep
-    check_wandb(outcome, group="random-clamp")
-
-
 def test_tensorboard_event_files_hold_the_epoch_metrics(random_sweep):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -340,14 +332,22 @@ def test_optuna_is_told_the_mean_over_seeds(optuna_sweep):
         assert len(last) == 2 and value == pytest.approx(np.mean(last))
 
 
-def test_optuna_search_logs_to_a_real_mlflow_server(optuna_sweep):
-    _, outcome, uri = optuna_sweep
-    check_mlflow(uri, outcome)
+# --- both searches' trackers: the random one logs to an MLflow SQLite store, the Optuna one to a real
+# MLflow server; both write offline W&B runs grouped under the sweep's name ------------------------------
+
+SEARCHES = ["random_sweep", "optuna_sweep"]
 
 
-def test_optuna_search_writes_offline_wandb_runs(optuna_sweep):
-    _, outcome, _ = optuna_sweep
-    check_wandb(outcome, group="optuna-clamp")
+@pytest.mark.parametrize("sweep", SEARCHES)
+def test_search_logs_every_trial_to_mlflow(sweep, request):
+    _, outcome, tracking_uri = request.getfixturevalue(sweep)
+    check_mlflow(tracking_uri, outcome)
+
+
+@pytest.mark.parametrize("sweep", SEARCHES)
+def test_search_writes_offline_wandb_runs(sweep, request):
+    spec, outcome, _ = request.getfixturevalue(sweep)
+    check_wandb(outcome, group=spec.name)
 
 
 # --- an interrupted random search, resumed --------------------------------------------------------------
@@ -385,3 +385,98 @@ def test_an_interrupted_random_search_resumes_its_own_points(local_ray, tmp_path
         assert {row["epoch"] for row in rows} == set(range(1, EPOCHS + 1)), name
         if len(before.get(name, ({}, []))[1]) == EPOCHS:
             assert rows == before[name][1], f"{name} finished before the interruption and ran again"
+
+
+# --- an interrupted Optuna search, resumed with `onlinenorm sweep resume`, trackers on ---------------------
+# TPE suggests two points, each run at seeds 0 and 1 for two epochs; Ctrl-C comes when the first trial completes.
+
+STOPPED_OPTUNA = "stopped-optuna"
+
+
+def studies(experiment: Path) -> list:
+    """The Optuna study in each searcher state Ray saved (one per session), oldest first."""
+    return [pickle.loads(path.read_bytes())["_ot_study"] for path in sorted(experiment.glob("searcher-state-*.pkl"))]
+
+
+def mlflow_by_trial(store: str) -> dict:
+    """Trial name -> (status, [(step, val_acc)]) of every MLflow run of the sweep."""
+    runs, client = mlflow_runs(store, STOPPED_OPTUNA)
+    names = list(runs["tags.trial_name"])
+    assert len(names) == len(set(names)), f"more than one MLflow run for a trial: {sorted(names)}"
+    return {
+        run["tags.trial_name"]: (
+            run["status"],
+            [(m.step, m.value) for m in client.get_metric_history(run["run_id"], "val_acc")],
+        )
+        for _, run in runs.iterrows()
+    }
+
+
+def trial_name(folder: str) -> str:
+    """``train_trial_<id>`` (Ray's trial name, MLflow's ``trial_name`` tag) of a trial folder's name."""
+    return "_".join(folder.split("_")[:3])
+
+
+def test_a_stopped_optuna_search_resumes_its_study_with_one_tracker_run_per_trial(local_ray, tmp_path, monkeypatch):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    search = {"type": "optuna", "num_samples": 2, "seed": 0, "metric": "val_acc"}
+    path = write_spec(tmp_path, STOPPED_OPTUNA, search, tracking={"mlflow": {"tracking_uri": store}, "wandb": WANDB})
+    monkeypatch.setattr(InterruptAtFirstCompletion, "fired", False)  # armed here, as it was after
+    stopped = run_sweep(
+        load_spec(path), storage=str(tmp_path / "results"), verbose=0, callbacks=[InterruptAtFirstCompletion()]
+    )
+    experiment = Path(stopped.path)
+    saved = experiment_counts(stopped.path)
+    assert saved["TERMINATED"] >= 1 and sum(saved.values()) - saved["TERMINATED"] >= 1, saved
+    before = trials_on_disk(experiment)
+    # Completed in Tune's saved state: not run again. (A trial may have reported its last epoch, yet not
+    # be complete when Ctrl-C came: the resume starts it again, from that epoch's checkpoint.)
+    finished_before = {
+        t.directory.name for t in read_experiment(experiment, STOPPED_OPTUNA).trials if t.ray_status == "TERMINATED"
+    }
+    runs_before = mlflow_by_trial(store)
+    for name in before:
+        status = runs_before.get(trial_name(name), ("none",))[0]
+        assert status in (("FINISHED",) if name in finished_before else ("KILLED", "none")), (name, status)
+    wandb_before = {name: len(wandb_run_files(experiment / name)) for name in before}
+
+    assert main(["sweep", "resume", stopped.path]) == 0
+
+    after = trials_on_disk(experiment)
+    assert len(after) == 4
+    configs = [config for config, _ in after.values()]
+    points = {point(config) for config in configs}
+    assert len(points) == 2
+    assert all(sorted(c["seed"] for c in configs if point(c) == p) == [0, 1] for p in points)
+
+    # The study went on where it stopped: the points suggested before the stop, then the rest; none twice.
+    first, last = studies(experiment)
+    assert len(last.trials) == 2 and [t.state.name for t in last.trials] == ["COMPLETE", "COMPLETE"]
+    assert [t.params for t in first.trials] == [t.params for t in last.trials][: len(first.trials)]
+    for told in last.trials:
+        finals = [rows[-1]["val_acc"] for c, rows in after.values() if c["clamp_value"] == told.params["clamp_value"]]
+        assert len(finals) == 2 and told.value == pytest.approx(np.mean(finals))
+
+    runs = mlflow_by_trial(store)
+    assert sorted(runs) == sorted(trial_name(name) for name in after)
+    for name, (_, rows) in after.items():
+        status, history = runs[trial_name(name)]
+        assert status == "FINISHED"
+        assert {row["epoch"] for row in rows} == set(range(1, EPOCHS + 1)), name
+        last_values = {row["training_iteration"]: row["val_acc"] for row in rows}
+        assert dict(history) == pytest.approx(last_values), name  # every epoch, the latest value of each
+        if len(before.get(name, ({}, []))[1]) == EPOCHS:
+            assert rows == before[name][1], f"{name} had reported every epoch before the stop and ran again"
+        if name in finished_before:
+            assert history == runs_before[trial_name(name)][1], f"{name}'s finished MLflow run was logged again"
+
+        # W&B: a run per session that ran the trial (its id each time), every one complete.
+        files = wandb_run_files(experiment / name)
+        started_again = name not in finished_before
+        assert len(files) == wandb_before.get(name, 0) + started_again, (name, files)
+        for run_file in files:
+            records = wandb_records(run_file)
+            (run,) = [r.run for r in records if r.HasField("run")]
+            config = {item.key: json.loads(item.value_json) for item in run.config.update}
+            assert run.run_id == rows[0]["trial_id"] and config["seed"] == after[name][0]["seed"]
+            assert any(r.HasField("exit") for r in records), f"{run_file} was not finished"

@@ -46,6 +46,7 @@ def test_every_chart_written_non_empty(results, report):
         assert (chart_dir / f"{name}.png").stat().st_size > 1000, name
 
 
+@pytest.mark.slow
 def test_charts_drawn_in_two_processes_match_one_process(one_pair, tmp_path):
     serial = charts.save_all(one_pair, tmp_path / "serial", workers=1)
     with charts.saving(one_pair, tmp_path / "forked", workers=2) as drawn:

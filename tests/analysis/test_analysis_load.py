@@ -198,6 +198,7 @@ def files_state(path):
     return {p: (p.stat().st_mtime_ns, p.is_file() and p.read_bytes()) for p in [path, *path.rglob("*")]}
 
 
+@pytest.mark.slow
 def test_a_running_sweep_is_read_as_a_snapshot_and_never_written(experiment, tmp_path, capsys):
     """Files caught mid-write (a result line, params.json, experiment_state) are skipped and listed;
     neither load nor ``onlinenorm report`` changes anything in the experiment."""
