@@ -1,6 +1,6 @@
 """Chaos: repeated, combined faults on a multi-node cluster, and nothing lost, nothing changed, nothing run twice.
 
-A sweep of 4 small trials, checkpointing every epoch, runs on a
+A sweep of 8 small trials, checkpointing every epoch, runs on a
 ``ray.cluster_utils.Cluster`` (a head and two worker nodes, one CPU each)
 while the test removes a random worker node every few seconds and adds a
 fresh one, and the test SIGKILLs the driver (``onlinenorm sweep run
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 SEED = int(os.environ.get("ONLINENORM_CHAOS_SEED", "17"))
 EPOCHS = 3
-GRID = {"clamp_value": [1, 2], "seed": [0, 1]}  # more trials than the 3 one-CPU nodes
+GRID = {"clamp_value": [1, 2, 3, 4], "seed": [0, 1]}
 NODE_KILL_EVERY_S = (10.0, 20.0)  # uniform range between two worker-node kills
 DRIVER_KILLS_AT = ((0.2, 0.35), (0.5, 0.65))  # fractions of all epochs reported when the driver dies
 RUN_TIMEOUT_S = 480  # per driver; a few minutes on an idle 2-core machine
