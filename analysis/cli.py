@@ -80,26 +80,17 @@ def report(args: argparse.Namespace) -> int:
             "reports are never written into an experiment, choose another --out"
         )
 
-    from concurrent.futures import ThreadPoolExecutor
+    import matplotlib
 
-    from analysis.results import load  # pyarrow only
+    matplotlib.use("Agg")
+    from analysis.questions import to_text
+    from analysis.report import write_report_and_findings
+    from analysis.results import load
 
-    with ThreadPoolExecutor(1) as background:
-        # pyarrow parses the result files without the GIL while this thread imports
-        # what the report needs (a second on its own): one core each.
-        loading = background.submit(load, experiments)
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import scipy.stats  # noqa: F401  (the findings' intervals; imported here, beside the parsing)
-
-        from analysis.questions import to_text
-        from analysis.report import write_report_and_findings
-
-        try:
-            results = loading.result()
-        except (FileNotFoundError, ValueError, OSError) as err:
-            return _usage_error(f"{err}; pass the experiment's URI as `onlinenorm sweep run` printed it")
+    try:
+        results = load(experiments)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        return _usage_error(f"{err}; pass the experiment's URI as `onlinenorm sweep run` printed it")
     if results.trials.empty:
         return _usage_error(
             f"no trials found in {', '.join(map(str, experiments))}; "

@@ -1,25 +1,17 @@
-"""``load``: experiment directories in, one set of tidy frames out.
-
-Importing this module costs pyarrow only: pandas (through ``analysis.frames``)
-loads once the files have been read, so a caller may run ``load`` in a
-thread while it imports the rest of what it needs (``onlinenorm report``
-does): pyarrow parses without holding the GIL.
-"""
+"""``load``: experiment directories in, one set of tidy frames out."""
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import pandas as pd
+
+from analysis import frames
 from analysis.layout import find_experiments, read_experiment
 from analysis.storage import is_uri, local_copy
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 
 @dataclass
@@ -40,8 +32,6 @@ class Results:
 
     def where(self, mask: pd.Series) -> Results:
         """The same results restricted to the trials where ``mask`` (over ``trials``) holds."""
-        from analysis import frames
-
         kept = self.trials[mask].reset_index(drop=True)
         return Results(
             trials=kept,
@@ -74,8 +64,6 @@ def load(paths: str | os.PathLike | list[str | os.PathLike]) -> Results:
     directories = list(dict.fromkeys(d.resolve() for root in roots for d in find_experiments(root)))
     names = _names(directories)
     experiments = [read_experiment(d, names[d]) for d in directories]
-    from analysis import frames  # pandas: after the parsing (see the module's docstring)
-
     trials, epochs, layers = frames.build([(e.name, t) for e in experiments for t in e.trials])
     warnings = [f"{root}: no experiment directory found here" for root in roots if not find_experiments(root)]
     return Results(
@@ -118,5 +106,5 @@ def _load_from_storage(paths: list[str | os.PathLike]) -> Results:
 
 def _names(directories: list[Path]) -> dict[Path, str]:
     """Each experiment's directory name, prefixed by its parent's where names repeat."""
-    counts = collections.Counter(d.name for d in directories)
+    counts = pd.Series([d.name for d in directories]).value_counts()
     return {d: d.name if counts[d.name] == 1 else f"{d.parent.name}/{d.name}" for d in directories}
