@@ -179,6 +179,7 @@ def bucket_sweep(bucket) -> Iterator[dict]:
     )
     workers = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
     kill: dict = {}
+    victim = []  # the worker node to remove: one the driver is not attached to
 
     def kill_a_worker_mid_trial():
         """Once both trials have checkpointed at least twice in the bucket and neither has finished."""
@@ -189,11 +190,15 @@ def bucket_sweep(bucket) -> Iterator[dict]:
         if len(latest) < 2 or not all(1 <= index < EPOCHS - 2 for index in latest.values()):
             return None
         kill["checkpoints"] = latest
-        cluster.remove_node(workers[0], allow_graceful=False)  # the other worker runs the rest
+        cluster.remove_node(victim[0], allow_graceful=False)  # the other worker runs the rest
         return kill
 
     try:
         ray.init(address=cluster.address)
+        # Ray 2.41 (the floor) attaches a driver to any raylet on its host, where later Rays prefer the head: on this
+        # one-host cluster it may sit on a worker node, and removing that node would end the driver.
+        driver_node = ray.get_runtime_context().get_node_id()
+        victim.append(next(worker for worker in workers if worker.node_id != driver_node))
         killer = threading.Thread(target=wait_for, args=(kill_a_worker_mid_trial, "both trials half-way"))
         killer.start()
         try:

@@ -60,7 +60,7 @@ def write_spec(folder: Path, name: str, grid: dict, *, epochs: int, images: int,
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)  # never a leftover cluster
     try:
         yield
     finally:
