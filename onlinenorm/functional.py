@@ -392,9 +392,18 @@ class FusedKernels:
             return self._fallback.forward(x3, weight, bias, state, settings, counters)
         from onlinenorm.kernels import ops
 
-        # the order of the backend's ForwardCall, and of its custom op's arguments
-        args = (x3, weight, bias, state.mu, state.var, settings.alpha_fwd, settings.eps, settings.clamp_value)
-        call = ForwardCall(*args, settings.ls_eps, *counters)
+        call = ForwardCall(  # its fields are also the custom op's arguments, in order
+            x3,
+            weight,
+            bias,
+            state.mu,
+            state.var,
+            settings.alpha_fwd,
+            settings.eps,
+            settings.clamp_value,
+            settings.ls_eps,
+            *counters,
+        )
         if torch.compiler.is_compiling():
             out, *stats = ops.OPS[self._backend].forward(*call)
             return out, ForwardStats(*stats[:6], *map(ops.present, stats[6:]))

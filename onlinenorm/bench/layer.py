@@ -228,16 +228,26 @@ def oracle_step(shape: tuple[int, ...], clamp_value: float) -> Callable[[], None
 def _kernel_step(layer: _OnlineNorm, x3: torch.Tensor, grad3: torch.Tensor) -> Callable[[], None]:
     """One forward and one backward of the C kernels with ``layer``'s settings and state, as the layer calls
     them in training (the same arguments and telemetry counters), without autograd or the module around them."""
-    # clamp_value, ls_eps, clamp_count, seen_count (ForwardCall's last four) of a layer in training mode, as built
-    ecm = layer._ecm_arguments()
+    clamp_value, ls_eps, clamp_count, seen_count = layer._ecm_arguments()  # a layer in training mode, as built
     weight, bias = layer.weight.detach(), layer.bias.detach()
 
     def step() -> None:
-        forward = ForwardCall(x3, weight, bias, layer.mu, layer.var, layer.alpha_fwd, layer.eps, *ecm)
-        _, stats = native.forward(forward)
-        native.backward(
-            BackwardCall(grad3, x3, weight, bias, layer.u, layer.v, stats, layer.alpha_bkw, forward.clamp_value)
+        _, stats = native.forward(
+            ForwardCall(
+                x3,
+                weight,
+                bias,
+                layer.mu,
+                layer.var,
+                layer.alpha_fwd,
+                layer.eps,
+                clamp_value,
+                ls_eps,
+                clamp_count,
+                seen_count,
+            )
         )
+        native.backward(BackwardCall(grad3, x3, weight, bias, layer.u, layer.v, stats, layer.alpha_bkw, clamp_value))
 
     return step
 
