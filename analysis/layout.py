@@ -11,6 +11,8 @@ in Ray 2.x (checked against Ray 2.60)::
         <trial directory>/             one per trial, named by Ray or by the sweep
             params.json                the trial's config
             result.json                one JSON object per ``tune.report`` call
+            progress.csv               the same rows as CSV, without Ray's config copy
+                                       (Ray's CSV logger; absent when it is turned off)
             error.txt, error.pkl       only when the trial raised
 
 Things the files do not say directly: rows of a function trainable all carry
@@ -20,15 +22,20 @@ checkpoint; an interrupted sweep leaves trials RUNNING. Nothing here writes.
 
 A sweep may be running while it is read: each file is read once, whole, and
 only its complete lines count (a line without its newline is still being
-written); what cannot be parsed becomes a warning, never an error. Result
-lines are parsed by pyarrow's JSON reader, one Arrow table per trial, with
-the columns named in the trial's first and last line (Ray's ``config`` copy
-and bookkeeping skipped); a file that does not fit that schema is parsed with
-inferred types, and one that pyarrow cannot read at all line by line.
+written); what cannot be parsed becomes a warning, never an error. A
+trial's rows form one Arrow table, with the columns named in its first and
+last result line (Ray's ``config`` copy and bookkeeping skipped). They are
+read from ``progress.csv`` by pyarrow's CSV reader with those columns' types
+when that file holds the same rows (as many, and the same first and last
+row): a third of the bytes, twice as fast to parse. Otherwise they are read
+from ``result.json`` by pyarrow's JSON reader; a file that does not fit that
+schema is parsed with inferred types, and one that pyarrow cannot read at
+all line by line.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -38,11 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"
 ERROR_FILES = ("error.txt", "error.pkl")
 SPEC_FILE = "spec.yaml"
+RESULT_FILE = "result.json"
+PROGRESS_FILE = "progress.csv"
 TRIAL_ID_IN_DIRNAME = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
 READ_THREADS = min(4, os.cpu_count() or 1)
 SKIPPED_COLUMNS = frozenset(
@@ -73,6 +83,7 @@ class RawTrial:
     rows: pa.Table  # one row per complete result line; columns as first reported, less SKIPPED_COLUMNS
     ray_status: str | None  # from experiment_state; None when that file is missing
     error: str | None  # last line of error.txt, or a note when only error.pkl exists
+    rows_file: str = RESULT_FILE  # the file the rows were read from: RESULT_FILE or PROGRESS_FILE
 
     @property
     def last_row(self) -> dict:
@@ -139,11 +150,16 @@ def _read_state(path: Path, warnings: list[str]) -> dict[str, dict]:
 
 
 def _read_trial(directory: Path, meta: dict | None, warnings: list[str]) -> RawTrial | None:
-    params, results = directory / "params.json", directory / "result.json"
+    params, results = directory / "params.json", directory / RESULT_FILE
     if meta is None and not params.exists() and not results.exists():
         return None  # not a trial directory
     lines = _complete_lines(results, warnings) if results.exists() else b""
-    rows = _parse_rows(lines, results, warnings)
+    edges = _first_and_last(lines)
+    schema = _schema(edges) if edges else None
+    rows = _progress_rows(directory / PROGRESS_FILE, schema, lines.count(b"\n"), edges) if schema else None
+    rows_file = RESULT_FILE if rows is None else PROGRESS_FILE
+    if rows is None:
+        rows = _parse_rows(lines, schema, results, warnings)
     config = _read_config(params, meta, lines, warnings)
     trial_id = (meta or {}).get("trial_id")
     if trial_id is None and "trial_id" in rows.column_names:
@@ -158,6 +174,7 @@ def _read_trial(directory: Path, meta: dict | None, warnings: list[str]) -> RawT
         rows=rows,
         ray_status=(meta or {}).get("status"),
         error=_read_error(directory, warnings),
+        rows_file=rows_file,
     )
 
 
@@ -176,18 +193,27 @@ def _complete_lines(path: Path, warnings: list[str]) -> bytes:
     return data[:end]
 
 
-def _parse_rows(lines: bytes, path: Path, warnings: list[str]) -> pa.Table:
-    """Result lines as one table: with the schema of the first and last line,
-    else with inferred types, else line by line (skipping lines that are not JSON)."""
+def _first_and_last(lines: bytes) -> list[dict] | None:
+    """The first and the last result line, or None where either is not a JSON object."""
+    try:
+        edges = [json.loads(lines[: lines.index(b"\n")]), json.loads(lines.rstrip().rpartition(b"\n")[2])]
+    except ValueError:
+        return None
+    return edges if all(isinstance(edge, dict) for edge in edges) else None
+
+
+def _parse_rows(lines: bytes, schema: pa.Schema | None, path: Path, warnings: list[str]) -> pa.Table:
+    """Result lines as one table: with ``schema`` (the first and last line's,
+    None when they have none), else with inferred types, else line by line
+    (skipping lines that are not JSON)."""
     if not lines.strip():
         return pa.table({})
-    first, _, rest = lines.partition(b"\n")
-    try:
-        schema = _schema([json.loads(first), json.loads(rest.rstrip().rpartition(b"\n")[2] or first)])
-        options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-        return pa_json.read_json(io.BytesIO(lines), read_options=_READ, parse_options=options)
-    except (ValueError, pa.ArrowException):
-        pass
+    if schema is not None:
+        try:
+            options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+            return pa_json.read_json(io.BytesIO(lines), read_options=_READ, parse_options=options)
+        except pa.ArrowException:
+            pass
     try:
         table = pa_json.read_json(io.BytesIO(lines), read_options=_READ)
         return table.drop_columns([c for c in table.column_names if c in SKIPPED_COLUMNS])
@@ -205,21 +231,64 @@ def _parse_rows(lines: bytes, path: Path, warnings: list[str]) -> pa.Table:
     return pa.table({k: _column([row.get(k) for row in rows]) for k in columns})
 
 
+def _progress_rows(path: Path, schema: pa.Schema, count: int, edges: list[dict]) -> pa.Table | None:
+    """The ``count`` result rows read from Ray's ``progress.csv`` with ``schema``'s
+    column types, or None where that file is missing or does not hold the same
+    rows: another number of complete lines, or a first or last row unlike
+    ``edges`` (result.json's first and last line) or lacking a column of
+    ``schema``. Ray writes both files from the same dict, a CSV cell as
+    ``str(value)``, so the rows are compared as text. A trial that Ray resumed
+    appends its rows in its new first row's column order under the old header:
+    its last row is where a shifted column shows."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    data = data[: data.rfind(b"\n") + 1]  # complete lines only, like result.json's
+    if data.count(b"\n") != count + 1:
+        return None
+    header, first, _ = data.split(b"\n", 2)
+    try:
+        names, *rows = csv.reader(line.decode() for line in (header, first, data.rstrip().rpartition(b"\n")[2]))
+    except (UnicodeDecodeError, csv.Error, ValueError):
+        return None
+    for row, edge in zip(rows, edges, strict=True):
+        cells = dict(zip(names, row, strict=False))
+        if any(cells.get(name) != _as_written(edge.get(name)) for name in schema.names):
+            return None
+    try:
+        return pa_csv.read_csv(
+            io.BytesIO(data),
+            read_options=_CSV_READ,
+            convert_options=pa_csv.ConvertOptions(
+                column_types=schema, include_columns=schema.names, null_values=[""], strings_can_be_null=True
+            ),
+        )
+    except pa.ArrowException:
+        return None
+
+
+def _as_written(value) -> str:
+    """A result value as Ray's CSV logger writes it (``csv`` writes ``str(value)``, None as empty)."""
+    return "" if value is None else str(value)
+
+
 _READ = pa_json.ReadOptions(use_threads=False, block_size=1 << 26)  # one block per file: files are read in parallel
+_CSV_READ = pa_csv.ReadOptions(use_threads=False, block_size=1 << 26)
 _ARROW_TYPES = {bool: pa.bool_(), str: pa.string(), int: pa.int64()}
 
 
-def _schema(rows: list[dict]) -> pa.Schema:
+def _schema(rows: list[dict]) -> pa.Schema | None:
     """Columns of ``rows`` in first-seen order: booleans, strings, int64 for
-    integers, float64 for other numbers and nulls; a list or object (other than
-    skipped) raises ValueError."""
+    integers, float64 for other numbers and nulls; None where a value (other
+    than skipped) is a list or an object."""
     fields = {}
     for row in rows:
         for key, value in row.items():
             if key in SKIPPED_COLUMNS or key in fields:
                 continue
             if isinstance(value, (list, dict)):
-                raise ValueError(f"{key} is nested")
+                return None
             fields[key] = _ARROW_TYPES.get(type(value), pa.float64())
     return pa.schema(fields)
 

@@ -159,6 +159,8 @@ def test_analysis_reads_the_real_sweep(local_sweep, tmp_path, capsys):
     spec, _, experiment = local_sweep
     results = analysis.load(experiment)
     assert results.warnings == []
+    read = analysis.layout.read_experiment(experiment, "x")  # Ray's progress.csv holds result.json's rows
+    assert [trial.rows_file for trial in read.trials] == ["progress.csv"] * 5
     trials = results.trials
     assert len(trials) == len(spec.trials) == 5
     assert sorted(trials["state"]) == ["diverged", "finished", "finished", "finished", "finished"]

@@ -170,6 +170,74 @@ def test_resumed_trial_keeps_the_latest_report_of_each_epoch(tmp_path):
     assert loaded.trials.iloc[0]["best_val_acc"] == pytest.approx(0.75)
 
 
+def test_progress_csv_and_result_json_give_the_same_frames(experiment, tmp_path):
+    """Rows are read from Ray's progress.csv (no config copy: a third of the bytes) where it holds
+    result.json's rows; without it they come from result.json, and every frame is the same
+    (a diverged trial's NaN, a half-written line, a pending and an errored trial included)."""
+    copy = shutil.copytree(experiment, tmp_path / "json_only" / experiment.name)
+    read = analysis.layout.read_experiment(experiment, "x")
+    assert {t.rows_file for t in read.trials if t.rows.num_rows} == {"progress.csv"}
+    for csv_file in copy.glob("*/progress.csv"):
+        csv_file.unlink()
+    with_csv, json_only = analysis.load(experiment), analysis.load(copy)
+    json_only.trials["trial_dir"] = json_only.trials["trial_dir"].str.replace(str(copy), str(experiment))
+    for name in ("trials", "epochs", "layers"):
+        pd.testing.assert_frame_equal(getattr(with_csv, name), getattr(json_only, name))
+
+
+def _middle_value_changed(path, key, value):
+    """Changes ``key`` in the middle result line of the trial's result.json (not in progress.csv)."""
+    result = next(path.glob("*/result.json"))
+    lines = [json.loads(line) for line in result.read_text().splitlines()]
+    lines[1][key] = value
+    result.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_rows_come_from_progress_csv_when_it_agrees_with_result_json(tmp_path):
+    path = fx.write_experiment(tmp_path / "agree", [fx.FakeTrial(fx.config(), fx.rows([0.5, 0.6, 0.7]))])
+    _middle_value_changed(path, "val_acc", 0.66)
+    assert analysis.load(path).epochs["val_acc"].tolist() == pytest.approx([0.5, 0.6, 0.7])  # progress.csv's
+    next(path.glob("*/progress.csv")).unlink()
+    assert analysis.load(path).epochs["val_acc"].tolist() == pytest.approx([0.5, 0.66, 0.7])  # result.json's
+
+
+def _shift_last_row(lines):
+    """Ray resuming a trial whose first result after the restore lists its keys in another order:
+    the appended row's cells follow that order, the header the old one."""
+    header = lines[0].split(",")
+    cells = dict(zip(header, lines[-1].split(","), strict=True))
+    cells["val_acc"], cells["val_loss"] = cells["val_loss"], cells["val_acc"]
+    return lines[:-1] + [",".join(cells[name] for name in header)]
+
+
+def _without_column(lines, name="val_acc_unclamped"):
+    drop = lines[0].split(",").index(name)
+    return [",".join(cell for i, cell in enumerate(line.split(",")) if i != drop) for line in lines]
+
+
+@pytest.mark.parametrize(
+    "disagreement",
+    [
+        pytest.param(_shift_last_row, id="resumed-in-another-column-order"),
+        pytest.param(lambda lines: lines[:-1], id="a-row-missing"),
+        pytest.param(_without_column, id="a-column-missing"),
+        pytest.param(lambda lines: lines[:2] + ["not,a,row"] + lines[3:], id="a-row-unlike-its-json-line"),
+    ],
+)
+def test_a_progress_csv_unlike_result_json_is_not_read(tmp_path, disagreement):
+    """Where progress.csv does not hold result.json's rows, the rows come from result.json."""
+    path = fx.write_experiment(
+        tmp_path / "disagree", [fx.FakeTrial(fx.config(), fx.rows([0.5, 0.6, 0.7, 0.8], layer_fractions=[0.1]))]
+    )
+    _middle_value_changed(path, "val_acc", 0.66)
+    progress = next(path.glob("*/progress.csv"))
+    progress.write_text("\r\n".join(disagreement(progress.read_text().splitlines())) + "\r\n")
+    loaded = analysis.load(path)
+    assert loaded.warnings == []
+    assert loaded.epochs["val_acc"].tolist() == pytest.approx([0.5, 0.66, 0.7, 0.8])
+    assert loaded.epochs["val_loss"].tolist() == pytest.approx([1.0, 0.9, 0.8, 0.7])
+
+
 def test_missing_path_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such experiment directory"):
         analysis.load(tmp_path / "absent")

@@ -67,6 +67,9 @@ def test_reads_a_real_ray_tune_experiment(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     results = analysis.load(tmp_path / "real")
     assert results.warnings == []
+    for name in ("real", "asha"):  # Ray's own progress.csv holds its result.json rows: the faster file is read
+        read = analysis.layout.read_experiment(tmp_path / name, name)
+        assert [trial.rows_file for trial in read.trials] == ["progress.csv"] * len(read.trials)
     trials = results.trials.set_index("clamp_value")
     assert trials["state"].to_dict() == {1.0: "finished", 3.0: "errored", 5.0: "finished"}
     assert trials["ray_status"].to_dict() == {1.0: "TERMINATED", 3.0: "ERROR", 5.0: "TERMINATED"}
