@@ -31,7 +31,10 @@ class Results:
     paths: dict[str, Path | str] = field(default_factory=dict)
 
     def where(self, mask: pd.Series) -> Results:
-        """The same results restricted to the trials where ``mask`` (over ``trials``) holds."""
+        """The same results restricted to the trials where ``mask`` (over ``trials``) holds
+        (these results themselves where it holds for every trial)."""
+        if mask.all():
+            return self
         kept = self.trials[mask].reset_index(drop=True)
         return Results(
             trials=kept,

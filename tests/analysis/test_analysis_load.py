@@ -238,6 +238,17 @@ def test_a_progress_csv_unlike_result_json_is_not_read(tmp_path, disagreement):
     assert loaded.epochs["val_loss"].tolist() == pytest.approx([1.0, 0.9, 0.8, 0.7])
 
 
+def test_where_keeps_the_kept_trials_rows(results):
+    clamping = results.trials["norm"].eq("online") & results.trials["ecm"].eq("ac")
+    kept = results.where(clamping)
+    assert kept.trials["trial_id"].tolist() == results.trials.loc[clamping, "trial_id"].tolist()
+    for name in ("epochs", "layers"):
+        rows = getattr(results, name)
+        expected = rows[rows["trial_id"].isin(kept.trials["trial_id"])].reset_index(drop=True)
+        pd.testing.assert_frame_equal(getattr(kept, name), expected)
+    assert results.where(results.trials["trial_id"].notna()) is results  # every trial kept: nothing to filter
+
+
 def test_missing_path_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such experiment directory"):
         analysis.load(tmp_path / "absent")
