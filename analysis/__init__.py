@@ -13,19 +13,13 @@ from __future__ import annotations
 
 from onlinenorm.lazy import exports
 
-_EXPORTS = {
-    "load": "analysis.results",
-    "Results": "analysis.results",
-    "export": "analysis.parquet",
-    "findings": "analysis.questions",
-    "write_report": "analysis.report",
-    "charts": "analysis",
-    "tables": "analysis",
-    "frames": "analysis",
-    "questions": "analysis",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-__getattr__, __dir__ = exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "analysis.results": ["load", "Results"],
+        "analysis.parquet": ["export"],
+        "analysis.questions": ["findings"],
+        "analysis.report": ["write_report"],
+        "analysis": ["charts", "tables", "frames", "questions"],  # its submodules
+    },
+)

@@ -48,19 +48,9 @@ def variability(trials: pd.DataFrame) -> pd.DataFrame:
     diverged).
     """
     done = complete(trials).assign(diverged=lambda t: t["state"].eq("diverged"))
-    return (
-        done.groupby(["normalizer", "setting"])
-        .agg(
-            runs=("best_val_acc", "count"),
-            median=("best_val_acc", "median"),
-            min=("best_val_acc", "min"),
-            max=("best_val_acc", "max"),
-            mean=("best_val_acc", "mean"),
-            std=("best_val_acc", "std"),
-            diverged=("diverged", "sum"),
-        )
-        .reset_index()
-    )
+    settings = done.groupby(["normalizer", "setting"])
+    spread = settings["best_val_acc"].agg(["count", "median", "min", "max", "mean", "std"])
+    return spread.rename(columns={"count": "runs"}).assign(diverged=settings["diverged"].sum()).reset_index()
 
 
 def setting_medians(trials: pd.DataFrame) -> pd.DataFrame:

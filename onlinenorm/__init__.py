@@ -12,18 +12,11 @@ from __future__ import annotations
 
 from onlinenorm.lazy import exports
 
-_EXPORTS = {
-    "ECMS": "onlinenorm.layers",
-    "OnlineNorm1d": "onlinenorm.layers",
-    "OnlineNorm2d": "onlinenorm.layers",
-    "clamp_disabled": "onlinenorm.telemetry",
-    "clamp_fractions": "onlinenorm.telemetry",
-    "layer_scale": "onlinenorm.functional",
-    "online_norm": "onlinenorm.functional",
-    "reset_clamp_stats": "onlinenorm.telemetry",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-__getattr__, __dir__ = exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = exports(
+    __name__,
+    {
+        "onlinenorm.layers": ["ECMS", "OnlineNorm1d", "OnlineNorm2d"],
+        "onlinenorm.functional": ["layer_scale", "online_norm"],
+        "onlinenorm.telemetry": ["clamp_disabled", "clamp_fractions", "reset_clamp_stats"],
+    },
+)

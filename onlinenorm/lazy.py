@@ -9,24 +9,29 @@ import sys
 from collections.abc import Callable
 
 
-def exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
-    """The ``__getattr__`` and ``__dir__`` of ``package``.
+def exports(
+    package: str, modules: dict[str, list[str]]
+) -> tuple[list[str], Callable[[str], object], Callable[[], list[str]]]:
+    """The ``__all__``, ``__getattr__`` and ``__dir__`` of ``package``.
 
     Args:
         package: the package's ``__name__``.
-        names: public name -> the module defining it; a name mapped to
-            ``package`` itself is a submodule (``analysis.charts``).
+        modules: each module -> the public names it defines; the names
+            listed under ``package`` itself are its submodules
+            (``analysis.charts``).
 
     Returns:
-        ``(__getattr__, __dir__)``: a name is imported on first access, then
-        kept in the package's namespace.
+        ``(__all__, __getattr__, __dir__)``: ``__all__`` is every name,
+        sorted; a name is imported on first access, then kept in the
+        package's namespace.
     """
     namespace = sys.modules[package].__dict__
+    home = {name: module for module, names in modules.items() for name in names}
 
     def __getattr__(name: str) -> object:
-        if name not in names:
+        if name not in home:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        module = names[name]
+        module = home[name]
         if module == package:
             value = importlib.import_module(f"{package}.{name}")
         else:
@@ -35,6 +40,6 @@ def exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], object
         return value
 
     def __dir__() -> list[str]:
-        return sorted(set(namespace) | set(names))
+        return sorted(set(namespace) | set(home))
 
-    return __getattr__, __dir__
+    return sorted(home), __getattr__, __dir__

@@ -1,39 +1,22 @@
-"""``onlinenorm sweep``: run, resume and inspect sweeps (``run``, ``resume``, ``status``).
+"""Run a grid of training runs, described by a YAML sweep spec, as one Ray Tune experiment on an embedded Ray or a
+cluster; continue it after an interruption; count its trials by state. Needs the sweep extra: pip install
+'onlinenorm[sweep]'."""
 
-Only argparse is imported here; the spec checker, Ray and torch load inside
-the handlers. A bad spec is reported one problem per line (exit code 2)
-before anything starts or is written. ``run`` and ``resume`` exit 0 when every
-trial finished (a diverged trial counts as finished: divergence is a result)
-and 1 when some trial errored out of its retries or the sweep was stopped early.
-"""
+# ``onlinenorm sweep run|resume|status``. Only argparse is imported here; the spec checker, Ray and torch load inside
+# the handlers. A bad spec is reported one problem per line (exit code 2) before anything starts or is written. ``run``
+# and ``resume`` exit 0 when every trial finished (a diverged trial counts as finished: divergence is a result) and 1
+# when some trial errored out of its retries or the sweep was stopped early.
 
 from __future__ import annotations
 
 import argparse
 
-from onlinenorm.cli import add_command, add_command_group
-
-EXTRA_NOTE = "Needs the sweep extra: pip install 'onlinenorm[sweep]'."
+from onlinenorm.cli import add_command, command_group
 
 
-def register(subparsers) -> None:
-    actions = add_command_group(
-        subparsers,
-        "sweep",
-        help="grids of training runs on Ray Tune (run, resume, status)",
-        description="Run a grid of training runs, described by a YAML sweep spec, as one Ray Tune experiment on "
-        "an embedded Ray or a cluster; continue it after an interruption; count its trials by state. " + EXTRA_NOTE,
-    )
-
-    run = add_command(
-        actions,
-        "run",
-        run_command,
-        help="run every trial of a sweep spec",
-        description="Check SPEC_FILE (every problem reported, one per line, before anything "
-        "starts), then run its trials as a Ray Tune experiment in STORAGE/NAME. "
-        "`--dry-run` lists the trials without starting anything. " + EXTRA_NOTE,
-    )
+@command_group("sweep", help="grids of training runs on Ray Tune (run, resume, status)")
+def register(actions) -> None:
+    run = add_command(actions, "run", run_command)
     run.add_argument("spec", metavar="SPEC_FILE", help="sweep spec (YAML): name, training config, grid, scheduler")
     run.add_argument(
         "--storage",
@@ -62,16 +45,8 @@ def register(subparsers) -> None:
     )
     _add_ray_options(run)
 
-    resume = add_command(
-        actions,
-        "resume",
-        resume_command,
-        help="continue an interrupted sweep from its checkpoints",
-        description="Continue the interrupted sweep in EXPERIMENT_DIR, rebuilt from its saved "
-        "spec.yaml: finished trials are kept, unfinished ones go on from their "
-        "latest checkpoints. " + EXTRA_NOTE,
-    )
-    resume.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the sweep's experiment directory (or URI)")
+    resume = add_command(actions, "resume", resume_command)
+    _add_experiment_argument(resume)
     resume.add_argument(
         "--retry-errored",
         action="store_true",
@@ -79,16 +54,13 @@ def register(subparsers) -> None:
     )
     _add_ray_options(resume)
 
-    status = add_command(
-        actions,
-        "status",
-        status_command,
-        help="trial counts by state, read from the files (starts no Ray)",
-        description="Count the trials of the experiment in EXPERIMENT_DIR by state "
-        "(TERMINATED, DIVERGED, ERROR, RUNNING, PENDING, ...), read from its files; starts "
-        "no Ray and needs no extra (pyarrow, for a storage URI such as s3://...).",
-    )
-    status.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the sweep's experiment directory (or URI)")
+    status = add_command(actions, "status", status_command)
+    _add_experiment_argument(status)
+
+
+def _add_experiment_argument(command: argparse.ArgumentParser) -> None:
+    """The positional of the commands that read an experiment: its directory (or URI)."""
+    command.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the sweep's experiment directory (or URI)")
 
 
 def _add_ray_options(command: argparse.ArgumentParser) -> None:
@@ -123,6 +95,12 @@ def _output_level(args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    """Run every trial of a sweep spec.
+
+    Check SPEC_FILE (every problem reported, one per line, before anything starts), then run its trials as a Ray
+    Tune experiment in STORAGE/NAME. `--dry-run` lists the trials without starting anything. Needs the sweep extra:
+    pip install 'onlinenorm[sweep]'.
+    """
     from onlinenorm.cli import UsageError
     from sweeps.run import ExperimentError, run_sweep
 
@@ -141,6 +119,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def resume_command(args: argparse.Namespace) -> int:
+    """Continue an interrupted sweep from its checkpoints.
+
+    Continue the interrupted sweep in EXPERIMENT_DIR, rebuilt from its saved spec.yaml: finished trials are kept,
+    unfinished ones go on from their latest checkpoints. Needs the sweep extra: pip install 'onlinenorm[sweep]'.
+    """
     from onlinenorm.cli import UsageError
     from sweeps.run import ExperimentError, resume_sweep
     from sweeps.spec import SpecError
@@ -156,6 +139,11 @@ def resume_command(args: argparse.Namespace) -> int:
 
 
 def status_command(args: argparse.Namespace) -> int:
+    """Trial counts by state, read from the files (starts no Ray).
+
+    Count the trials of the experiment in EXPERIMENT_DIR by state (TERMINATED, DIVERGED, ERROR, RUNNING, PENDING,
+    ...), read from its files; starts no Ray and needs no extra (pyarrow, for a storage URI such as s3://...).
+    """
     from onlinenorm.cli import UsageError
     from sweeps.status import experiment_counts, format_counts
 

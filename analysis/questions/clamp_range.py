@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis.frames import DECAY_KEYS
 from analysis.questions.compare import Side, compare, describe
-from analysis.questions.rows import number, percent, unsupported
+from analysis.questions.rows import no_clamping_run, number, percent, unsupported
 from analysis.questions.runs import label
 from analysis.questions.stats import EQUIVALENT, INCONCLUSIVE, WORSE
 
@@ -27,15 +27,7 @@ def clamp_range(runs: pd.DataFrame, confidence: float, margin: float) -> list[di
     """Finding rows (kinds ``safe_range`` and ``clamp_limit``), two per decay-factor pair."""
     clamped = runs[runs["clamping"]].dropna(subset=["clamp_value", "best_val_acc"])
     if clamped.empty:
-        return [
-            unsupported(
-                "no complete clamping run",
-                "No safe clamp range",
-                kind="safe_range",
-                question=QUESTION_RANGE,
-                subject="clamping",
-            )
-        ]
+        return no_clamping_run("No safe clamp range", kind="safe_range", question=QUESTION_RANGE)
     keys = ["context"] + [k for k in DECAY_KEYS if k in clamped]
     pair = label(clamped, keys[1:])
     clamped = clamped.assign(pair=pair.where(clamped["context"].eq(""), clamped["context"] + ", " + pair))

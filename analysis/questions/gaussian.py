@@ -21,7 +21,7 @@ import pandas as pd
 
 from analysis.frames import KEYS, trial_positions
 from analysis.questions import stats
-from analysis.questions.rows import number, unsupported
+from analysis.questions.rows import no_clamping_run, number
 from analysis.questions.rows import runs as count
 from analysis.questions.stats import INCONCLUSIVE
 
@@ -33,15 +33,12 @@ def gaussian_tails(runs: pd.DataFrame, layers: pd.DataFrame, confidence: float) 
     """Finding rows: kind ``gaussian`` per clamp value, ``gaussian_depth`` per clamp value and depth."""
     clamped = runs[runs["clamping"]].dropna(subset=["clamp_value", "clamp_fraction_mean"])
     if clamped.empty:
-        return [
-            unsupported(
-                "no complete clamping run reported a clamp fraction",
-                "Cannot compare clamp fractions with the Gaussian prediction",
-                kind="gaussian",
-                question=QUESTION,
-                subject="clamping",
-            )
-        ]
+        return no_clamping_run(
+            "Cannot compare clamp fractions with the Gaussian prediction",
+            "no complete clamping run reported a clamp fraction",
+            kind="gaussian",
+            question=QUESTION,
+        )
     per_run = clamped[KEYS + ["clamp_value", "clamp_fraction_mean"]].assign(depth=-1, layer="")
     by_layer = _layer_means(layers, clamped)
     measured = pd.concat([per_run, by_layer], ignore_index=True)

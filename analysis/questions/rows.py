@@ -48,6 +48,12 @@ def unsupported(reason: str, cannot: str, **fields) -> dict:
     return fields | {"verdict": UNSUPPORTED, "reason": reason, "sentence": f"{cannot}: {reason}."}
 
 
+def no_clamping_run(cannot: str, reason: str = "no complete clamping run", **fields) -> list[dict]:
+    """The one row of a clamping question the experiment has no usable clamping run for: :func:`unsupported`
+    with ``fields`` (kind, question) and subject ``clamping``."""
+    return [unsupported(reason, cannot, **fields, subject="clamping")]
+
+
 def percent(value: float) -> str:
     return "n/a" if _missing(value) else f"{100 * value:.1f}%"
 

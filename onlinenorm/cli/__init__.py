@@ -1,7 +1,9 @@
 """The ``onlinenorm`` command: one entry point, one subcommand per job.
 
 Each subcommand is a module of this package and exposes
-``register(subparsers)``; those modules import only ``argparse`` at the top
+``register(subparsers)``; a command is described by its handler's docstring
+(see :func:`add_command`), a command group by its module's (see
+:func:`command_group`). Those modules import only ``argparse`` at the top
 and load torch, Ray or pandas inside their handlers, so ``onlinenorm --help``
 and the light subcommands start fast. ``sweeps`` and ``analysis`` are reached
 only through these lazy handlers: this dispatcher is the one place the three
@@ -48,19 +50,34 @@ class UsageError(Exception):
     """Bad user input: printed as one line, exit code 2."""
 
 
-def add_command(subparsers, name: str, func, *, help: str, description: str) -> argparse.ArgumentParser:
-    """Add the (sub)command ``name``, run as ``func(args)``, with its one-line ``help`` and paragraph
-    ``description``; returns its parser, to add its arguments to."""
-    parser = subparsers.add_parser(name, help=help, description=description)
+def add_command(subparsers, name: str, func) -> argparse.ArgumentParser:
+    """Add the (sub)command ``name``, run as ``func(args)`` and described by its docstring: the first paragraph
+    is its one-line help in its parent's list of commands (in argparse's style: first letter lower-cased, no
+    final period), the rest the paragraph of its own ``--help``. Returns its parser, to add its arguments to."""
+    summary, _, description = func.__doc__.partition("\n\n")
+    summary = " ".join(summary.split())
+    parser = subparsers.add_parser(
+        name, help=summary[0].lower() + summary[1:].removesuffix("."), description=description
+    )
     parser.set_defaults(func=func)
     return parser
 
 
-def add_command_group(subparsers, name: str, *, help: str, description: str, metavar: str = "ACTION"):
-    """Add the command ``name`` whose subcommands (``onlinenorm NAME ACTION``) are added with
-    :func:`add_command` to the subparsers it returns; the chosen one is ``args.<name>_<metavar lowercased>``."""
-    parser = subparsers.add_parser(name, help=help, description=description)
-    return parser.add_subparsers(dest=f"{name}_{metavar.lower()}", metavar=metavar, required=True)
+def command_group(name: str, *, help: str, metavar: str = "ACTION"):
+    """Turn ``register(actions)``, which adds the subcommands of the command ``name`` (``onlinenorm NAME ACTION``)
+    with :func:`add_command` to ``actions``, into the module's ``register(subparsers)``: the command, with its
+    one-line ``help`` and, as its ``--help`` paragraph, the module's docstring. The chosen subcommand is
+    ``args.<name>_<metavar lowercased>``."""
+
+    def decorate(add_actions):
+        def register(subparsers) -> None:
+            description = sys.modules[add_actions.__module__].__doc__
+            parser = subparsers.add_parser(name, help=help, description=description)
+            add_actions(parser.add_subparsers(dest=f"{name}_{metavar.lower()}", metavar=metavar, required=True))
+
+        return register
+
+    return decorate
 
 
 def _version() -> str:

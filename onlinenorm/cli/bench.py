@@ -1,11 +1,12 @@
-"""``onlinenorm bench``: speed figures measured side by side in one process."""
+"""Speed figures measured side by side in one process: candidates interleaved round by round in a shuffled order,
+reported as the median over rounds and as ratios to a baseline."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from onlinenorm.cli import add_command, add_command_group
+from onlinenorm.cli import add_command, command_group
 from onlinenorm.constants import KERNEL_CHOICES
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -28,26 +29,13 @@ def _dtypes(text: str) -> tuple[str, ...]:
     return dtypes
 
 
-def register(subparsers) -> None:
-    kinds = add_command_group(
-        subparsers,
-        "bench",
-        help="benchmarks: the layer and a training step against batch norm, sweep parallel efficiency, "
-        "the report's speed",
-        description="Speed figures measured side by side in one process: candidates interleaved round by round "
-        "in a shuffled order, reported as the median over rounds and as ratios to a baseline.",
-        metavar="KIND",
-    )
-    layer = add_command(
-        kinds,
-        "layer",
-        run_layer,
-        help="forward+backward of OnlineNorm2d (each ECM) vs BatchNorm2d and the per-sample loop",
-        description="Time forward + backward of one OnlineNorm2d layer per ECM and kernel choice against "
-        "BatchNorm2d and the per-sample float64 loop, on settled layers; print each candidate's time, "
-        "its ratio to batch norm, the bytes it saves for backward, and what each ECM adds to the C "
-        "kernels.",
-    )
+@command_group(
+    "bench",
+    help="benchmarks: the layer and a training step against batch norm, sweep parallel efficiency, the report's speed",
+    metavar="KIND",
+)
+def register(kinds) -> None:
+    layer = add_command(kinds, "layer", run_layer)
     layer.add_argument(
         "--shape",
         type=_shape,
@@ -102,15 +90,7 @@ def register(subparsers) -> None:
         help="clamp value c of the ac layers (default: the layer's, the paper's 5)",
     )
 
-    train = add_command(
-        kinds,
-        "train",
-        run_train,
-        help="training-step time of a model per normalizer, relative to batch norm",
-        description="Time whole training steps (forward, cross-entropy, backward, SGD step) of one model built "
-        "with each normalizer, interleaved in a shuffled order, and print each one's median and best "
-        "step time and its ratio to batch norm.",
-    )
+    train = add_command(kinds, "train", run_train)
     train.add_argument("--model", default="resnet20", metavar="NAME", help="model (default: %(default)s)")
     train.add_argument("--batch-size", type=int, default=128, metavar="N", help="batch size (default: %(default)s)")
     train.add_argument(
@@ -137,26 +117,10 @@ def register(subparsers) -> None:
     )
     train.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda or cuda:N (default: %(default)s)")
 
-    sweep = add_command(
-        kinds,
-        "sweep",
-        run_sweep,
-        help="the same tiny trials sequentially and as a Ray Tune sweep: parallel efficiency, start-up",
-        description="Run the same tiny trials once sequentially in this process and once as a Ray Tune sweep on "
-        "an embedded Ray, and print the sweep's start-up time, parallel efficiency and speed-up. "
-        "Needs the sweep extra: pip install 'onlinenorm[sweep]'.",
-    )
+    sweep = add_command(kinds, "sweep", run_sweep)
     sweep.add_argument("--cpus", type=int, default=None, metavar="N", help="CPUs of the embedded Ray (default: all)")
 
-    report = add_command(
-        kinds,
-        "report",
-        run_report,
-        help="the stages of `onlinenorm report` timed on a generated experiment (1,000 trials by default)",
-        description="Generate an experiment directory (or take --experiment), then time each stage of "
-        "`onlinenorm report` on it (load, findings, charts, tables, Parquet) and the whole report in a "
-        "fresh process, printing wall and CPU seconds per stage. Needs the analysis extra.",
-    )
+    report = add_command(kinds, "report", run_report)
     report.add_argument("--trials", type=int, default=1000, metavar="N", help="trials of the generated experiment")
     report.add_argument("--epochs", type=int, default=100, metavar="N", help="epochs per trial")
     report.add_argument(
@@ -191,6 +155,11 @@ def _set_up_machine(args) -> None:
 
 
 def run_train(args) -> int:
+    """Training-step time of a model per normalizer, relative to batch norm.
+
+    Time whole training steps (forward, cross-entropy, backward, SGD step) of one model built with each normalizer,
+    interleaved in a shuffled order, and print each one's median and best step time and its ratio to batch norm.
+    """
     import os
 
     from onlinenorm.cli import UsageError
@@ -224,6 +193,12 @@ def run_train(args) -> int:
 
 
 def run_sweep(args) -> int:
+    """The same tiny trials sequentially and as a Ray Tune sweep: parallel efficiency, start-up.
+
+    Run the same tiny trials once sequentially in this process and once as a Ray Tune sweep on an embedded Ray, and
+    print the sweep's start-up time, parallel efficiency and speed-up. Needs the sweep extra: pip install
+    'onlinenorm[sweep]'.
+    """
     from onlinenorm.cli import UsageError
 
     if args.cpus is not None and args.cpus < 1:
@@ -236,6 +211,12 @@ def run_sweep(args) -> int:
 
 
 def run_report(args) -> int:
+    """The stages of `onlinenorm report` timed on a generated experiment (1,000 trials by default).
+
+    Generate an experiment directory (or take --experiment), then time each stage of `onlinenorm report` on it
+    (load, findings, charts, tables, Parquet) and the whole report in a fresh process, printing wall and CPU seconds
+    per stage. Needs the analysis extra.
+    """
     import os
     import tempfile
     from pathlib import Path
@@ -278,6 +259,12 @@ def run_report(args) -> int:
 
 
 def run_layer(args) -> int:
+    """Forward+backward of OnlineNorm2d (each ECM) vs BatchNorm2d and the per-sample loop.
+
+    Time forward + backward of one OnlineNorm2d layer per ECM and kernel choice against BatchNorm2d and the
+    per-sample float64 loop, on settled layers; print each candidate's time, its ratio to batch norm, the bytes it
+    saves for backward, and what each ECM adds to the C kernels.
+    """
     import math
 
     import torch

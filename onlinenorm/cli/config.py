@@ -1,28 +1,16 @@
-"""``onlinenorm config show``: every training-config key, its default, a dataset recipe's value, the allowed values."""
+"""Inspect the training config that `onlinenorm train` and sweep specs take."""
 
 from __future__ import annotations
 
 import argparse
 
-from onlinenorm.cli import add_command, add_command_group
+from onlinenorm.cli import add_command, command_group
 from onlinenorm.constants import DATASETS
 
 
-def register(subparsers) -> None:
-    actions = add_command_group(
-        subparsers,
-        "config",
-        help="the training config: every key, its default and allowed values",
-        description="Inspect the training config that `onlinenorm train` and sweep specs take.",
-    )
-    show = add_command(
-        actions,
-        "show",
-        run_show,
-        help="list every config key with its default, the dataset recipe's value and the allowed values",
-        description="List every training-config key: its schema default (null: taken from the dataset's recipe), "
-        "the value a run on DATASET resolves it to, the allowed values and what it means.",
-    )
+@command_group("config", help="the training config: every key, its default and allowed values")
+def register(actions) -> None:
+    show = add_command(actions, "show", run_show)
     show.add_argument(
         "--dataset",
         choices=DATASETS,
@@ -50,6 +38,11 @@ def config_table(dataset: str) -> list[tuple[str, str, str, str, str]]:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    """List every config key with its default, the dataset recipe's value and the allowed values.
+
+    List every training-config key: its schema default (null: taken from the dataset's recipe), the value a run on
+    DATASET resolves it to, the allowed values and what it means.
+    """
     from onlinenorm.training.config import RECIPES
 
     rows = [("key", "default", args.dataset, "allowed", "meaning"), *config_table(args.dataset)]

@@ -1,32 +1,19 @@
-"""``onlinenorm data``: write synthetic datasets, fetch CIFAR, prepare caches."""
+"""Write synthetic datasets in the real file formats, fetch the official CIFAR archives, and load a dataset once to
+build its cache and check it before a run or a sweep."""
 
 from __future__ import annotations
 
 import argparse
 
-from onlinenorm.cli import add_command, add_command_group
+from onlinenorm.cli import add_command, command_group
 from onlinenorm.constants import DATASETS
 
 FORMATS = DATASETS  # every dataset format can be synthesized (onlinenorm.training.data.SYNTH_DEFAULTS; tested)
 
 
-def register(subparsers) -> None:
-    actions = add_command_group(
-        subparsers,
-        "data",
-        help="datasets: synthetic data, downloads, caches",
-        description="Write synthetic datasets in the real file formats, fetch the official CIFAR archives, "
-        "and load a dataset once to build its cache and check it before a run or a sweep.",
-    )
-
-    synth = add_command(
-        actions,
-        "synth",
-        run_synth,
-        help="write a synthetic dataset in a real file format",
-        description="Write a synthetic dataset with learnable class structure in one of the file layouts the "
-        "training runs read (CIFAR pickles, an ImageFolder tree or ImageNet .npz files).",
-    )
+@command_group("data", help="datasets: synthetic data, downloads, caches")
+def register(actions) -> None:
+    synth = add_command(actions, "synth", run_synth)
     synth.add_argument("--format", required=True, choices=FORMATS, help="file layout to write")
     synth.add_argument("--out", required=True, metavar="DIR", help="folder to write into (the dataset's data_dir)")
     synth.add_argument("--train", type=int, default=5000, metavar="N", help="training images (default 5000)")
@@ -37,31 +24,22 @@ def register(subparsers) -> None:
     )
     synth.add_argument("--image-size", type=int, metavar="N", help="image side in pixels (imagefolder, imagenet-npz)")
 
-    download = add_command(
-        actions,
-        "download",
-        run_download,
-        help="fetch and checksum-verify an official CIFAR archive",
-        description="Download an official CIFAR archive, verify its checksum and extract it into --out.",
-    )
+    download = add_command(actions, "download", run_download)
     download.add_argument("--dataset", required=True, choices=("cifar10", "cifar100"))
     download.add_argument("--out", required=True, metavar="DIR", help="folder to extract into (the dataset's data_dir)")
 
-    prepare = add_command(
-        actions,
-        "prepare",
-        run_prepare,
-        help="load a dataset once (builds the ImageFolder cache) and print a summary; "
-        "accepts the same data keys as a training config",
-        description="Load a dataset once, as a training run would (building the ImageFolder cache), and print "
-        "a summary. `onlinenorm config show` lists the data keys and their defaults.",
-    )
+    prepare = add_command(actions, "prepare", run_prepare)
     prepare.add_argument("--config", metavar="FILE", help="YAML/JSON training config whose data keys to use")
     prepare.add_argument("--dataset", metavar="NAME", help="dataset name (overrides the config)")
     prepare.add_argument("--data-dir", metavar="DIR", help="dataset folder (overrides the config)")
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    """Write a synthetic dataset in a real file format.
+
+    Write a synthetic dataset with learnable class structure in one of the file layouts the training runs read
+    (CIFAR pickles, an ImageFolder tree or ImageNet .npz files).
+    """
     from onlinenorm.cli import UsageError
     from onlinenorm.training.data import DatasetError, write_synthetic
 
@@ -84,6 +62,10 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
+    """Fetch and checksum-verify an official CIFAR archive.
+
+    Download an official CIFAR archive, verify its checksum and extract it into --out.
+    """
     from pathlib import Path
 
     from onlinenorm.cli import UsageError
@@ -99,6 +81,12 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    """Load a dataset once (builds the ImageFolder cache) and print a summary; accepts the same data keys as a training
+    config.
+
+    Load a dataset once, as a training run would (building the ImageFolder cache), and print a summary. `onlinenorm
+    config show` lists the data keys and their defaults.
+    """
     from onlinenorm.cli import UsageError
     from onlinenorm.cli.train import read_config
     from onlinenorm.training.data import DatasetError

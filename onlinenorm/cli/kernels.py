@@ -1,26 +1,14 @@
-"""``onlinenorm kernels build``: build the layer's C kernels into their cache folder ahead of use."""
+"""The layer builds its C kernels on first use and caches them; build them ahead of time, for example in an image whose
+later stages have no compiler."""
 
 from __future__ import annotations
 
-from onlinenorm.cli import add_command, add_command_group
+from onlinenorm.cli import add_command, command_group
 
 
-def register(subparsers) -> None:
-    actions = add_command_group(
-        subparsers,
-        "kernels",
-        help="the layer's C kernels: build them ahead of use",
-        description="The layer builds its C kernels on first use and caches them; build them ahead of time, "
-        "for example in an image whose later stages have no compiler.",
-    )
-    build = add_command(
-        actions,
-        "build",
-        run_build,
-        help="build the C kernels into ONLINENORM_CACHE_DIR (else ~/.cache/onlinenorm); print the path",
-        description="Compile the C kernels for this machine (or, with --portable, for any x86-64-v3 CPU) into "
-        "ONLINENORM_CACHE_DIR, else ~/.cache/onlinenorm, and print the library's path.",
-    )
+@command_group("kernels", help="the layer's C kernels: build them ahead of use")
+def register(actions) -> None:
+    build = add_command(actions, "build", run_build)
     build.add_argument(
         "--portable",
         action="store_true",
@@ -30,6 +18,11 @@ def register(subparsers) -> None:
 
 
 def run_build(args) -> int:
+    """Build the C kernels into ONLINENORM_CACHE_DIR (else ~/.cache/onlinenorm); print the path.
+
+    Compile the C kernels for this machine (or, with --portable, for any x86-64-v3 CPU) into ONLINENORM_CACHE_DIR,
+    else ~/.cache/onlinenorm, and print the library's path.
+    """
     from onlinenorm.cli import UsageError
     from onlinenorm.kernels import native
 

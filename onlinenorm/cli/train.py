@@ -44,15 +44,7 @@ SUMMARY_METRICS = tuple(k for k in METRICS if k not in ("epoch", "lr", "diverged
 
 
 def register(subparsers) -> None:
-    train = add_command(
-        subparsers,
-        "train",
-        run_train,
-        help="one training run (writes metrics.jsonl and checkpoints)",
-        description="Train one model. Values come from --config, then flags, then --set; unset keys take the "
-        "dataset's published recipe. `onlinenorm config show --dataset NAME` lists every key, its default, "
-        "the recipe's value and the allowed values.",
-    )
+    train = add_command(subparsers, "train", run_train)
     train.add_argument(
         "--config",
         metavar="FILE",
@@ -117,6 +109,12 @@ def _latest_checkpoint(out):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """One training run (writes metrics.jsonl and checkpoints).
+
+    Train one model. Values come from --config, then flags, then --set; unset keys take the dataset's published
+    recipe. `onlinenorm config show --dataset NAME` lists every key, its default, the recipe's value and the allowed
+    values.
+    """
     import json
     from pathlib import Path
 

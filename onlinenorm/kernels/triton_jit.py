@@ -26,21 +26,39 @@ def _clamp_outside(y, clamp_value):
 
 @triton.jit
 def _load_f64(ptr, at, live):
+    """``ptr[at]`` in float64, 0 where not ``live``."""
     return tl.load(ptr + at, mask=live, other=0.0).to(tl.float64)
+
+
+@triton.jit
+def _channel_block(first, channels, BLOCK_C: tl.constexpr):
+    """Channels ``first`` to ``first + BLOCK_C - 1``, and which of them exist (``< channels``)."""
+    ch = first + tl.arange(0, BLOCK_C)
+    return ch, ch < channels
+
+
+@triton.jit
+def _sample_moments(mean_ptr, s2_ptr, mu_prev_ptr, at, live):
+    """The forward's statistics of the rows at ``at``, in float64: ``mu_prev`` (the state before the sample),
+    ``dev = mean - mu_prev`` and ``s2``."""
+    mu_prev = _load_f64(mu_prev_ptr, at, live)
+    return mu_prev, _load_f64(mean_ptr, at, live) - mu_prev, _load_f64(s2_ptr, at, live)
 
 
 @triton.jit
 def _affine(weight_ptr, bias_ptr, ch, live, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):
     """``gamma``, ``beta`` of channels ``ch`` in float64 (1 and 0 without the affine)."""
     gamma = tl.load(weight_ptr + ch, mask=live, other=1.0).to(tl.float64) if HAS_WEIGHT else 1.0
-    beta = tl.load(bias_ptr + ch, mask=live, other=0.0).to(tl.float64) if HAS_BIAS else 0.0
+    beta = _load_f64(bias_ptr, ch, live) if HAS_BIAS else 0.0
     return gamma, beta
 
 
 @triton.jit
-def _row_start(scale_ptr, shift_ptr, row, m):
-    """Where ``row``'s ``m`` activations start, and its ``scale`` and ``shift`` (``y' = scale x + shift``)."""
-    return row.to(tl.int64) * m, tl.load(scale_ptr + row), tl.load(shift_ptr + row)
+def _program_row(scale_ptr, shift_ptr, m):
+    """This program's row (one program per row), where its ``m`` activations start, and its ``scale`` and
+    ``shift`` (``y' = scale x + shift``)."""
+    row = tl.program_id(0)
+    return row, row.to(tl.int64) * m, tl.load(scale_ptr + row), tl.load(shift_ptr + row)
 
 
 @triton.jit
@@ -87,15 +105,13 @@ def forward_scan(
     """(2) ``mu_t``, ``var_t`` over the samples in order, this program's channels side by side; each sample's
     scale and shift from the state before it. Advances ``mu``, ``var`` in place."""
     pid = tl.program_id(0)
-    ch = pid * BLOCK_C + tl.arange(0, BLOCK_C)
-    live = ch < channels
-    mu = tl.load(mu_ptr + ch, mask=live, other=0.0).to(tl.float64)
+    ch, live = _channel_block(pid * BLOCK_C, channels, BLOCK_C)
+    mu = _load_f64(mu_ptr, ch, live)
     var = tl.load(var_ptr + ch, mask=live, other=1.0).to(tl.float64)
     gamma, beta = _affine(weight_ptr, bias_ptr, ch, live, HAS_WEIGHT, HAS_BIAS)
     for t in range(0, n):
         at = t * channels + ch
-        mean = tl.load(mean_ptr + at, mask=live, other=0.0).to(tl.float64)
-        s2 = tl.load(s2_ptr + at, mask=live, other=0.0).to(tl.float64)
+        mean, s2 = _load_f64(mean_ptr, at, live), _load_f64(s2_ptr, at, live)
         invstd = 1.0 / tl.sqrt(var + eps)
         dev = mean - mu
         tl.store(mu_prev_ptr + at, mu.to(tl.float32), mask=live)
@@ -129,16 +145,12 @@ def forward_layer_scale(
     t = tl.program_id(0)
     total = tl.zeros([BLOCK_C], dtype=tl.float64)
     for c0 in range(0, channels, BLOCK_C):
-        ch = c0 + tl.arange(0, BLOCK_C)
-        live = ch < channels
+        ch, live = _channel_block(c0, channels, BLOCK_C)
         at = t * channels + ch
-        scale = tl.load(scale_ptr + at, mask=live, other=0.0).to(tl.float64)
-        beta = tl.load(bias_ptr + ch, mask=live, other=0.0).to(tl.float64) if HAS_BIAS else 0.0
-        dev = tl.load(mean_ptr + at, mask=live, other=0.0).to(tl.float64) - tl.load(
-            mu_prev_ptr + at, mask=live, other=0.0
-        )
+        scale = _load_f64(scale_ptr, at, live)
+        beta = _load_f64(bias_ptr, ch, live) if HAS_BIAS else 0.0
+        _, dev, s2 = _sample_moments(mean_ptr, s2_ptr, mu_prev_ptr, at, live)
         mean_y = scale * dev + beta
-        s2 = tl.load(s2_ptr + at, mask=live, other=0.0).to(tl.float64)
         total += tl.where(live, scale * scale * s2 + mean_y * mean_y, 0.0)
     r = 1.0 / tl.sqrt(tl.sum(total, axis=0) / channels + ls_eps)
     tl.store(ls_scale_ptr + t, r.to(tl.float32))
@@ -163,8 +175,7 @@ def forward_output(
 ):
     """(3) ``z = r (scale x + shift)`` (``r = 1`` without layer scaling); with clamping, clamped, counted and
     each row flagged if anything in it was clamped."""
-    row = tl.program_id(0)
-    base, scale, shift = _row_start(scale_ptr, shift_ptr, row, m)
+    row, base, scale, shift = _program_row(scale_ptr, shift_ptr, m)
     if LAYER_SCALING:
         r = tl.load(ls_scale_ptr + row // channels)
         scale = scale * r
@@ -239,8 +250,7 @@ def backward_row_sums(
     BLOCK: tl.constexpr,
 ):
     """(1) Per row, ``g'`` the gradient at ``y'`` (zero where clamped): ``sum(g')`` and ``sum(g' y)``."""
-    row = tl.program_id(0)
-    base, scale, shift = _row_start(scale_ptr, shift_ptr, row, m)
+    row, base, scale, shift = _program_row(scale_ptr, shift_ptr, m)
     mu_prev = tl.load(mu_prev_ptr + row)
     if _row_flagged(clamped_ptr, row, CLAMP):
         sum_g, sum_gx = _row_grad_sums(
@@ -278,8 +288,7 @@ def backward_layer_scale(
     t = tl.program_id(0)
     total = tl.zeros([BLOCK_C], dtype=tl.float64)
     for c0 in range(0, channels, BLOCK_C):
-        ch = c0 + tl.arange(0, BLOCK_C)
-        live = ch < channels
+        ch, live = _channel_block(c0, channels, BLOCK_C)
         at = t * channels + ch
         gamma, beta = _affine(weight_ptr, bias_ptr, ch, live, HAS_WEIGHT, HAS_BIAS)
         sum_gy, sum_g = _load_f64(row_sum_grad_y_ptr, at, live), _load_f64(row_sum_grad_ptr, at, live)
@@ -288,15 +297,11 @@ def backward_layer_scale(
     r3k = r * r * r * tl.sum(total, axis=0) / (channels * m)
     tl.store(r3k_ptr + t, r3k)
     for c0 in range(0, channels, BLOCK_C):
-        ch = c0 + tl.arange(0, BLOCK_C)
-        live = ch < channels
+        ch, live = _channel_block(c0, channels, BLOCK_C)
         at = t * channels + ch
         gamma, beta = _affine(weight_ptr, bias_ptr, ch, live, HAS_WEIGHT, HAS_BIAS)
-        invstd = tl.load(invstd_ptr + at, mask=live, other=0.0).to(tl.float64)
-        dev = tl.load(mean_ptr + at, mask=live, other=0.0).to(tl.float64) - tl.load(
-            mu_prev_ptr + at, mask=live, other=0.0
-        )
-        s2 = tl.load(s2_ptr + at, mask=live, other=0.0).to(tl.float64)
+        invstd = _load_f64(invstd_ptr, at, live)
+        _, dev, s2 = _sample_moments(mean_ptr, s2_ptr, mu_prev_ptr, at, live)
         sum_y = m * dev * invstd
         sum_y_sq = m * (s2 + dev * dev) * invstd * invstd
         sum_gy, sum_g = _load_f64(row_sum_grad_y_ptr, at, live), _load_f64(row_sum_grad_ptr, at, live)
@@ -340,20 +345,16 @@ def backward_scan(
     over the samples in order; each row's ``dx = grad_coef g' + x_coef x + constant`` from the state before the
     sample. Advances ``u``, ``v`` in place; the weight and bias gradients are the sums over the samples."""
     pid = tl.program_id(0)
-    ch = pid * BLOCK_C + tl.arange(0, BLOCK_C)
-    live = ch < channels
+    ch, live = _channel_block(pid * BLOCK_C, channels, BLOCK_C)
     leak = 1.0 - alpha
-    u = tl.load(u_ptr + ch, mask=live, other=0.0).to(tl.float64)
-    v = tl.load(v_ptr + ch, mask=live, other=0.0).to(tl.float64)
+    u, v = _load_f64(u_ptr, ch, live), _load_f64(v_ptr, ch, live)
     gamma, beta = _affine(weight_ptr, bias_ptr, ch, live, HAS_WEIGHT, HAS_BIAS)
     grad_weight = tl.zeros([BLOCK_C], dtype=tl.float64)
     grad_bias = tl.zeros([BLOCK_C], dtype=tl.float64)
     for t in range(0, n):
         at = t * channels + ch
-        invstd = tl.load(invstd_ptr + at, mask=live, other=0.0).to(tl.float64)
-        mu_prev = tl.load(mu_prev_ptr + at, mask=live, other=0.0).to(tl.float64)
-        dev = tl.load(mean_ptr + at, mask=live, other=0.0).to(tl.float64) - mu_prev
-        s2 = tl.load(s2_ptr + at, mask=live, other=0.0).to(tl.float64)
+        invstd = _load_f64(invstd_ptr, at, live)
+        mu_prev, dev, s2 = _sample_moments(mean_ptr, s2_ptr, mu_prev_ptr, at, live)
         mean_y_sq = (s2 + dev * dev) * invstd * invstd
         if LAYER_SCALING:
             r = tl.load(ls_scale_ptr + t).to(tl.float64)
@@ -365,8 +366,7 @@ def backward_scan(
         tl.store(grad_coef_ptr + at, (gamma * r * invstd).to(tl.float32), mask=live)
         tl.store(x_coef_ptr + at, slope.to(tl.float32), mask=live)
         tl.store(constant_ptr + at, (-slope * mu_prev - gamma * k * beta * invstd - leak * u).to(tl.float32), mask=live)
-        sum_g = tl.load(row_sum_grad_ptr + at, mask=live, other=0.0).to(tl.float64)
-        sum_gy = tl.load(row_sum_grad_y_ptr + at, mask=live, other=0.0).to(tl.float64)
+        sum_gy, sum_g = _load_f64(row_sum_grad_y_ptr, at, live), _load_f64(row_sum_grad_ptr, at, live)
         u = alpha * u + (gamma * sum_g / m - leak * v * dev * invstd) * invstd
         v = (1.0 - leak * mean_y_sq) * v + gamma * sum_gy / m
         grad_weight += sum_gy
@@ -406,8 +406,7 @@ def backward_grad_x(
     BLOCK: tl.constexpr,
 ):
     """(3) The input gradient, row by row."""
-    row = tl.program_id(0)
-    base, scale, shift = _row_start(scale_ptr, shift_ptr, row, m)
+    row, base, scale, shift = _program_row(scale_ptr, shift_ptr, m)
     a = tl.load(grad_coef_ptr + row)
     b = tl.load(x_coef_ptr + row)
     k = tl.load(constant_ptr + row)

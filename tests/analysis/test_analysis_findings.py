@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import fake_experiment as fx
 import pandas as pd
@@ -13,6 +15,7 @@ import analysis
 
 C3, C2, C1, C5, C8 = (f"OnlineNorm (Activation Clamping), clamp_value={c}" for c in ("3.0", "2.0", "1.0", "5.0", "8.0"))
 BATCH, LAYER_SCALING = "BatchNorm", "OnlineNorm (Layer Scaling)"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +40,17 @@ def baseline(found, subject, against=BATCH, metric="best_val_acc") -> pd.Series:
     return one(found, kind="baseline", subject=subject, against=against, metric=metric)
 
 
+def readme_findings_columns() -> list[str]:
+    """The findings frame's leading columns in the order the README's Analysis section names them
+    ("a tidy frame, one row per finding, with `kind`, `question`, ... and `reason` (...).")."""
+    sentence = re.search(r"one row per finding,\s+with (.*?)\. The questions", README.read_text(), flags=re.S)
+    assert sentence, "README.md no longer lists the findings columns after 'one row per finding, with'"
+    return re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", sentence.group(1)))
+
+
 def test_every_row_has_a_question_a_verdict_and_a_sentence(found):
-    assert list(found.columns[:11]) == [
-        "kind",
-        "question",
-        "subject",
-        "against",
-        "metric",
-        "estimate",
-        "ci_low",
-        "ci_high",
-        "n_runs",
-        "verdict",
-        "sentence",
-    ]
+    documented = readme_findings_columns()
+    assert list(found.columns[: len(documented)]) == documented
     assert found[["question", "subject", "verdict", "sentence"]].notna().all().all()
     assert found["kind"].drop_duplicates().tolist() == [
         "stopped",
