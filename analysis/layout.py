@@ -254,7 +254,7 @@ def _progress_rows(path: Path, schema: pa.Schema, count: int, edges: list[dict])
         return None
     for row, edge in zip(rows, edges, strict=True):
         cells = dict(zip(names, row, strict=False))
-        if any(cells.get(name) != _as_written(edge.get(name)) for name in schema.names):
+        if [cells.get(name) for name in schema.names] != [_as_written(edge.get(name)) for name in schema.names]:
             return None
     try:
         return pa_csv.read_csv(

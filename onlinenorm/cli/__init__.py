@@ -54,10 +54,10 @@ def add_command(subparsers, name: str, func) -> argparse.ArgumentParser:
     """Add the (sub)command ``name``, run as ``func(args)`` and described by its docstring: the first paragraph
     is its one-line help in its parent's list of commands (in argparse's style: first letter lower-cased, no
     final period), the rest the paragraph of its own ``--help``. Returns its parser, to add its arguments to."""
-    summary, _, description = func.__doc__.partition("\n\n")
+    summary, _, description = (func.__doc__ or "").partition("\n\n")  # no docstrings under python -OO
     summary = " ".join(summary.split())
     parser = subparsers.add_parser(
-        name, help=summary[0].lower() + summary[1:].removesuffix("."), description=description
+        name, help=summary[:1].lower() + summary[1:].removesuffix(".") or None, description=description or None
     )
     parser.set_defaults(func=func)
     return parser
