@@ -38,6 +38,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -87,8 +88,11 @@ def build(raw: list[tuple[str, RawTrial]]) -> tuple[pd.DataFrame, pd.DataFrame, 
     wide = _wide_rows(raw)
     layer_columns = [c for c in wide.columns if c.startswith(LAYER_PREFIX)]
     epochs = wide.drop(columns=layer_columns + [c for c in wide.columns if c in SKIPPED_COLUMNS])
-    layers = _layers(wide, layer_columns, raw)
-    return _trials(raw, epochs), epochs, layers
+    # Arrow and numpy build the layers frame mostly without the GIL: beside the trials frame, in a thread.
+    with ThreadPoolExecutor(1) as pool:
+        layers = pool.submit(_layers, wide, layer_columns, raw)
+        trials = _trials(raw, epochs)
+        return trials, epochs, layers.result()
 
 
 def config_columns(trials: pd.DataFrame) -> list[str]:
