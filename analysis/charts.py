@@ -17,6 +17,7 @@ scale) when it is sampled (named under ``space:`` in the spec, or more than
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import multiprocessing
 import re
@@ -349,7 +350,11 @@ def saving(results: Results, out_dir: Path, workers: int = 1) -> Iterator[Callab
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             order = sorted(CHARTS, key=lambda name: name not in COSTLIEST)  # the slowest two start first
-            pending = {name: pool.submit(_save_forked, name, out_dir) for name in order}
+            gc.freeze()  # the workers fork at the first submit: their collections skip what they inherit
+            try:
+                pending = {name: pool.submit(_save_forked, name, out_dir) for name in order}
+            finally:
+                gc.unfreeze()
             yield lambda: {name: pending[name].result() for name in CHARTS}
     finally:
         _FORKED_RESULTS = None
