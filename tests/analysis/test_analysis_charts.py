@@ -58,6 +58,19 @@ def test_charts_drawn_in_two_processes_match_one_process(one_pair, tmp_path):
         assert forked[name][0].read_bytes() == serial[name][0].read_bytes(), name
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("frames", ["results", "one_pair", "sampled"])
+def test_charts_are_cropped_as_savefig_tight_crops_them(frames, request, tmp_path):
+    """The report measures each chart's tight box without savefig's extra draw: the same pixels."""
+    results = request.getfixturevalue(frames)
+    for name, chart in charts.CHARTS.items():
+        figure = chart(results)  # measured first, before anything has drawn it
+        figure.savefig(tmp_path / "measured.png", dpi=charts.DPI, bbox_inches=charts.tight_bbox(figure))
+        figure.savefig(tmp_path / "tight.png", dpi=charts.DPI, bbox_inches="tight")
+        plt.close(figure)
+        assert (tmp_path / "measured.png").read_bytes() == (tmp_path / "tight.png").read_bytes(), name
+
+
 @pytest.mark.parametrize("name", list(charts.CHARTS))
 def test_chart_has_title_and_axis_labels(results, name):
     figure = charts.CHARTS[name](results)
