@@ -252,6 +252,8 @@ def _progress_rows(path: Path, schema: pa.Schema, count: int, edges: list[dict])
         names, *rows = csv.reader(line.decode() for line in (header, first, data.rstrip().rpartition(b"\n")[2]))
     except (UnicodeDecodeError, csv.Error, ValueError):
         return None
+    if len(rows) != len(edges):  # a quoted cell spanning lines: not a row a line
+        return None
     for row, edge in zip(rows, edges, strict=True):
         cells = dict(zip(names, row, strict=False))
         if [cells.get(name) for name in schema.names] != [_as_written(edge.get(name)) for name in schema.names]:

@@ -222,6 +222,7 @@ def _without_column(lines, name="val_acc_unclamped"):
         pytest.param(lambda lines: lines[:-1], id="a-row-missing"),
         pytest.param(_without_column, id="a-column-missing"),
         pytest.param(lambda lines: lines[:2] + ["not,a,row"] + lines[3:], id="a-row-unlike-its-json-line"),
+        pytest.param(lambda lines: [lines[0], '"a cell over', 'two lines"', *lines[3:]], id="a-cell-over-lines"),
     ],
 )
 def test_a_progress_csv_unlike_result_json_is_not_read(tmp_path, disagreement):
