@@ -191,6 +191,25 @@ def kill_process_tree(pid: int) -> None:
     psutil.wait_procs(family, timeout=30)
 
 
+def storage_quiet(experiment: Path, quiet_s: float = 0.3) -> bool:
+    """No state or result file of ``experiment`` changed for ``quiet_s``. Ray copies the driver's logs and its
+    experiment state into storage file by file; a driver killed in the middle of a copy can leave a state that
+    names a checkpoint whose result rows were not copied yet (the rows since the previous copy are then
+    lost, a limitation of Ray). Polling storage sees a copy as it happens, so the kill waits for it to end."""
+
+    def snapshot() -> dict:
+        files = {}
+        for path in [*experiment.glob("experiment_state-*.json"), *experiment.glob("*/result.json")]:
+            with contextlib.suppress(FileNotFoundError):
+                stat = path.stat()
+                files[path] = (stat.st_size, stat.st_mtime_ns)
+        return files
+
+    first = snapshot()
+    time.sleep(quiet_s)
+    return snapshot() == first
+
+
 def start_sweep_driver(spec: Path, storage: Path) -> subprocess.Popen:
     """``onlinenorm sweep run SPEC --storage STORAGE`` as a process of its own (a driver to kill), output discarded."""
     return subprocess.Popen(
@@ -212,6 +231,7 @@ def test_resume_after_the_driver_is_killed_runs_the_grid_exactly_once(tmp_path):
             return any(c == epochs for c in counts) and any(2 <= c < epochs for c in counts) and counts
 
         wait_for(some_done_some_midway, "a finished trial and one at least 2 epochs in")
+        wait_for(lambda: storage_quiet(experiment), "a moment between two of Ray's copies into storage")
     finally:
         kill_process_tree(driver.pid)
     before = trials_on_disk(experiment)
