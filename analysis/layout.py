@@ -156,7 +156,7 @@ def _read_trial(directory: Path, meta: dict | None, warnings: list[str]) -> RawT
     lines = _complete_lines(results, warnings) if results.exists() else b""
     edges = _first_and_last(lines)
     schema = _schema(edges) if edges else None
-    rows = _progress_rows(directory / PROGRESS_FILE, schema, lines.count(b"\n"), edges) if schema else None
+    rows = _progress_rows(directory / PROGRESS_FILE, schema, lines, edges) if schema else None
     rows_file = RESULT_FILE if rows is None else PROGRESS_FILE
     if rows is None:
         rows = _parse_rows(lines, schema, results, warnings)
@@ -231,12 +231,12 @@ def _parse_rows(lines: bytes, schema: pa.Schema | None, path: Path, warnings: li
     return pa.table({k: _column([row.get(k) for row in rows]) for k in columns})
 
 
-def _progress_rows(path: Path, schema: pa.Schema, count: int, edges: list[dict]) -> pa.Table | None:
-    """The ``count`` result rows read from Ray's ``progress.csv`` with ``schema``'s
-    column types, or None where that file is missing or does not hold the same
-    rows: another number of complete lines, or a first or last row unlike
-    ``edges`` (result.json's first and last line) or lacking a column of
-    ``schema``. Ray writes both files from the same dict, a CSV cell as
+def _progress_rows(path: Path, schema: pa.Schema, lines: bytes, edges: list[dict]) -> pa.Table | None:
+    """The rows of ``lines`` (result.json's complete lines) read from Ray's
+    ``progress.csv`` with ``schema``'s column types, or None where that file
+    is missing or does not hold the same rows: another number of complete
+    lines, or a first or last row unlike ``edges`` (the first and last of
+    ``lines``) or lacking a column of ``schema``. Ray writes both files from the same dict, a CSV cell as
     ``str(value)``, so the rows are compared as text. A trial that Ray resumed
     appends its rows in its new first row's column order under the old header:
     its last row is where a shifted column shows."""
@@ -245,7 +245,7 @@ def _progress_rows(path: Path, schema: pa.Schema, count: int, edges: list[dict])
     except OSError:
         return None
     data = data[: data.rfind(b"\n") + 1]  # complete lines only, like result.json's
-    if data.count(b"\n") != count + 1:
+    if data.count(b"\n") != lines.count(b"\n") + 1:  # result.json is counted only where a progress.csv exists
         return None
     header, first, _ = data.split(b"\n", 2)
     try:
