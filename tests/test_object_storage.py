@@ -13,6 +13,7 @@ into it but the sweep.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -179,10 +180,10 @@ def bucket_sweep(bucket) -> Iterator[dict]:
     )
     workers = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
     kill: dict = {}
-    victim = []  # the worker node to remove: one the driver is not attached to
 
-    def kill_a_worker_mid_trial():
-        """Once both trials have checkpointed at least twice in the bucket and neither has finished."""
+    def kill_a_worker_mid_trial(victim):
+        """Once both trials have checkpointed at least twice in the bucket and neither has finished: removes
+        ``victim``, a worker node."""
         latest: dict[str, int] = {}
         for path in listing(bucket["experiment"]):
             if match := CHECKPOINT.match(path):
@@ -190,7 +191,7 @@ def bucket_sweep(bucket) -> Iterator[dict]:
         if len(latest) < 2 or not all(1 <= index < EPOCHS - 2 for index in latest.values()):
             return None
         kill["checkpoints"] = latest
-        cluster.remove_node(victim[0], allow_graceful=False)  # the other worker runs the rest
+        cluster.remove_node(victim, allow_graceful=False)  # the other worker runs the rest
         return kill
 
     try:
@@ -198,8 +199,10 @@ def bucket_sweep(bucket) -> Iterator[dict]:
         # Ray 2.41 (the floor) attaches a driver to any raylet on its host, where later Rays prefer the head: on this
         # one-host cluster it may sit on a worker node, and removing that node would end the driver.
         driver_node = ray.get_runtime_context().get_node_id()
-        victim.append(next(worker for worker in workers if worker.node_id != driver_node))
-        killer = threading.Thread(target=wait_for, args=(kill_a_worker_mid_trial, "both trials half-way"))
+        victim = next(worker for worker in workers if worker.node_id != driver_node)
+        killer = threading.Thread(
+            target=wait_for, args=(functools.partial(kill_a_worker_mid_trial, victim), "both trials half-way")
+        )
         killer.start()
         try:
             outcome = run_sweep(spec, storage=bucket["storage"], verbose=0)
