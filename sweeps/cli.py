@@ -1,6 +1,5 @@
 """Run a grid of training runs, described by a YAML sweep spec, as one Ray Tune experiment on an embedded Ray or a
-cluster; continue it after an interruption; count its trials by state. Needs the sweep extra: pip install
-'onlinenorm[sweep]'."""
+cluster; continue it after an interruption; count its trials by state."""
 
 # ``onlinenorm sweep run|resume|status``. Only argparse is imported here; the spec checker, Ray and torch load inside
 # the handlers. A bad spec is reported one problem per line (exit code 2) before anything starts or is written. ``run``
@@ -14,9 +13,9 @@ import argparse
 from onlinenorm.cli import add_command, command_group
 
 
-@command_group("sweep", help="grids of training runs on Ray Tune (run, resume, status)")
+@command_group("sweep", help="grids of training runs on Ray Tune (run, resume, status)", extra="sweep")
 def register(actions) -> None:
-    run = add_command(actions, "run", run_command)
+    run = add_command(actions, "run", run_command, extra="sweep")
     run.add_argument("spec", metavar="SPEC_FILE", help="sweep spec (YAML): name, training config, grid, scheduler")
     run.add_argument(
         "--storage",
@@ -45,7 +44,7 @@ def register(actions) -> None:
     )
     _add_ray_options(run)
 
-    resume = add_command(actions, "resume", resume_command)
+    resume = add_command(actions, "resume", resume_command, extra="sweep")
     _add_experiment_argument(resume)
     resume.add_argument(
         "--retry-errored",
@@ -98,8 +97,7 @@ def run_command(args: argparse.Namespace) -> int:
     """Run every trial of a sweep spec.
 
     Check SPEC_FILE (every problem reported, one per line, before anything starts), then run its trials as a Ray
-    Tune experiment in STORAGE/NAME. `--dry-run` lists the trials without starting anything. Needs the sweep extra:
-    pip install 'onlinenorm[sweep]'.
+    Tune experiment in STORAGE/NAME. `--dry-run` lists the trials without starting anything.
     """
     from onlinenorm.cli import UsageError
     from sweeps.run import ExperimentError, run_sweep
@@ -122,7 +120,7 @@ def resume_command(args: argparse.Namespace) -> int:
     """Continue an interrupted sweep from its checkpoints.
 
     Continue the interrupted sweep in EXPERIMENT_DIR, rebuilt from its saved spec.yaml: finished trials are kept,
-    unfinished ones go on from their latest checkpoints. Needs the sweep extra: pip install 'onlinenorm[sweep]'.
+    unfinished ones go on from their latest checkpoints.
     """
     from onlinenorm.cli import UsageError
     from sweeps.run import ExperimentError, resume_sweep

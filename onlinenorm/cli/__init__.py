@@ -50,34 +50,43 @@ class UsageError(Exception):
     """Bad user input: printed as one line, exit code 2."""
 
 
-def add_command(subparsers, name: str, func) -> argparse.ArgumentParser:
+def add_command(subparsers, name: str, func, *, extra: str | None = None) -> argparse.ArgumentParser:
     """Add the (sub)command ``name``, run as ``func(args)`` and described by its docstring: the first paragraph
     is its one-line help in its parent's list of commands (in argparse's style: first letter lower-cased, no
-    final period), the rest the paragraph of its own ``--help``. Returns its parser, to add its arguments to."""
+    final period), the rest the paragraph of its own ``--help``, which ends by naming the optional ``extra`` it
+    needs. Returns its parser, to add its arguments to."""
     summary, _, description = (func.__doc__ or "").partition("\n\n")  # no docstrings under python -OO
     summary = " ".join(summary.split())
     parser = subparsers.add_parser(
-        name, help=summary[:1].lower() + summary[1:].removesuffix(".") or None, description=description or None
+        name,
+        help=summary[:1].lower() + summary[1:].removesuffix(".") or None,
+        description=_with_extra(description, extra) or None,
     )
     parser.set_defaults(func=func)
     return parser
 
 
-def command_group(name: str, *, help: str, metavar: str = "ACTION"):
+def command_group(name: str, *, help: str, metavar: str = "ACTION", extra: str | None = None):
     """Turn ``register(actions)``, which adds the subcommands of the command ``name`` (``onlinenorm NAME ACTION``)
     with :func:`add_command` to ``actions``, into the module's ``register(subparsers)``: the command, with its
-    one-line ``help`` and, as its ``--help`` paragraph, the module's docstring. The chosen subcommand is
-    ``args.<name>_<metavar lowercased>``."""
+    one-line ``help`` and, as its ``--help`` paragraph, the module's docstring (naming the optional ``extra`` it
+    needs). The chosen subcommand is ``args.<name>_<metavar lowercased>``."""
 
     def decorate(add_actions):
         def register(subparsers) -> None:
-            description = sys.modules[add_actions.__module__].__doc__
-            parser = subparsers.add_parser(name, help=help, description=description)
+            description = _with_extra(sys.modules[add_actions.__module__].__doc__ or "", extra)
+            parser = subparsers.add_parser(name, help=help, description=description or None)
             add_actions(parser.add_subparsers(dest=f"{name}_{metavar.lower()}", metavar=metavar, required=True))
 
         return register
 
     return decorate
+
+
+def _with_extra(description: str, extra: str | None) -> str:
+    """``description``, then how to install ``extra`` where the command needs it."""
+    note = f"Needs the {extra} extra: pip install 'onlinenorm[{extra}]'." if extra else ""
+    return " ".join(part for part in (description.strip(), note) if part)
 
 
 def _version() -> str:

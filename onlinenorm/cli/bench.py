@@ -117,7 +117,7 @@ def register(kinds) -> None:
     )
     train.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda or cuda:N (default: %(default)s)")
 
-    sweep = add_command(kinds, "sweep", run_sweep)
+    sweep = add_command(kinds, "sweep", run_sweep, extra="sweep")
     sweep.add_argument("--cpus", type=int, default=None, metavar="N", help="CPUs of the embedded Ray (default: all)")
 
     report = add_command(kinds, "report", run_report)
@@ -196,8 +196,7 @@ def run_sweep(args) -> int:
     """The same tiny trials sequentially and as a Ray Tune sweep: parallel efficiency, start-up.
 
     Run the same tiny trials once sequentially in this process and once as a Ray Tune sweep on an embedded Ray, and
-    print the sweep's start-up time, parallel efficiency and speed-up. Needs the sweep extra: pip install
-    'onlinenorm[sweep]'.
+    print the sweep's start-up time, parallel efficiency and speed-up.
     """
     from onlinenorm.cli import UsageError
 
