@@ -40,6 +40,7 @@ import io
 import json
 import os
 import re
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,19 @@ def find_experiments(path: Path) -> list[Path]:
     if is_experiment(path):
         return [path]
     return sorted(p for p in path.iterdir() if p.is_dir() and is_experiment(p))
+
+
+def read_experiments(roots: list[Path]) -> tuple[list[RawExperiment], list[str]]:
+    """Every experiment found under ``roots`` (existing directories, see
+    ``find_experiments``), each once, named by its directory (prefixed by its
+    parent's where names repeat); with a warning per root holding none."""
+    found = {root: find_experiments(root) for root in roots}
+    directories = list(dict.fromkeys(d.resolve() for experiments in found.values() for d in experiments))
+    repeated = {name for name, count in Counter(d.name for d in directories).items() if count > 1}
+    names = [f"{d.parent.name}/{d.name}" if d.name in repeated else d.name for d in directories]
+    experiments = [read_experiment(d, name) for d, name in zip(directories, names, strict=True)]
+    empty = [root for root, experiments_here in found.items() if not experiments_here]
+    return experiments, [f"{root}: no experiment directory found here" for root in empty]
 
 
 def read_experiment(path: Path, name: str) -> RawExperiment:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import frames
-from analysis.layout import find_experiments, read_experiment
+from analysis.layout import RawExperiment, read_experiments
 from analysis.storage import is_uri, local_copy
 
 
@@ -60,15 +60,22 @@ def load(paths: str | os.PathLike | list[str | os.PathLike]) -> Results:
         paths = [paths]
     if any(is_uri(p) for p in paths):
         return _load_from_storage(paths)
-    roots = [Path(p).expanduser() for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    return assemble(*read_experiments(local_roots(paths)))
+
+
+def local_roots(paths: list[str | os.PathLike]) -> list[Path]:
+    """``paths`` as directories; raises ``FileNotFoundError`` for one that is not."""
+    roots = [Path(p).expanduser() for p in paths]
     for root in roots:
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: no such experiment directory")
-    directories = list(dict.fromkeys(d.resolve() for root in roots for d in find_experiments(root)))
-    names = _names(directories)
-    experiments = [read_experiment(d, names[d]) for d in directories]
+    return roots
+
+
+def assemble(experiments: list[RawExperiment], warnings: list[str]) -> Results:
+    """``Results`` from experiments as read (``layout.read_experiments``) and
+    the warnings of finding them."""
     trials, epochs, layers = frames.build([(e.name, t) for e in experiments for t in e.trials])
-    warnings = [f"{root}: no experiment directory found here" for root in roots if not find_experiments(root)]
     return Results(
         trials=trials,
         epochs=epochs,
@@ -105,9 +112,3 @@ def _load_from_storage(paths: list[str | os.PathLike]) -> Results:
         name: named(str(path)) if named(str(path)) != str(path) else path for name, path in results.paths.items()
     }
     return results
-
-
-def _names(directories: list[Path]) -> dict[Path, str]:
-    """Each experiment's directory name, prefixed by its parent's where names repeat."""
-    counts = pd.Series([d.name for d in directories]).value_counts()
-    return {d: d.name if counts[d.name] == 1 else f"{d.parent.name}/{d.name}" for d in directories}
