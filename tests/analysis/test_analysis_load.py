@@ -239,6 +239,46 @@ def test_a_progress_csv_unlike_result_json_is_not_read(tmp_path, disagreement):
     assert loaded.epochs["val_loss"].tolist() == pytest.approx([1.0, 0.9, 0.8, 0.7])
 
 
+def _cell_over_two_lines_mid_file(lines):
+    """Rows 2 and 3 become one row whose trial_id cell spans both lines: as many lines, one row fewer."""
+    header = lines[0].split(",")
+    cells = lines[2].split(",")
+    cells[header.index("trial_id")] = '"one id over\ntwo lines"'
+    return lines[:2] + ",".join(cells).split("\n") + lines[4:]  # joined by the caller's line ends
+
+
+@pytest.mark.parametrize(
+    "disagreement",
+    [
+        pytest.param(lambda lines: lines[:2] + ["not,a,row"] + lines[3:], id="a-middle-row-pyarrow-cannot-parse"),
+        pytest.param(_cell_over_two_lines_mid_file, id="fewer-rows-than-lines"),
+    ],
+)
+def test_one_bad_progress_csv_among_many_is_read_from_result_json(tmp_path, disagreement):
+    """progress.csv files of one header are parsed together; one whose rows do not come out as its
+    lines (past the first and last row checks) is read from result.json, and the others still from
+    their progress.csv, each with its own rows."""
+    accuracies = {seed: [0.5 + seed / 100, 0.6, 0.7, 0.8] for seed in range(3)}
+    path = fx.write_experiment(
+        tmp_path / "many", [fx.FakeTrial(fx.config(seed=seed), fx.rows(accuracies[seed])) for seed in accuracies]
+    )
+    for result in path.glob("*/result.json"):  # result.json's middle row differs from progress.csv's
+        lines = [json.loads(line) for line in result.read_text().splitlines()]
+        lines[1]["val_acc"] = 0.66
+        result.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    broken = sorted(path.glob("*/progress.csv"))[1]
+    broken.write_bytes(("\r\n".join(disagreement(broken.read_text().splitlines())) + "\r\n").encode())  # as Ray
+
+    read = analysis.layout.read_experiment(path, "many")
+    loaded = analysis.load(path)
+
+    assert [t.rows_file for t in read.trials] == ["progress.csv", "result.json", "progress.csv"]
+    by_seed = loaded.epochs.merge(loaded.trials[["trial_id", "seed"]]).groupby("seed")["val_acc"].agg(list)
+    assert by_seed[0] == pytest.approx(accuracies[0]) and by_seed[2] == pytest.approx(accuracies[2])
+    assert by_seed[1] == pytest.approx([0.51, 0.66, 0.7, 0.8])  # result.json's
+    assert loaded.warnings == []
+
+
 def test_where_keeps_the_kept_trials_rows(results):
     clamping = results.trials["norm"].eq("online") & results.trials["ecm"].eq("ac")
     kept = results.where(clamping)
