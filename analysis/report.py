@@ -72,7 +72,7 @@ def write_report_and_findings(
     ``findings`` defaults to ``analysis.findings(results, margin, confidence)``.
     Charts and tables show complete trials only (finished or diverged). The
     charts are drawn in ``CHART_WORKERS`` forked processes while this one
-    computes the findings, the Parquet frames and the tables.
+    computes the findings, the Parquet frames and the rest of the page.
     """
     out = Path(out_dir)
     done = results.where(results.trials["state"].isin(COMPLETE_STATES))
@@ -81,23 +81,11 @@ def write_report_and_findings(
             findings = find(results, margin=margin, confidence=confidence)
         export(results, out)
         findings.to_json(out / FINDINGS_FILE, orient="records", indent=2, force_ascii=False)
-        table_html = "".join(
-            f"<h3>{html.escape(title)}</h3>{_table(table(results.trials))}" for title, table in TABLES.items()
-        )
+        before = _section("findings", "Findings", findings_html(findings, margin, confidence))
+        after = _sections_after_charts(results)
         chart_files = drawn()
-    sections = [
-        _section("findings", "Findings", findings_html(findings, margin, confidence)),
-        _section("charts", "Charts", "".join(_figure(name, files) for name, files in chart_files.items())),
-        _section("tables", "Tables", table_html),
-        _section(
-            "summary",
-            "Trials by state",
-            _table(pd.crosstab(results.trials["experiment"], results.trials["state"]).reset_index()),
-        ),
-        _section("spec", "Sweep spec", _specs(results)),
-        _section("trials", "Trial states", _table(results.trials[TRIAL_STATE_COLUMNS])),
-        _section("unreadable", "Files that could not be read", _warnings(results.warnings)),
-    ]
+    charts_html = "".join(_figure(name, files) for name, files in chart_files.items())
+    sections = [before, _section("charts", "Charts", charts_html), after]
     title = "Sweep report: " + ", ".join(results.paths)
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -106,6 +94,23 @@ def write_report_and_findings(
     path = out / REPORT_FILE
     path.write_text(page, encoding="utf-8")
     return path, findings
+
+
+def _sections_after_charts(results: Results) -> str:
+    """Tables, trial counts by state, the sweep specs, trial states and unreadable files."""
+    tables_html = "".join(
+        f"<h3>{html.escape(title)}</h3>{_table(table(results.trials))}" for title, table in TABLES.items()
+    )
+    states = pd.crosstab(results.trials["experiment"], results.trials["state"]).reset_index()
+    return "".join(
+        [
+            _section("tables", "Tables", tables_html),
+            _section("summary", "Trials by state", _table(states)),
+            _section("spec", "Sweep spec", _specs(results)),
+            _section("trials", "Trial states", _table(results.trials[TRIAL_STATE_COLUMNS])),
+            _section("unreadable", "Files that could not be read", _warnings(results.warnings)),
+        ]
+    )
 
 
 def findings_html(findings: pd.DataFrame, margin: float, confidence: float) -> str:

@@ -42,7 +42,8 @@ def gaussian_tails(runs: pd.DataFrame, layers: pd.DataFrame, confidence: float) 
     per_run = clamped[KEYS + ["clamp_value", "clamp_fraction_mean"]].assign(depth=-1, layer="")
     by_layer = _layer_means(layers, clamped)
     measured = pd.concat([per_run, by_layer], ignore_index=True)
-    measured["ratio"] = measured["clamp_fraction_mean"] / measured["clamp_value"].map(predicted_fraction)
+    predicted = {c: predicted_fraction(c) for c in measured["clamp_value"].unique()}  # one call per clamp value
+    measured["ratio"] = measured["clamp_fraction_mean"] / measured["clamp_value"].map(predicted)
     measured["per_layer"] = measured["depth"].ge(0)  # the overall rows first, then per depth
     groups = [(key[1:], group) for key, group in measured.groupby(["per_layer", "clamp_value", "depth"], sort=True)]
     figures = stats.intervals([(group["ratio"].to_numpy(),) for _, group in groups], confidence)
