@@ -138,17 +138,19 @@ def trial_positions(rows: pd.DataFrame, trials: pd.DataFrame) -> np.ndarray:
 
 def _wide_rows(raw: list[tuple[str, RawTrial]]) -> pd.DataFrame:
     """Every trial's result rows in one frame, sorted by KEYS and epoch."""
-    tables = [
-        trial.rows.drop_columns([c for c in KEYS if c in trial.rows.column_names])
-        .append_column("experiment", pa.array([name] * trial.rows.num_rows, pa.string()))
-        .append_column("trial_id", pa.array([trial.trial_id] * trial.rows.num_rows, pa.string()))
-        for name, trial in raw
-        if trial.rows.num_rows
-    ]
+    reported = [(name, trial) for name, trial in raw if trial.rows.num_rows]
+    tables = [trial.rows for _, trial in reported]
     try:
         wide = pa.concat_tables(tables, promote_options="permissive").to_pandas() if tables else pd.DataFrame()
     except pa.ArrowException:  # a column of different kinds in different trials: let pandas mix them
         wide = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    # The keys once for all rows (a trial_id column the rows carry gives way to the trial's own).
+    trial_of_row = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
+    for key, values in (
+        ("experiment", [name for name, _ in reported]),
+        ("trial_id", [t.trial_id for _, t in reported]),
+    ):
+        wide[key] = np.array(values, dtype=object)[trial_of_row]
     wide = wide.reindex(columns=list(dict.fromkeys(KEYS + METRICS + list(wide.columns))))
     wide[KEYS] = wide[KEYS].astype(str)  # even when there are no rows, so merges on KEYS line up
     if "training_iteration" in wide.columns:
