@@ -179,6 +179,7 @@ class _ProgressRows:
     body: bytes  # the complete data lines
     count: int  # how many
     schema: pa.Schema
+    warnings: list[str]  # the trial's, for what reading result.json instead finds
 
 
 def _read_trial(
@@ -192,7 +193,7 @@ def _read_trial(
     lines = _complete_lines(results, warnings) if results.exists() else b""
     edges = _first_and_last(lines)
     schema = _schema(edges) if edges else None
-    progress = _progress_rows(directory / PROGRESS_FILE, schema, lines, edges) if schema else None
+    progress = _progress_rows(directory / PROGRESS_FILE, schema, lines, edges, warnings) if schema else None
     rows = _parse_rows(lines, schema, results, warnings) if progress is None else None
     config = _read_config(params, meta, lines, warnings)
     trial = RawTrial(
@@ -271,7 +272,9 @@ def _parse_rows(lines: bytes, schema: pa.Schema | None, path: Path, warnings: li
     return pa.table({k: _column([row.get(k) for row in rows]) for k in columns})
 
 
-def _progress_rows(path: Path, schema: pa.Schema, lines: bytes, edges: list[dict]) -> _ProgressRows | None:
+def _progress_rows(
+    path: Path, schema: pa.Schema, lines: bytes, edges: list[dict], warnings: list[str]
+) -> _ProgressRows | None:
     """The rows of ``lines`` (result.json's complete lines) in Ray's
     ``progress.csv``, to be parsed with ``schema``'s column types, or None
     where that file is missing or does not hold the same rows: another
@@ -300,7 +303,8 @@ def _progress_rows(path: Path, schema: pa.Schema, lines: bytes, edges: list[dict
         cells = dict(zip(names, row, strict=False))
         if [cells.get(name) for name in schema.names] != [_as_written(edge.get(name)) for name in schema.names]:
             return None
-    return _ProgressRows(header=data[: len(header) + 1], body=data[len(header) + 1 :], count=count, schema=schema)
+    header_end = len(header) + 1
+    return _ProgressRows(data[:header_end], data[header_end:], count, schema, warnings)
 
 
 def _parse_progress(pending: list[tuple[RawTrial, _ProgressRows]]) -> None:
@@ -326,8 +330,9 @@ def _parse_progress(pending: list[tuple[RawTrial, _ProgressRows]]) -> None:
             if rows is not None and rows.num_rows == progress.count:
                 trial.rows = rows
                 continue
-            results = trial.directory / RESULT_FILE
-            trial.rows, trial.rows_file = _parse_rows(_complete_lines(results, []), schema, results, []), RESULT_FILE
+            results = trial.directory / RESULT_FILE  # its half-written last line was reported already
+            lines = _complete_lines(results, [])
+            trial.rows, trial.rows_file = _parse_rows(lines, schema, results, progress.warnings), RESULT_FILE
 
 
 def _parse_csv(data: bytes, schema: pa.Schema, threads: bool) -> pa.Table | None:
@@ -346,7 +351,7 @@ def _as_written(value) -> str:
 
 
 _READ = pa_json.ReadOptions(use_threads=False, block_size=1 << 26)  # one block per file: files are read in parallel
-_CSV_READ = {  # one block per file where files are parsed in parallel; pyarrow's threads for many at once
+_CSV_READ = {  # use_threads: pyarrow's threads for many files at once; one block for a file alone
     False: pa_csv.ReadOptions(use_threads=False, block_size=1 << 26),
     True: pa_csv.ReadOptions(use_threads=True),
 }

@@ -279,6 +279,22 @@ def test_one_bad_progress_csv_among_many_is_read_from_result_json(tmp_path, disa
     assert loaded.warnings == []
 
 
+def test_what_result_json_lacks_is_still_listed_when_read_after_a_bad_progress_csv(tmp_path):
+    """A progress.csv that passes the row checks but cannot be parsed sends its trial to result.json;
+    a line there that is not JSON is skipped and listed, as when result.json is read first."""
+    path = fx.write_experiment(tmp_path / "both", [fx.FakeTrial(fx.config(), fx.rows([0.5, 0.6, 0.7, 0.8]))])
+    result, progress = next(path.glob("*/result.json")), next(path.glob("*/progress.csv"))
+    lines = result.read_text().splitlines()
+    result.write_text("\n".join([lines[0], "not json", *lines[2:]]) + "\n")
+    rows = progress.read_text().splitlines()
+    progress.write_bytes(("\r\n".join([*rows[:2], "not,a,row", *rows[3:]]) + "\r\n").encode())
+
+    loaded = analysis.load(path)
+
+    assert loaded.epochs["val_acc"].tolist() == pytest.approx([0.5, 0.7, 0.8])
+    assert loaded.warnings == [f"{result}: line 2 is not valid JSON; skipped"]
+
+
 def test_where_keeps_the_kept_trials_rows(results):
     clamping = results.trials["norm"].eq("online") & results.trials["ecm"].eq("ac")
     kept = results.where(clamping)
