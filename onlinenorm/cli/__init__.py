@@ -20,7 +20,6 @@ import argparse
 import gc
 import importlib
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 # Modules that contribute subcommands, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES = (
@@ -89,11 +88,22 @@ def _with_extra(description: str, extra: str | None) -> str:
     return " ".join(part for part in (description.strip(), note) if part)
 
 
-def _version() -> str:
-    try:
-        return version("onlinenorm")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
+class _VersionAction(argparse.Action):
+    """``--version``, with the version looked up only when asked for: the
+    package metadata scan costs 50-100 ms, at the start of every command."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("onlinenorm")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            installed = "unknown"
+        print(f"{parser.prog} {installed}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Online Normalization: the layer, training runs, sweeps and reports.",
         epilog="`onlinenorm COMMAND --help` describes a command and its options.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_VersionAction, help="show program's version number and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
