@@ -236,9 +236,11 @@ def clamp_fraction_by_layer(results: Results) -> Figure:
     norm = LogNorm(positive.min(), positive.max() if positive.max() > positive.min() else positive.min() * 10)
     cmap = plt.get_cmap(CMAP).with_extremes(bad="0.85", under="0.85")
     panels = [p for p in clamped["panel"].cat.categories if p in medians.index.unique("panel")]
-    fig, axes = _panels(len(panels), share=True)
+    # The layer names label the first column only; the other panels get no y ticks at all (a tick is
+    # two lines and two texts: with 20 layers, unlabelled ticks were half of this chart's drawing).
+    fig, axes = _panels(len(panels), share=True, share_y=False)
     for ax, panel in zip(axes, panels, strict=False):
-        table = medians.loc[panel].unstack("epoch").reindex(names.index)  # every depth: shared axes
+        table = medians.loc[panel].unstack("epoch").reindex(names.index)  # every depth: the same rows
         mesh = ax.pcolormesh(
             table.columns,
             np.arange(len(table.index)),
@@ -248,14 +250,17 @@ def clamp_fraction_by_layer(results: Results) -> Figure:
             shading="nearest",
             rasterized=True,
         )
-        step = max(1, len(table.index) // 20)
-        ax.set_yticks(
-            np.arange(0, len(table.index), step),
-            [f"{d} {names.get(d, '')}" for d in table.index[::step]],
-            fontsize="x-small",
-        )
+        if ax.get_subplotspec().is_first_col():
+            step = max(1, len(table.index) // 20)
+            ax.set_yticks(
+                np.arange(0, len(table.index), step),
+                [f"{d} {names.get(d, '')}" for d in table.index[::step]],
+                fontsize="x-small",
+            )
+        else:
+            ax.yaxis.set_major_locator(NullLocator())
         ax.set_ylim(len(table.index) - 0.5, -0.5)  # depth 0 on top
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         _panel_title(ax, panel)
     _labels(fig, axes, "epoch", "layer (depth, name)")
     bar = fig.colorbar(mesh, ax=axes, label=f"median {FRACTION} (log scale; grey: none)", shrink=0.8)
@@ -518,17 +523,22 @@ class _FewDecadesMinorTicks(LogLocator):
         return super().tick_values(vmin, vmax)
 
 
-def _panels(n: int, columns: int = 3, scale: float = 1.0, share: bool = False) -> tuple[Figure, list]:
+def _panels(
+    n: int, columns: int = 3, scale: float = 1.0, share: bool = False, share_y: bool | None = None
+) -> tuple[Figure, list]:
     """A figure of ``n`` panels, ``columns`` to a row, spaced for their tick
     labels and titles (fixed spacing: a third cheaper to draw than a layout
     engine); ``share``: one x and one y scale, ticks labelled on the outer
-    panels only. Titles and the legend lie outside the panels' box, so save
-    with ``bbox_inches="tight"`` (as notebooks show figures)."""
+    panels only (``share_y=False``: one x scale only, spaced the same: the
+    caller gives the panels the same y limits and labels the first column).
+    Titles and the legend lie outside the panels' box, so save with
+    ``bbox_inches="tight"`` (as notebooks show figures)."""
     cols = min(n, columns)
     rows = math.ceil(n / cols)
     width, height = PANEL[0] * scale, PANEL[1] * scale
+    share_y = share if share_y is None else share_y
     fig, axes = plt.subplots(
-        rows, cols, figsize=(width * cols, height * rows), squeeze=False, sharex=share, sharey=share
+        rows, cols, figsize=(width * cols, height * rows), squeeze=False, sharex=share, sharey=share_y
     )
     fig.subplots_adjust(left=0, right=1, bottom=0, top=1, wspace=0.12 if share else 0.3, hspace=0.3)
     flat = list(axes.ravel())
