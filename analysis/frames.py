@@ -146,11 +146,8 @@ def _wide_rows(raw: list[tuple[str, RawTrial]]) -> pd.DataFrame:
         wide = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
     # The keys once for all rows (a trial_id column the rows carry gives way to the trial's own).
     trial_of_row = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
-    for key, values in (
-        ("experiment", [name for name, _ in reported]),
-        ("trial_id", [t.trial_id for _, t in reported]),
-    ):
-        wide[key] = np.array(values, dtype=object)[trial_of_row]
+    wide["experiment"] = np.array([name for name, _ in reported], dtype=object)[trial_of_row]
+    wide["trial_id"] = np.array([trial.trial_id for _, trial in reported], dtype=object)[trial_of_row]
     wide = wide.reindex(columns=list(dict.fromkeys(KEYS + METRICS + list(wide.columns))))
     wide[KEYS] = wide[KEYS].astype(str)  # even when there are no rows, so merges on KEYS line up
     if "training_iteration" in wide.columns:

@@ -45,7 +45,7 @@ class Prefetch:
 
     def result(self) -> tuple[list[RawExperiment], list[str]] | None:
         """What ``read_experiments`` returned in the child, or None where it did not
-        return (it raised, or the process was killed)."""
+        return (it raised, or the process was killed) or its answer cannot be read."""
         if self._process is None:
             return None
         self._process.join()
@@ -53,8 +53,11 @@ class Prefetch:
             if self._process.exitcode != 0:
                 return None
             self._file.seek(0)
-            experiments, warnings = pickle.load(self._file)
-        return [_with_tables(e) for e in experiments], warnings
+            try:
+                experiments, warnings = pickle.load(self._file)
+                return [_with_tables(e) for e in experiments], warnings
+            except (pickle.UnpicklingError, EOFError, ValueError, pa.ArrowException):  # a damaged answer
+                return None
 
 
 def _read_and_write(roots: list[Path], file: BinaryIO) -> None:

@@ -60,16 +60,11 @@ def load(paths: str | os.PathLike | list[str | os.PathLike]) -> Results:
         paths = [paths]
     if any(is_uri(p) for p in paths):
         return _load_from_storage(paths)
-    return assemble(*read_experiments(local_roots(paths)))
-
-
-def local_roots(paths: list[str | os.PathLike]) -> list[Path]:
-    """``paths`` as directories; raises ``FileNotFoundError`` for one that is not."""
     roots = [Path(p).expanduser() for p in paths]
     for root in roots:
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: no such experiment directory")
-    return roots
+    return assemble(*read_experiments(roots))
 
 
 def assemble(experiments: list[RawExperiment], warnings: list[str]) -> Results:

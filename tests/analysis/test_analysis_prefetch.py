@@ -67,6 +67,14 @@ def test_a_child_that_does_not_answer_gives_none(child, monkeypatch, tmp_path, c
     assert capfd.readouterr().err == ""  # no traceback from the child: the caller reads again and reports
 
 
+def test_an_answer_that_cannot_be_read_gives_none(experiment, monkeypatch):
+    def damaged(experiment):
+        return replace(experiment, trials=[replace(t, rows=b"not an Arrow stream") for t in experiment.trials])
+
+    monkeypatch.setattr(analysis.prefetch, "_with_streams", damaged)
+    assert Prefetch([experiment]).result() is None
+
+
 def test_report_cli_reads_in_its_own_process_when_the_child_fails(experiment, tmp_path, monkeypatch, capsys):
     from onlinenorm.cli import main
 
