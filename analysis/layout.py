@@ -318,7 +318,7 @@ def _parse_progress(pending: list[tuple[RawTrial, _ProgressRows]]) -> None:
     for trial, progress in pending:
         groups.setdefault((progress.header, progress.schema), []).append((trial, progress))
     for (header, schema), members in groups.items():
-        table = _parse_csv(header + b"".join(progress.body for _, progress in members), schema, threads=True)
+        table = _parse_csv(header + b"".join(progress.body for _, progress in members), schema, _CSV_MANY)
         if table is not None and table.num_rows == sum(progress.count for _, progress in members):
             start = 0
             for trial, progress in members:
@@ -326,7 +326,7 @@ def _parse_progress(pending: list[tuple[RawTrial, _ProgressRows]]) -> None:
                 start += progress.count
             continue
         for trial, progress in members:
-            rows = _parse_csv(progress.header + progress.body, schema, threads=False)
+            rows = _parse_csv(progress.header + progress.body, schema, _CSV_ONE)
             if rows is not None and rows.num_rows == progress.count:
                 trial.rows = rows
                 continue
@@ -335,12 +335,12 @@ def _parse_progress(pending: list[tuple[RawTrial, _ProgressRows]]) -> None:
             trial.rows, trial.rows_file = _parse_rows(lines, schema, results, progress.warnings), RESULT_FILE
 
 
-def _parse_csv(data: bytes, schema: pa.Schema, threads: bool) -> pa.Table | None:
+def _parse_csv(data: bytes, schema: pa.Schema, read_options: pa_csv.ReadOptions) -> pa.Table | None:
     options = pa_csv.ConvertOptions(
         column_types=schema, include_columns=schema.names, null_values=[""], strings_can_be_null=True
     )
     try:
-        return pa_csv.read_csv(io.BytesIO(data), read_options=_CSV_READ[threads], convert_options=options)
+        return pa_csv.read_csv(io.BytesIO(data), read_options=read_options, convert_options=options)
     except pa.ArrowException:
         return None
 
@@ -351,10 +351,8 @@ def _as_written(value) -> str:
 
 
 _READ = pa_json.ReadOptions(use_threads=False, block_size=1 << 26)  # one block per file: files are read in parallel
-_CSV_READ = {  # use_threads: pyarrow's threads for many files at once; one block for a file alone
-    False: pa_csv.ReadOptions(use_threads=False, block_size=1 << 26),
-    True: pa_csv.ReadOptions(use_threads=True),
-}
+_CSV_MANY = pa_csv.ReadOptions(use_threads=True)  # many files' rows at once: pyarrow's threads
+_CSV_ONE = pa_csv.ReadOptions(use_threads=False, block_size=1 << 26)  # a file alone: one block
 _NO_ROWS = pa.table({})
 _ARROW_TYPES = {bool: pa.bool_(), str: pa.string(), int: pa.int64()}
 
