@@ -163,6 +163,14 @@ def optuna_sweep(local_ray, tmp_path_factory):
         yield spec, outcome, uri
 
 
+def completed_in_saved_state(experiment: Path) -> set[str]:
+    """The directories of the trials Tune's saved state marks complete (TERMINATED): a resume must not run
+    them again. A trial may have reported its last epoch, yet not be complete when the sweep stopped: the
+    resume starts it again, from that epoch's checkpoint, so having every epoch on disk is not the test."""
+    trials = read_experiment(experiment, experiment.name).trials
+    return {t.directory.name for t in trials if t.ray_status == "TERMINATED"}
+
+
 def configs(outcome) -> list[dict]:
     return [result.config for result in outcome.results]
 
@@ -375,11 +383,7 @@ def test_an_interrupted_random_search_resumes_its_own_points(local_ray, tmp_path
     saved = experiment_counts(stopped.path)  # the states Tune saved when interrupted
     assert saved["TERMINATED"] >= 1 and sum(saved.values()) - saved["TERMINATED"] >= 1, saved
     before = trials_on_disk(Path(stopped.path))
-    # Completed in Tune's saved state: not run again. (One that had reported its last epoch but was not yet
-    # complete at the interruption starts again from that epoch's checkpoint.)
-    finished_before = {
-        t.directory.name for t in read_experiment(Path(stopped.path), "x").trials if t.ray_status == "TERMINATED"
-    }
+    finished_before = completed_in_saved_state(Path(stopped.path))
 
     outcome = resume_sweep(stopped.path)
 
@@ -435,11 +439,7 @@ def test_a_stopped_optuna_search_resumes_its_study_with_one_tracker_run_per_tria
     saved = experiment_counts(stopped.path)
     assert saved["TERMINATED"] >= 1 and sum(saved.values()) - saved["TERMINATED"] >= 1, saved
     before = trials_on_disk(experiment)
-    # Completed in Tune's saved state: not run again. (A trial may have reported its last epoch, yet not
-    # be complete when Ctrl-C came: the resume starts it again, from that epoch's checkpoint.)
-    finished_before = {
-        t.directory.name for t in read_experiment(experiment, STOPPED_OPTUNA).trials if t.ray_status == "TERMINATED"
-    }
+    finished_before = completed_in_saved_state(experiment)
     runs_before = mlflow_by_trial(store)
     for name in before:
         status = runs_before.get(trial_name(name), ("none",))[0]
