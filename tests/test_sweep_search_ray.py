@@ -26,9 +26,8 @@ import numpy as np
 import pytest
 import yaml
 from ray import tune
-from test_sweep_ray import canonical, kill_process_tree, trials_on_disk, wait_for
+from test_sweep_ray import canonical, completed_in_saved_state, kill_process_tree, trials_on_disk, wait_for
 
-from analysis.layout import read_experiment
 from onlinenorm.cli import main
 from sweeps.run import resume_sweep, run_sweep
 from sweeps.spec import load_spec
@@ -161,14 +160,6 @@ def optuna_sweep(local_ray, tmp_path_factory):
             scheduler={"type": "asha", "metric": "val_acc", "grace_period": 1},
         )
         yield spec, outcome, uri
-
-
-def completed_in_saved_state(experiment: Path) -> set[str]:
-    """The directories of the trials Tune's saved state marks complete (TERMINATED): a resume must not run
-    them again. A trial may have reported its last epoch, yet not be complete when the sweep stopped: the
-    resume starts it again, from that epoch's checkpoint, so having every epoch on disk is not the test."""
-    trials = read_experiment(experiment, experiment.name).trials
-    return {t.directory.name for t in trials if t.ray_status == "TERMINATED"}
 
 
 def configs(outcome) -> list[dict]:
