@@ -1,6 +1,6 @@
 """``onlinenorm report``: experiment directories in, an HTML report out.
 
-Only argparse is imported here; pandas and matplotlib load inside the handler.
+Only argparse and the command's helpers are imported here; pandas and matplotlib load inside the handler.
 """
 
 from __future__ import annotations
@@ -8,16 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from onlinenorm.cli import UsageError, add_command
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "report",
-        help="print the findings and write an HTML report, findings.json, charts and Parquet frames",
-        description="Read Ray Tune experiment directories (never writing into them), print what they show "
-        "(findings with bootstrap confidence intervals and verdicts) and write a self-contained "
-        "HTML report that opens with them, then charts, tables and trial states, plus findings.json "
-        "and Parquet frames.",
-    )
+    parser = add_command(subparsers, "report", report, extra="analysis")
     parser.add_argument(
         "experiments",
         nargs="+",
@@ -36,7 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="equivalence margin in accuracy: a difference whose confidence interval lies "
         "within +-M is 'equivalent' (default 0.01, one point)",
     )
-    parser.set_defaults(func=report)
 
 
 # What the report needs beyond the base install (the analysis extra); checked before anything is read or written.
@@ -44,6 +38,12 @@ NEEDED = ("pandas", "scipy", "matplotlib", "pyarrow")
 
 
 def report(args: argparse.Namespace) -> int:
+    """Print the findings and write an HTML report, findings.json, charts and Parquet frames.
+
+    Read Ray Tune experiment directories (never writing into them), print what they show (findings with bootstrap
+    confidence intervals and verdicts) and write a self-contained HTML report that opens with them, then charts,
+    tables and trial states, plus findings.json and Parquet frames.
+    """
     import importlib.util
     from pathlib import Path
 
@@ -55,7 +55,7 @@ def report(args: argparse.Namespace) -> int:
     except ValueError:
         margin = float("nan")
     if not 0 < margin < 1:
-        return _usage_error(
+        raise UsageError(
             f"--margin {args.margin}: give an accuracy difference between 0 and 1, e.g. --margin 0.01 for one point"
         )
     from analysis.storage import is_uri, uri_name
@@ -63,7 +63,7 @@ def report(args: argparse.Namespace) -> int:
     experiments = [p if is_uri(p) else Path(p).expanduser().resolve() for p in args.experiments]
     missing = [str(p) for p in experiments if not is_uri(p) and not p.is_dir()]
     if missing:
-        return _usage_error(
+        raise UsageError(
             f"{', '.join(missing)}: no such directory; pass the experiment directory "
             "(the one holding experiment_state-*.json and the trial directories)"
         )
@@ -75,7 +75,7 @@ def report(args: argparse.Namespace) -> int:
     )
     inside = [str(p) for p in experiments if not is_uri(p) and (out == p or p in out.parents)]
     if inside:
-        return _usage_error(
+        raise UsageError(
             f"--out {out} is inside the experiment directory {inside[0]}; "
             "reports are never written into an experiment, choose another --out"
         )
@@ -97,9 +97,9 @@ def report(args: argparse.Namespace) -> int:
         read = prefetch.result() if prefetch else None
         results = assemble(*read) if read else load(experiments)
     except (FileNotFoundError, ValueError, OSError) as err:
-        return _usage_error(f"{err}; pass the experiment's URI as `onlinenorm sweep run` printed it")
+        raise UsageError(f"{err}; pass the experiment's URI as `onlinenorm sweep run` printed it") from err
     if results.trials.empty:
-        return _usage_error(
+        raise UsageError(
             f"no trials found in {', '.join(map(str, experiments))}; "
             "pass a directory written by `onlinenorm sweep run` (a Ray Tune experiment)"
         )
@@ -109,8 +109,3 @@ def report(args: argparse.Namespace) -> int:
     if results.warnings:
         print(f"{len(results.warnings)} file(s) could not be read; see the report's last section", file=sys.stderr)
     return 0
-
-
-def _usage_error(message: str) -> int:
-    print(f"onlinenorm report: error: {message}", file=sys.stderr)
-    return 2

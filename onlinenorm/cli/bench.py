@@ -120,7 +120,7 @@ def register(kinds) -> None:
     sweep = add_command(kinds, "sweep", run_sweep, extra="sweep")
     sweep.add_argument("--cpus", type=int, default=None, metavar="N", help="CPUs of the embedded Ray (default: all)")
 
-    report = add_command(kinds, "report", run_report)
+    report = add_command(kinds, "report", run_report, extra="analysis")
     report.add_argument("--trials", type=int, default=1000, metavar="N", help="trials of the generated experiment")
     report.add_argument("--epochs", type=int, default=100, metavar="N", help="epochs per trial")
     report.add_argument(
@@ -214,7 +214,7 @@ def run_report(args) -> int:
 
     Generate an experiment directory (or take --experiment), then time each stage of `onlinenorm report` on it
     (load, findings, charts, tables, Parquet) and the whole report in a fresh process, printing wall and CPU seconds
-    per stage. Needs the analysis extra.
+    per stage.
     """
     import os
     import tempfile
