@@ -13,7 +13,8 @@
 ``trials``: one row per trial.
     experiment, trial_id, the config keys (``norm``, ``ecm``, ``alpha_fwd``,
     ``alpha_bkw``, ``clamp_value``, ``seed``, ...) exactly as the trial
-    received them (``norm``, ``ecm`` and ``epochs`` always exist, NaN where a
+    received them (``ALWAYS_CONFIG``: ``norm``, ``ecm``, ``epochs``,
+    ``clamp_value``, the decay factors and ``seed`` always exist, NaN where a
     config lacks them), then ``SUMMARY_COLUMNS``:
     state           finished | stopped | running | pending | errored | diverged
                     (stopped: Ray ended it before its config's ``epochs``
@@ -71,6 +72,9 @@ SUMMARY_COLUMNS = [
 ]
 COMPLETE_STATES = ["finished", "diverged"]
 DECAY_KEYS = ("alpha_fwd", "alpha_bkw")
+# Config columns every trials frame has (NaN where a trial's config lacks them, e.g. an experiment that
+# another program wrote): the tables, charts and findings select on them.
+ALWAYS_CONFIG = ["norm", "ecm", "epochs", "clamp_value", *DECAY_KEYS, "seed"]
 
 NORM_LABELS = {
     "online": "OnlineNorm",
@@ -84,7 +88,19 @@ ECM_LABELS = {"ac": "Activation Clamping", "ls": "Layer Scaling", "none": "no EC
 
 
 def build(raw: list[tuple[str, RawTrial]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(trials, epochs, layers) from ``(experiment name, trial)`` pairs."""
+    """The three tidy frames of the trials as read.
+
+    A trial resumed from a checkpoint reports some epochs again: the newest
+    row of each epoch is kept. Per-layer ``clamp_fraction/<layer>`` columns
+    move from ``epochs`` to ``layers``.
+
+    Args:
+        raw: ``(experiment name, trial)`` pairs, as ``layout.read_experiments`` found them.
+
+    Returns:
+        ``(trials, epochs, layers)``, each with a ``RangeIndex`` and the columns this
+        module's docstring lists; ``epochs`` and ``layers`` sorted by trial and epoch.
+    """
     wide = _wide_rows(raw)
     layer_columns = [c for c in wide.columns if c.startswith(LAYER_PREFIX)]
     epochs = wide.drop(columns=layer_columns + [c for c in wide.columns if c in SKIPPED_COLUMNS])
@@ -96,30 +112,59 @@ def build(raw: list[tuple[str, RawTrial]]) -> tuple[pd.DataFrame, pd.DataFrame, 
 
 
 def config_columns(trials: pd.DataFrame) -> list[str]:
-    """The config keys among a trials frame's columns."""
+    """The config keys among a trials frame's columns.
+
+    Args:
+        trials: a ``trials`` frame (see ``build``).
+
+    Returns:
+        The columns that are neither ``KEYS`` nor ``SUMMARY_COLUMNS``, in the frame's order.
+    """
     return [c for c in trials.columns if c not in KEYS + SUMMARY_COLUMNS]
 
 
 def complete(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials that ran to their end (finished or diverged): the ones tables,
-    charts and findings compare. Stopped, running, pending and errored trials
-    are not outcomes."""
+    """Trials that ran to their end (finished or diverged).
+
+    These are the trials the tables, charts and findings compare: stopped,
+    running, pending and errored trials are not outcomes.
+
+    Args:
+        trials: a ``trials`` frame (see ``build``).
+
+    Returns:
+        The rows of ``trials`` whose ``state`` is in ``COMPLETE_STATES``, index kept.
+    """
     return trials[trials["state"].isin(COMPLETE_STATES)]
 
 
 def clamping(trials: pd.DataFrame) -> pd.Series:
-    """Mask: online norm with activation clamping, where clamp_value means something."""
+    """Mask: online norm with activation clamping, where clamp_value means something.
+
+    Args:
+        trials: a frame with ``norm`` and ``ecm`` columns (a ``trials`` frame).
+
+    Returns:
+        A boolean Series over ``trials``' index: ``norm == "online"`` and ``ecm == "ac"``.
+    """
     return trials["norm"].eq("online") & trials["ecm"].eq("ac")
 
 
 def trial_positions(rows: pd.DataFrame, trials: pd.DataFrame) -> np.ndarray:
-    """Where each row's trial stands in ``trials``: an int64 array of shape
-    ``(len(rows),)`` holding a row position of ``trials``, -1 for a trial it lacks.
+    """Where each row's trial stands in ``trials``.
 
-    ``rows`` is any frame with the ``KEYS`` columns (``epochs``, ``layers``).
     The string keys are hashed once per column and only the distinct trials
     are looked up, instead of merging millions of string pairs: ``layers``
-    has a row per trial, epoch and layer.
+    has a row per trial, epoch and layer. ``positions >= 0`` is the mask of
+    the rows whose trial ``trials`` holds.
+
+    Args:
+        rows: any frame with the ``KEYS`` columns (``epochs``, ``layers``).
+        trials: a frame with the ``KEYS`` columns, one row per trial (``trials`` or a part of it).
+
+    Returns:
+        An int64 array of shape ``(len(rows),)``: for each row, the position (not
+        the index label) of its trial's row in ``trials``, -1 for a trial it lacks.
     """
     if rows.empty:
         return np.zeros(0, dtype=np.int64)
@@ -209,7 +254,7 @@ def _trials(raw: list[tuple[str, RawTrial]], epochs: pd.DataFrame) -> pd.DataFra
         },
     )
     trials = pd.concat([info[KEYS], config.drop(columns=KEYS, errors="ignore"), info.drop(columns=KEYS)], axis=1)
-    trials = trials.reindex(columns=list(dict.fromkeys(list(trials.columns) + ["norm", "ecm", "epochs"])))
+    trials = trials.reindex(columns=list(dict.fromkeys(list(trials.columns) + ALWAYS_CONFIG)))
     trials = trials.merge(_summaries(epochs), on=KEYS, how="left")
     trials["diverged"] = trials["diverged"].astype("boolean").fillna(False).astype(bool)
     trials[["epochs_done", "best_epoch"]] = trials[["epochs_done", "best_epoch"]].astype("Int64")
@@ -286,15 +331,31 @@ def _decay_exponent(alpha: float) -> int | None:
 
 
 def value_text(key: str, value) -> str:
-    """A config value as settings and findings name it: ``1-2^-10`` for a decay
-    factor that is one minus a power of two (``0.9990234375`` as read), else as read."""
+    """A config value as settings and findings name it.
+
+    Args:
+        key: the config key the value belongs to.
+        value: the value, as the trial received it.
+
+    Returns:
+        ``1-2^-10`` for a float decay factor (``alpha_fwd``, ``alpha_bkw``) that is one
+        minus a power of two (``0.9990234375`` as read); else ``str(value)``.
+    """
     if key in DECAY_KEYS and isinstance(value, float) and (text := power_of_two_decay_text(value)):
         return text
     return str(value)
 
 
 def power_of_two_decay_text(alpha: float) -> str | None:
-    """``1-2^k`` for a decay factor ``1 - 2**k``, else None."""
+    """A decay factor ``1 - 2**k`` written as ``1-2^k``.
+
+    Args:
+        alpha: the decay factor.
+
+    Returns:
+        ``1-2^k`` (e.g. ``1-2^-10``) when ``1 - alpha`` lies in (0, 1) and is exactly
+        ``2**k`` for an integer ``k``; else None.
+    """
     exponent = _decay_exponent(alpha)
     return None if exponent is None else f"1-2^{exponent}"
 

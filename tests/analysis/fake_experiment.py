@@ -336,7 +336,8 @@ def write_experiment(path: Path, trials: list[FakeTrial], spec_text: str | None 
 
 def _write_trial(exp_dir: Path, index: int, trial: FakeTrial) -> list[str]:
     trial_id = f"abcde_{index:05d}"
-    tag = f"{index}_clamp_value={trial.config['clamp_value']:.4f},norm={trial.config['norm']}"
+    tag = ",".join(f"{key}={trial.config[key]}" for key in ("clamp_value", "norm") if key in trial.config)
+    tag = f"{index}_{tag}"
     relative = f"{TRAINABLE}_{trial_id}_{tag}_{DATE}"
     directory = exp_dir / relative
     directory.mkdir()

@@ -46,6 +46,19 @@ def test_findings_open_the_report_and_read_back_from_json(results, report):
     assert first < page.index(html.escape(findings["sentence"].iloc[0])) < page.index("<section id='charts'>")
 
 
+def test_an_experiment_without_the_sweep_keys_gets_a_report(tmp_path, capsys):
+    """A Tune experiment another program wrote: no clamp_value, decay factors or seed in its configs."""
+    foreign = [{"dataset": "synth", "model": "resnet8", "norm": "batch", "lr": 0.1}] * 3
+    trials = [fx.FakeTrial(config, fx.rows([0.5, 0.6, 0.7 + i / 100])) for i, config in enumerate(foreign)]
+    experiment = fx.write_experiment(tmp_path / "foreign", trials)
+    results = analysis.load(experiment)
+    assert results.trials[["clamp_value", "alpha_fwd", "alpha_bkw", "seed"]].isna().all().all()
+    code, out, err = run_cli(capsys, experiment, "--out", tmp_path / "report")
+    assert (code, err) == (0, "")
+    assert "Cannot tell whether removing the clamp is safe: no complete clamping run." in out
+    assert (tmp_path / "report" / "report.html").is_file()
+
+
 def test_removal_collapse_is_named_in_the_first_lines(tmp_path):
     from analysis.report import findings_html
 
