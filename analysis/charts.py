@@ -64,8 +64,16 @@ class NoData(Exception):
 
 
 def format_decay(alpha: float) -> str:
-    """A decay factor as a reader thinks of it: ``1-2^-10`` when ``1 - alpha``
-    is a power of two, else ``1-1e-3`` (two significant digits at most)."""
+    """A decay factor as a reader thinks of it, for tick labels and titles.
+
+    Args:
+        alpha: the decay factor.
+
+    Returns:
+        ``1-2^-10`` when ``1 - alpha`` is a power of two; else ``1-1e-3``, ``1 - alpha``
+        with two significant digits at most; ``alpha`` as ``{:g}`` when ``1 - alpha``
+        is not in (0, 1).
+    """
     gap = 1.0 - float(alpha)
     if not 0.0 < gap < 1.0:
         return f"{alpha:g}"
@@ -76,15 +84,40 @@ def format_decay(alpha: float) -> str:
 
 
 def is_sampled(results: Results, trials: pd.DataFrame, column: str) -> bool:
-    """Whether ``column`` was sampled rather than taken from a few grid values."""
+    """Whether ``column`` was sampled rather than taken from a few grid values.
+
+    Args:
+        results: the results whose specs say which keys were sampled.
+        trials: the trials the chart draws.
+        column: a config key, e.g. ``"clamp_value"``.
+
+    Returns:
+        True when a spec names ``column`` under ``space:``, or ``trials[column]`` takes
+        more than ``CATEGORY_LIMIT`` distinct values.
+    """
     return column in _sampled_keys(results) or trials[column].nunique() > CATEGORY_LIMIT
 
 
 def accuracy_vs_clamp_fraction(results: Results) -> Figure:
-    """Best val_acc against mean clamp fraction (log x), one point per trial,
-    coloured by clamp value, one panel per decay-factor pair where the sweep
-    ran several; crosses show mean +- sd over seeds; baselines are horizontal
-    lines at their median best accuracy."""
+    """Best val_acc against mean clamp fraction, one point per clamping trial.
+
+    The x axis is logarithmic. Points are coloured by clamp value (a log colour
+    bar when c was sampled), with one panel per decay-factor pair where the
+    sweep ran several on a grid; crosses show mean +- sd over the seeds of each
+    setting run more than once; baselines (batch norm, online norm with layer
+    scaling) are horizontal lines at their median best accuracy.
+
+    Args:
+        results: the loaded results; the chart uses the complete trials of ``trials``
+            (online norm with activation clamping, a positive ``clamp_fraction_mean``,
+            ``best_val_acc``; baselines when there are some).
+
+    Returns:
+        The figure.
+
+    Raises:
+        NoData: no complete clamping trial has a positive mean clamp fraction.
+    """
     trials = complete(results.trials)
     data = trials[clamping(trials) & trials["clamp_fraction_mean"].gt(0)]
     _require(data, "no complete clamping trial with a positive clamp fraction")
@@ -111,9 +144,22 @@ def accuracy_vs_clamp_fraction(results: Results) -> Figure:
 
 
 def measured_vs_predicted_clamp_fraction(results: Results) -> Figure:
-    """Measured clamp fraction (mean over training) per clamp value, against
-    the Gaussian prediction erfc(c / sqrt 2): the median over trials with a
-    bar from min to max for grid values, one point per trial for sampled c."""
+    """Measured clamp fraction per clamp value, against the Gaussian prediction erfc(c / sqrt 2).
+
+    The measured fraction is each trial's mean over training: the median over
+    trials with a bar from min to max for grid values, one point per trial
+    for sampled c. The y axis is logarithmic (zero fractions are not drawn).
+
+    Args:
+        results: the loaded results; the chart uses the complete clamping trials of
+            ``trials`` with a ``clamp_value`` and a ``clamp_fraction_mean``.
+
+    Returns:
+        The figure: one panel, measured and predicted fraction against c.
+
+    Raises:
+        NoData: no complete clamping trial reported a clamp fraction.
+    """
     trials = complete(results.trials)
     measured = trials[clamping(trials)].dropna(subset=["clamp_value", "clamp_fraction_mean"])
     _require(measured, "no complete clamping trial reported a clamp fraction")
@@ -151,11 +197,23 @@ def measured_vs_predicted_clamp_fraction(results: Results) -> Figure:
 def sensitivity_heatmaps(results: Results) -> Figure:
     """Median best val_acc over what the sweep varied among c, alpha_fwd and alpha_bkw.
 
-    With both decay factors on a grid of several values: an alpha_fwd x
-    alpha_bkw heatmap per clamp value. Otherwise (one decay factor varied,
-    none, or sampled values): best accuracy against each varied parameter,
-    one panel each (c linear, ``1 - alpha`` log), a point per trial and the
-    median per grid value.
+    With both decay factors on a grid of several values (and c on a grid): an
+    alpha_fwd x alpha_bkw heatmap per clamp value, one colour scale. Otherwise
+    (one decay factor varied, none, or sampled values): best accuracy against
+    each varied parameter, one panel each (c linear, ``1 - alpha`` log), a
+    point per trial and the median per grid value; the parameters held fixed
+    are named in the title.
+
+    Args:
+        results: the loaded results; the chart uses the complete clamping trials of
+            ``trials`` with a ``clamp_value`` and a ``best_val_acc``.
+
+    Returns:
+        The figure.
+
+    Raises:
+        NoData: no complete clamping trial has a clamp value and an accuracy, or
+            they all ran a single clamp value and decay pair.
     """
     trials = complete(results.trials)
     data = trials[clamping(trials)].dropna(subset=["clamp_value", "best_val_acc"])
@@ -202,8 +260,25 @@ def sensitivity_heatmaps(results: Results) -> Figure:
 
 
 def clamp_fraction_by_layer(results: Results) -> Figure:
-    """Median clamp fraction per layer (rows, in model order) and epoch, one
-    panel per clamp value (per range of c when c was sampled), on a log colour scale."""
+    """Median clamp fraction per layer and epoch, one heatmap panel per clamp value.
+
+    Rows are layers in model order (depth 0 on top), columns epochs; a panel per
+    clamp value, or per quartile range of c when c was sampled; a log colour
+    scale, grey where no activation was clamped. Unlike the other charts it
+    does not itself leave out incomplete trials: pass ``results.where(...)`` to
+    restrict it (``write_report`` passes the complete trials only).
+
+    Args:
+        results: the loaded results; the chart uses the clamping trials of ``trials``
+            with a ``clamp_value``, and their rows of ``layers``.
+
+    Returns:
+        The figure.
+
+    Raises:
+        NoData: no clamping trial has a clamp value, none reported per-layer clamp
+            fractions, or every such fraction is zero.
+    """
     clamped = results.trials.loc[clamping(results.trials), KEYS + ["clamp_value"]].dropna()
     _require(clamped, "no clamping trial with a clamp value")
     if is_sampled(results, clamped, "clamp_value"):
@@ -269,8 +344,21 @@ def clamp_fraction_by_layer(results: Results) -> Figure:
 
 
 def unclamped_vs_clamped_accuracy(results: Results) -> Figure:
-    """val_acc with the clamp removed at inference against val_acc with it,
-    at each trial's best epoch; points on the identity line lost nothing."""
+    """val_acc with the clamp removed at inference against val_acc with it.
+
+    One point per trial at its best epoch, coloured by clamp value; points on
+    the identity line lost nothing by removing the clamp.
+
+    Args:
+        results: the loaded results; the chart uses the complete clamping trials of
+            ``trials`` with ``best_val_acc`` and ``val_acc_unclamped_at_best``.
+
+    Returns:
+        The figure: one panel, unclamped against clamped accuracy.
+
+    Raises:
+        NoData: no complete clamping trial reported ``val_acc_unclamped``.
+    """
     trials = complete(results.trials)
     data = trials[clamping(trials)].dropna(subset=["best_val_acc", "val_acc_unclamped_at_best"])
     _require(data, "no complete clamping trial reported val_acc_unclamped")
@@ -287,8 +375,23 @@ def unclamped_vs_clamped_accuracy(results: Results) -> Figure:
 
 
 def training_curves(results: Results) -> Figure:
-    """val_acc and train_loss over epochs by normalizer/ECM: the median over
-    trials, with a band from the 25th to the 75th percentile."""
+    """val_acc and train_loss over epochs by normalizer/ECM.
+
+    Two panels, one line per normalizer: the median over trials, with a band
+    from the 25th to the 75th percentile. Unlike the other charts it does not
+    itself leave out incomplete trials: pass ``results.where(...)`` to
+    restrict it (``write_report`` passes the complete trials only).
+
+    Args:
+        results: the loaded results; the chart uses ``epochs`` (``val_acc``,
+            ``train_loss``) and the ``normalizer`` column of ``trials``.
+
+    Returns:
+        The figure.
+
+    Raises:
+        NoData: no trial reported val_acc or train_loss.
+    """
     metrics = {
         "val_acc": f"validation accuracy ({_accuracy_unit(results.epochs['val_acc'])})",
         "train_loss": "training loss (cross-entropy)",
@@ -327,9 +430,17 @@ COSTLIEST = ("clamp_fraction_by_layer", "accuracy_vs_clamp_fraction")  # most pa
 
 
 def save_all(results: Results, out_dir: Path, workers: int = 1) -> dict[str, list[Path] | str]:
-    """Write every chart as PNG; returns the files per chart, or why it was skipped.
+    """Write every chart of ``CHARTS`` as ``<name>.png``.
 
-    ``workers > 1`` draws them in that many forked processes (``saving``).
+    Args:
+        results: the results to draw.
+        out_dir: the folder to write into; created, with its parents, if needed.
+        workers: how many forked processes draw the charts (default 1: this
+            process); see ``saving``.
+
+    Returns:
+        Chart name -> a list holding its PNG's path, or the ``NoData`` message that
+        says why it was not drawn.
     """
     with saving(results, out_dir, workers) as drawn:
         return drawn()
@@ -337,15 +448,23 @@ def save_all(results: Results, out_dir: Path, workers: int = 1) -> dict[str, lis
 
 @contextlib.contextmanager
 def saving(results: Results, out_dir: Path, workers: int = 1) -> Iterator[Callable[[], dict[str, list[Path] | str]]]:
-    """Start writing every chart, and let the caller work meanwhile: yields a
-    function that waits for the charts and returns what ``save_all`` returns.
+    """Start writing every chart, and let the caller work meanwhile.
 
     ``workers > 1`` draws the charts in that many forked processes, started
-    here: each inherits ``results`` without copying it, so the caller's own
+    on entry: each inherits ``results`` without copying it, so the caller's own
     work (the findings, the tables) runs beside them. Off Linux (macOS's
     system libraries are not fork-safe, Windows cannot fork), or with
-    ``workers <= 1``, the charts are drawn in this process when the function
-    is called.
+    ``workers <= 1``, the charts are drawn in this process when the yielded
+    function is called. On exit the processes are waited for.
+
+    Args:
+        results: the results to draw.
+        out_dir: the folder to write into; created, with its parents, on entry.
+        workers: how many forked processes draw the charts (default 1: none).
+
+    Yields:
+        A function that waits for the charts and returns what ``save_all`` returns:
+        chart name -> a list holding its PNG's path, or why it was not drawn.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     if workers <= 1 or not sys.platform.startswith("linux"):
@@ -385,10 +504,20 @@ def _save(results: Results, name: str, out_dir: Path) -> list[Path] | str:
 
 
 def tight_bbox(figure: Figure) -> Bbox:
-    """The box, in inches, that ``savefig(bbox_inches="tight")`` crops to, measured
-    without the full draw (rendering switched off) that savefig runs first to
+    """The box that ``savefig(bbox_inches="tight")`` crops to, measured without a full draw.
+
+    savefig's tight box first runs a full draw (rendering switched off) to
     settle layout engines and automatic title positions, which these charts do
-    not use: the same pixels for a fifteenth less work."""
+    not use: measuring directly gives the same pixels for a fifteenth less work.
+    Sets the figure's dpi to ``DPI`` first.
+
+    Args:
+        figure: a figure drawn by this module (no layout engine, fixed titles).
+
+    Returns:
+        The box in inches, padded by ``rcParams["savefig.pad_inches"]``: pass it as
+        ``savefig(..., bbox_inches=tight_bbox(figure))``.
+    """
     figure.set_dpi(DPI)
     return figure.get_tightbbox(figure.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
 

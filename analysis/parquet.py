@@ -12,8 +12,18 @@ FRAMES = ("trials", "epochs", "layers")
 
 
 def export(frames: Results, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``trials.parquet``, ``epochs.parquet`` and ``layers.parquet`` into
-    ``out_dir`` (created if needed); returns the path of each."""
+    """Write the three frames as Parquet files.
+
+    Writes ``trials.parquet``, ``epochs.parquet`` and ``layers.parquet`` (without
+    the index), replacing files of those names.
+
+    Args:
+        frames: the results whose ``trials``, ``epochs`` and ``layers`` to write.
+        out_dir: the folder to write into; created, with its parents, if needed.
+
+    Returns:
+        The path of each file, keyed ``"trials"``, ``"epochs"`` and ``"layers"``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / f"{name}.parquet" for name in FRAMES}

@@ -54,7 +54,22 @@ li.equivalent { color: #036; } li.inconclusive { color: #666; }
 
 
 def write_report(results: Results, out_dir: str | os.PathLike, **options) -> Path:
-    """``write_report_and_findings`` (same options), returning the HTML path only."""
+    """Write ``report.html`` and the files beside it; return the HTML path.
+
+    ``write_report_and_findings`` with the findings left out of what it returns.
+
+    Args:
+        results: the results to report on.
+        out_dir: the folder to write into; created if needed.
+        **options: ``findings``, ``margin`` and ``confidence``, passed to
+            ``write_report_and_findings``.
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        ValueError: ``margin`` or ``confidence`` is not in (0, 1) (when the findings are computed here).
+    """
     return write_report_and_findings(results, out_dir, **options)[0]
 
 
@@ -65,14 +80,31 @@ def write_report_and_findings(
     margin: float = 0.01,
     confidence: float = 0.95,
 ) -> tuple[Path, pd.DataFrame]:
-    """Write ``report.html``, ``findings.json`` (records: ``pandas.read_json``
-    reads it back), ``charts/*.png`` and the Parquet frames into ``out_dir``;
-    returns the HTML path and the findings (the terminal prints them).
+    """Write the HTML report and the files beside it; return the findings too.
 
-    ``findings`` defaults to ``analysis.findings(results, margin, confidence)``.
-    Charts and tables show complete trials only (finished or diverged). The
-    charts are drawn in ``CHART_WORKERS`` forked processes while this one
-    computes the findings, the Parquet frames and the rest of the page.
+    Writes into ``out_dir``: ``report.html`` (self-contained: the findings, the
+    charts embedded as PNG, the tables, trial counts by state, the sweep specs,
+    trial states and unreadable files), ``findings.json`` (records:
+    ``pandas.read_json`` reads it back), ``charts/*.png`` and the Parquet frames
+    (``analysis.export``), replacing files of those names. Charts and tables
+    show complete trials only (finished or diverged). The charts are drawn in
+    ``CHART_WORKERS`` forked processes while this one computes the findings,
+    the Parquet frames and the rest of the page.
+
+    Args:
+        results: the results to report on.
+        out_dir: the folder to write into; created if needed.
+        findings: the findings to show; default ``analysis.findings(results, margin, confidence)``.
+        margin: the equivalence margin, in accuracy (default 0.01, one point); also
+            named in the page's note on the findings.
+        confidence: the confidence level of the intervals (default 0.95); also named
+            in that note.
+
+    Returns:
+        ``(path of report.html, the findings)``: the terminal prints the findings.
+
+    Raises:
+        ValueError: ``margin`` or ``confidence`` is not in (0, 1) (when ``findings`` is None).
     """
     out = Path(out_dir)
     done = results.where(results.trials["state"].isin(COMPLETE_STATES))
@@ -114,7 +146,21 @@ def _sections_after_charts(results: Results) -> str:
 
 
 def findings_html(findings: pd.DataFrame, margin: float, confidence: float) -> str:
-    """The headline, then one sentence per finding grouped by question (long groups folded)."""
+    """The findings as an HTML fragment for the report.
+
+    A note on the intervals and the margin, the ``headline`` lines, then one
+    sentence per finding grouped by question, each marked with its verdict
+    as a CSS class; the findings past ``SHOWN_PER_QUESTION`` in a group are
+    folded into a ``<details>`` element.
+
+    Args:
+        findings: the frame ``analysis.findings`` returns.
+        margin: the equivalence margin the findings used, in accuracy (0.01 = one point).
+        confidence: the confidence level of their intervals.
+
+    Returns:
+        The HTML, text escaped.
+    """
     note = (
         f"<p class='note'>{confidence:.0%} bootstrap intervals over runs; <i>equivalent</i> means the interval "
         f"lies within \u00b1{100 * margin:.1f} accuracy points. Every number is in {FINDINGS_FILE}.</p>"

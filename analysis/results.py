@@ -18,9 +18,19 @@ from analysis.storage import is_uri, local_copy
 class Results:
     """The frames of one or more experiments (columns: see ``analysis.frames``).
 
-    ``warnings`` lists the files that could not be read, one line each;
-    ``specs`` maps an experiment name to its spec.yaml text; ``paths`` maps
-    it to its directory (its URI, for an experiment on object storage).
+    Built by ``load`` (or ``assemble``); ``where`` narrows it to some trials.
+    The ``experiment`` column of every frame tells the experiments apart.
+
+    Attributes:
+        trials: one row per trial: keys, config, state and summary columns.
+        epochs: one row per trial and epoch: every metric the trial reported.
+        layers: one row per trial, epoch and layer: depth and clamp fraction.
+        warnings: one line each for a file that could not be read, a path holding
+            no experiment directory, and an experiment with no trials. Default: empty.
+        specs: experiment name -> the text of its ``spec.yaml``; experiments without
+            one are absent. Default: empty.
+        paths: experiment name -> its directory (its URI, for an experiment on object
+            storage). Default: empty.
     """
 
     trials: pd.DataFrame
@@ -31,8 +41,20 @@ class Results:
     paths: dict[str, Path | str] = field(default_factory=dict)
 
     def where(self, mask: pd.Series) -> Results:
-        """The same results restricted to the trials where ``mask`` (over ``trials``) holds
-        (these results themselves where it holds for every trial)."""
+        """The same results restricted to the trials where ``mask`` holds.
+
+        ``epochs`` and ``layers`` keep the rows of the kept trials; ``warnings``,
+        ``specs`` and ``paths`` are shared with these results unchanged (an
+        experiment left without trials keeps its entries).
+
+        Args:
+            mask: a boolean Series over ``trials`` (aligned on its index), e.g.
+                ``results.trials["dataset"] == "cifar10"``.
+
+        Returns:
+            A new ``Results`` whose frames have a fresh ``RangeIndex``; these
+            results themselves (not a copy) when ``mask`` holds for every trial.
+        """
         if mask.all():
             return self
         kept = self.trials[mask].reset_index(drop=True)
@@ -47,14 +69,26 @@ class Results:
 
 
 def load(paths: str | os.PathLike | list[str | os.PathLike]) -> Results:
-    """Read one or more experiment directories (or a Ray storage path holding
-    several) into one ``Results``; the ``experiment`` column tells them apart.
+    """Read one or more experiment directories into one ``Results``.
 
-    A path may be a storage URI (``s3://bucket/sweeps/quick``, ``gs://...``),
-    read through pyarrow's filesystems (``analysis.storage`` says how to reach
-    an S3-compatible server). Never writes; a file that cannot be read becomes
-    a line in ``warnings``. Raises ``FileNotFoundError`` for a path that does
-    not exist.
+    A path may be one experiment directory or a Ray storage path holding
+    several; the ``experiment`` column of the frames tells them apart. A path
+    may also be a storage URI (``s3://bucket/sweeps/quick``, ``gs://...``),
+    read through pyarrow's filesystems from a temporary local copy of the files
+    the analysis reads (``analysis.storage`` says how to reach an S3-compatible
+    server); ``warnings`` and ``paths`` then name the URI. Never writes into an
+    experiment; a file that cannot be read becomes a line in ``warnings``
+    instead of an error.
+
+    Args:
+        paths: a directory or URI, or a list of them (``~`` is expanded).
+
+    Returns:
+        The ``Results`` of every experiment found (empty frames for an empty list).
+
+    Raises:
+        FileNotFoundError: a local path is not a directory, or nothing is stored at a URI.
+        ValueError: a URI names no filesystem pyarrow knows, or lacks a bucket.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -68,8 +102,17 @@ def load(paths: str | os.PathLike | list[str | os.PathLike]) -> Results:
 
 
 def assemble(experiments: list[RawExperiment], warnings: list[str]) -> Results:
-    """``Results`` from experiments as read (``layout.read_experiments``) and
-    the warnings of finding them."""
+    """``Results`` from experiments already read, without touching the files again.
+
+    Args:
+        experiments: the experiments as ``layout.read_experiments`` returns them.
+        warnings: the warnings of finding them (``read_experiments``' second value).
+
+    Returns:
+        The frames built by ``frames.build``; ``warnings`` holds the given ones, then
+        each experiment's own, then ``"<path>: no trials found"`` for an experiment
+        without trials.
+    """
     trials, epochs, layers = frames.build([(e.name, t) for e in experiments for t in e.trials])
     return Results(
         trials=trials,

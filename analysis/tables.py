@@ -18,9 +18,16 @@ SENSITIVITY_PARAMETERS = ["clamp_value", "alpha_fwd", "alpha_bkw"]
 def comparison(trials: pd.DataFrame) -> pd.DataFrame:
     """Best validation loss and accuracy per normalizer/ECM, as the paper prints them.
 
-    For each normalizer the setting with the highest median best accuracy;
-    columns: normalizer, best_val_loss and best_val_acc (medians over that
-    setting's runs), runs, setting.
+    For each normalizer, the setting with the highest median best accuracy
+    over the complete trials.
+
+    Args:
+        trials: a ``trials`` frame (``Results.trials``); only complete trials count.
+
+    Returns:
+        One row per normalizer, sorted by name, with a ``RangeIndex``. Columns:
+        normalizer, best_val_loss and best_val_acc (medians over that setting's
+        runs), runs (complete runs with a best_val_acc), setting.
     """
     per_setting = (
         complete(trials)
@@ -43,9 +50,14 @@ def comparison(trials: pd.DataFrame) -> pd.DataFrame:
 def variability(trials: pd.DataFrame) -> pd.DataFrame:
     """Run-to-run spread of the best accuracy per setting.
 
-    Columns: normalizer, setting, runs, median, min, max, mean, std (of
-    best_val_acc over runs; std is NaN for a single run), diverged (runs that
-    diverged).
+    Args:
+        trials: a ``trials`` frame (``Results.trials``); only complete trials count.
+
+    Returns:
+        One row per (normalizer, setting), sorted by them, with a ``RangeIndex``.
+        Columns: normalizer, setting, runs, median, min, max, mean, std (of
+        best_val_acc over runs; std is NaN for a single run), diverged (runs that
+        diverged).
     """
     done = complete(trials).assign(diverged=lambda t: t["state"].eq("diverged"))
     settings = done.groupby(["normalizer", "setting"])
@@ -54,7 +66,19 @@ def variability(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def setting_medians(trials: pd.DataFrame) -> pd.DataFrame:
-    """Median best accuracy and run count per clamping setting (config less seed), best first."""
+    """Median best accuracy and run count per clamping setting (config less seed), best first.
+
+    Groups the complete trials of online norm with activation clamping by every
+    config key but ``seed`` (missing values form groups of their own).
+
+    Args:
+        trials: a ``trials`` frame (``Results.trials``); only complete trials count.
+
+    Returns:
+        One row per setting, highest best_val_acc first, with a ``RangeIndex``.
+        Columns: the config keys less ``seed`` (``frames.config_columns`` order),
+        best_val_acc (median over the setting's runs), runs.
+    """
     keys = [c for c in config_columns(trials) if c != "seed"]
     done = complete(trials)
     return (
@@ -70,8 +94,15 @@ def setting_medians(trials: pd.DataFrame) -> pd.DataFrame:
 def best_settings(trials: pd.DataFrame, n: int = 5) -> pd.DataFrame:
     """The ``n`` clamping settings with the highest median best accuracy.
 
-    Columns: the sensitivity parameters, the other config keys that vary,
-    best_val_acc (median over runs), runs.
+    Args:
+        trials: a ``trials`` frame (``Results.trials``); only complete trials count.
+        n: how many settings to keep (default 5); fewer rows when fewer settings ran.
+
+    Returns:
+        The first ``n`` rows of ``setting_medians``, best first. Columns: of the
+        config keys (in their order), the sensitivity parameters (clamp_value,
+        alpha_fwd, alpha_bkw) and the others that vary between settings; then
+        best_val_acc (median over runs), runs.
     """
     medians = setting_medians(trials)
     varying = [c for c in medians.columns[:-2] if c in SENSITIVITY_PARAMETERS or medians[c].nunique(dropna=False) > 1]
@@ -81,10 +112,21 @@ def best_settings(trials: pd.DataFrame, n: int = 5) -> pd.DataFrame:
 def sensitivity(trials: pd.DataFrame) -> pd.DataFrame:
     """Change in median best accuracy per step of one parameter, the others held fixed.
 
-    For each of clamp_value, alpha_fwd and alpha_bkw and each pair of
-    consecutive values tried: parameter, from_value, to_value, change (mean
-    over the settings of the other keys where both values were run),
-    change_min, change_max, pairs (how many such settings).
+    Works on ``setting_medians``: for each of clamp_value, alpha_fwd and
+    alpha_bkw, the settings are grouped by the other config keys and, within
+    a group, each value is paired with the next larger value the group ran.
+
+    Args:
+        trials: a ``trials`` frame (``Results.trials``); only complete clamping trials count.
+
+    Returns:
+        One row per parameter and step, with a ``RangeIndex``. Columns: parameter,
+        from_value, to_value, change (median best accuracy at to_value minus at
+        from_value, mean over the groups that ran both), change_min, change_max,
+        pairs (how many such groups). Empty when no value recurs with the others fixed.
+
+    Raises:
+        KeyError: ``trials`` lacks a ``clamp_value``, ``alpha_fwd`` or ``alpha_bkw`` column.
     """
     medians = setting_medians(trials)
     keys = list(medians.columns[:-2])

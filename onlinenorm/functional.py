@@ -240,7 +240,13 @@ def _backward_math(
 
 
 class Kernels:
-    """The forward and backward math, run eagerly or through ``torch.compile``, under :class:`_OnlineNormTrain`.
+    """The layer's training math in PyTorch ops, run eagerly or through ``torch.compile``.
+
+    Each ``kernels`` choice of the layer and of :func:`online_norm` is one object, a :class:`Kernels` or a
+    :class:`FusedKernels`, built on first use of its name and shared by every layer. Both offer the same two
+    methods, :meth:`forward` and :meth:`backward`, over ``(N, C, M)`` views of the activations, which
+    :class:`_OnlineNormTrain` (the layer's one autograd node) calls: this class is that interface's
+    reference implementation, and the fallback of the fused kernels for the calls they do not cover.
 
     Compiled, inductor fuses each direction's passes over the activations
     (statistics in one read; normalize, affine, clamp and count in one
@@ -248,8 +254,12 @@ class Kernels:
     ``x``; its output in one more), at the cost of a compile on first use of
     each shape in each process. Eager needs no compiler.
 
-    ``fallback``: kernels to switch to, for good, when compiling fails
-    (no C++ compiler for CPU, no Triton for CUDA); without one the error is raised.
+    Args:
+        compiled: run the math through ``torch.compile`` (one kernel specialised per activation shape;
+            this sets dynamo's process-wide ``recompile_limit`` to at least :data:`MAX_COMPILED_SHAPES`),
+            else eagerly.
+        fallback: kernels to switch to, for good and with a ``RuntimeWarning``, when compiling fails
+            (no C++ compiler for CPU, no Triton for CUDA); without one the error is raised. Default: ``None``
     """
 
     def __init__(self, compiled: bool, fallback: Kernels | None = None):
@@ -353,15 +363,24 @@ class Kernels:
 class FusedKernels:
     """Hand-written fused kernels where they cover a call, ``fallback`` elsewhere.
 
-    ``backend`` is ``"native"`` (the C kernels of :mod:`onlinenorm.kernels.native`: float32 on the CPU) or
-    ``"triton"`` (:mod:`onlinenorm.kernels.triton_kernels`: float32, bfloat16, float16 on CUDA); the state must
-    be contiguous float32 (a layer's buffers are, unless the module was cast). Under ``torch.compile``
-    they are called as custom ops (:mod:`onlinenorm.kernels.ops`), which the compiled graph keeps; eagerly,
-    directly: the Python custom-op dispatch (argument binding, autograd and version-counter wrappers)
-    costs several times what the C kernels take at small shapes.
-    ``optional``: if the kernels cannot run here (no C compiler, no triton), warn once and use
-    ``fallback`` for every call; otherwise raise. ``device_type``: only inputs on that device go to them
-    (``"auto"`` sends only CUDA tensors to the Triton kernels, never CPU ones through Triton's interpreter).
+    The ``kernels="native"``, ``"triton"`` and ``"auto"`` choices: the same :meth:`forward` and
+    :meth:`backward` interface as :class:`Kernels`, each direction one call of a fused kernel. A call goes
+    to the kernels when its input is on ``device_type`` (if given), the backend covers it, and the state
+    is contiguous float32 (a layer's buffers are, unless the module was cast); every other call goes to
+    ``fallback``. Under ``torch.compile`` they are called as custom ops (:mod:`onlinenorm.kernels.ops`),
+    which the compiled graph keeps; eagerly, directly: the Python custom-op dispatch (argument binding,
+    autograd and version-counter wrappers) costs several times what the C kernels take at small shapes.
+
+    Args:
+        backend: ``"native"`` (the C kernels of :mod:`onlinenorm.kernels.native`: float32 on the CPU) or
+            ``"triton"`` (:mod:`onlinenorm.kernels.triton_kernels`: float32, bfloat16, float16 on CUDA).
+        fallback: the kernels for the calls these do not cover (a :class:`Kernels`, or another
+            :class:`FusedKernels` to chain backends).
+        optional: if the kernels cannot run here (no C compiler, no triton), warn once and use
+            ``fallback`` for every call; with ``False``, raise.
+        device_type: only inputs on that device go to the kernels; ``None``: any device the backend covers
+            (``"auto"`` passes ``"cuda"`` for the Triton kernels, so CPU tensors never go through Triton's
+            interpreter). Default: ``None``
     """
 
     _TITLES = {"native": "C kernels", "triton": "Triton kernels"}
@@ -387,7 +406,32 @@ class FusedKernels:
         return self._available
 
     def forward(self, x3, weight, bias, state: StreamState, settings: Settings, counters: Counters):
-        """As :meth:`Kernels.forward`, the output in ``x3``'s dtype; the state advanced in place."""
+        """Training forward of ``x3``: the output and the statistics for :meth:`backward`.
+
+        Advances ``state.mu`` and ``state.var`` in place and adds to ``counters``, as :meth:`Kernels.forward`.
+
+        Args:
+            x3: the activations, ``(N, C, M)``: ``M`` positions per sample and channel.
+            weight: the affine weight, or ``None``.
+            bias: the affine bias, or ``None``.
+            state: the layer's :class:`StreamState`; ``mu`` and ``var`` advance, ``u`` and ``v`` are not touched.
+            settings: the call's :class:`Settings` (``alpha_fwd``, ``eps`` and the ECM).
+            counters: the clamp telemetry (:class:`Counters`), incremented by the clamped and by all elements
+                where not ``None``.
+
+        Returns:
+            ``(out, stats)``: ``out`` the normalized, affine and compensated activations, in ``x3``'s dtype
+            from the fused kernels (in the compute dtype, float32 or float64, from ``fallback``);
+            ``stats`` the :class:`ForwardStats` that :meth:`backward` takes.
+
+        Raises:
+            onlinenorm.kernels.native.NativeUnavailable, onlinenorm.kernels.triton_kernels.TritonUnavailable:
+                on the first call the kernels cover, when they cannot run here and ``optional`` is ``False``.
+
+        Shape:
+            - x3: ``(N, C, M)``; weight, bias and each state tensor: ``(C,)``
+            - out: ``(N, C, M)``; stats: ``(N, C)`` each (``ls_scale``: ``(N, 1)``)
+        """
         if not self._use(x3, state):
             return self._fallback.forward(x3, weight, bias, state, settings, counters)
         from onlinenorm.kernels import ops
@@ -412,7 +456,29 @@ class FusedKernels:
         return out, stats
 
     def backward(self, grad3, x3, weight, bias, state: StreamState, stats: ForwardStats, settings: Settings):
-        """As :meth:`Kernels.backward`, the input gradient in ``grad3``'s dtype."""
+        """Training backward, the gradient control process over ``grad3``: the input, weight and bias gradients.
+
+        Advances ``state.u`` and ``state.v`` in place, as :meth:`Kernels.backward`. The call goes to the fused
+        kernels or to ``fallback`` by the same test as :meth:`forward`.
+
+        Args:
+            grad3: the gradient at the output, ``(N, C, M)``.
+            x3: the forward's input, ``(N, C, M)``.
+            weight: the affine weight, or ``None``.
+            bias: the affine bias, or ``None``.
+            state: the layer's :class:`StreamState`; ``u`` and ``v`` advance, ``mu`` and ``var`` are not touched.
+            stats: the :class:`ForwardStats` the forward of ``x3`` returned.
+            settings: the call's :class:`Settings` (``alpha_bkw`` and the ECM).
+
+        Returns:
+            ``(grad_x, grad_weight, grad_bias)``: the input gradient, in ``grad3``'s dtype from the fused
+            kernels (in the compute dtype from ``fallback``), and the sums over samples and positions of
+            ``g' * y`` and of ``g'`` (``g'`` the gradient at ``y'``), float32 from the fused kernels.
+
+        Shape:
+            - grad3, x3: ``(N, C, M)``; weight, bias and each state tensor: ``(C,)``
+            - grad_x: ``(N, C, M)``; grad_weight, grad_bias: ``(C,)``
+        """
         if not self._use(x3, state):
             return self._fallback.backward(grad3, x3, weight, bias, state, stats, settings)
         from onlinenorm.kernels import ops
@@ -462,12 +528,30 @@ MAX_COMPILED_SHAPES = 64
 
 
 def default_kernels() -> str:
-    """``ONLINENORM_KERNELS`` if set, else ``"auto"``; read whenever a layer is built."""
+    """Return the default ``kernels`` choice: ``ONLINENORM_KERNELS`` if set, else ``"auto"``.
+
+    Read whenever a layer is built with ``kernels=None``, so a change to the environment variable applies
+    to the layers built after it.
+
+    Returns:
+        The environment variable's value, unchecked (:func:`check_kernels` checks it), or ``"auto"``.
+    """
     return os.environ.get("ONLINENORM_KERNELS", "auto")
 
 
 def check_kernels(name: str) -> str:
-    """``name`` if it is one of ``KERNEL_CHOICES``, else a ``ValueError`` saying what is allowed."""
+    """Check a ``kernels`` choice.
+
+    Args:
+        name: the choice, from an argument or ``ONLINENORM_KERNELS``.
+
+    Returns:
+        ``name`` itself.
+
+    Raises:
+        ValueError: ``name`` is not one of ``KERNEL_CHOICES`` (``"auto"``, ``"eager"``, ``"compiled"``,
+            ``"native"``, ``"triton"``); the message lists them.
+    """
     if name not in KERNEL_CHOICES:
         raise ValueError(
             f"kernels must be one of {', '.join(map(repr, KERNEL_CHOICES))}; got {name!r}"

@@ -47,16 +47,38 @@ def create_norm(
     group_size: int = DEFAULT_GROUP_SIZE,
     kernels: str | None = None,
 ) -> NormLayer:
-    """A factory ``num_features -> nn.Module`` for ``norm`` in :data:`NORMS`.
+    """Return a factory ``num_features -> nn.Module`` for the normalizer ``norm``.
 
-    ``online``: ``OnlineNorm{dim}d`` with ``ecm`` (``ac`` clamping at
-    ``clamp_value``, ``ls`` layer scaling, ``none``), ``alpha_fwd``,
-    ``alpha_bkw``, ``eps``, ``ls_eps``, ``kernels``; ``batch``: ``BatchNorm{dim}d``;
-    ``group``: ``GroupNorm`` with ``group_size`` channels per group;
-    ``layer``: statistics over all non-batch dims (``GroupNorm(1, C)`` for
-    images, ``LayerNorm(C)`` for vectors); ``instance``: ``InstanceNorm2d``
-    with affine parameters (images only); ``none``: identity.
-    Options that do not apply to ``norm`` are ignored.
+    Models call the factory once per normalized layer (``norm_layer(C)``), so they never branch on
+    normalizer names. Options that do not apply to ``norm`` are ignored; the chosen layer checks its own
+    options when the factory builds it.
+
+    Args:
+        norm: one of :data:`NORMS`. ``"online"``: :class:`~onlinenorm.OnlineNorm1d` or
+            :class:`~onlinenorm.OnlineNorm2d` (by ``dim``) with ``ecm``, ``alpha_fwd``, ``alpha_bkw``,
+            ``eps``, ``clamp_value``, ``ls_eps`` and ``kernels``; ``"batch"``: ``BatchNorm1d`` or
+            ``BatchNorm2d``; ``"group"``: ``GroupNorm`` with ``group_size`` channels per group;
+            ``"layer"``: statistics over all non-batch dims (``GroupNorm(1, C)`` for images,
+            ``LayerNorm(C)`` for vectors); ``"instance"``: ``InstanceNorm2d`` with affine parameters
+            (images only, ``dim=2``); ``"none"``: ``nn.Identity``.
+        dim: 2 for layers taking ``(N, C, H, W)``, 1 for layers taking ``(N, C)`` (the MLP). Default: 2
+        ecm: the online layer's error compensation mechanism: ``"ac"`` clamping at ``clamp_value``,
+            ``"ls"`` layer scaling, or ``"none"``. Default: ``"ac"``
+        alpha_fwd: the online layer's forward decay factor. Default: 0.999
+        alpha_bkw: the online layer's backward decay factor. Default: 0.99
+        clamp_value: the online layer's clamp for ``ecm="ac"``. Default: 5.0
+        eps: added to the variance by every normalizer but ``"none"``. Default: 1e-5
+        ls_eps: the online layer's layer-scaling ``eps`` for ``ecm="ls"``. Default: 1e-5
+        group_size: channels per group of ``"group"``; it must divide each layer's channel count, else
+            building that layer raises a ``ValueError``. Default: 8
+        kernels: the online layer's ``kernels`` (:class:`~onlinenorm.OnlineNorm2d`). Default: ``None``
+            (``ONLINENORM_KERNELS``, else ``"auto"``)
+
+    Returns:
+        A callable taking ``num_features`` and returning a new module (a :class:`NormLayer`).
+
+    Raises:
+        ValueError: ``dim`` is not 1 or 2, or ``norm`` is not a normalizer for that ``dim``.
     """
     if dim not in (1, 2):
         raise ValueError(f"dim must be 1 (N, C) or 2 (N, C, H, W), got {dim}")

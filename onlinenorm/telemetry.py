@@ -48,10 +48,14 @@ def clamp_fractions(model: nn.Module) -> dict[str, float]:
 
 
 def reset_clamp_stats(model: nn.Module) -> None:
-    """Zero the clamp counters of every ``ac`` layer in ``model``.
+    """Zero the clamp counters of every ``ecm="ac"`` layer in ``model``.
+
+    Sets each such layer's ``clamp_count`` and ``seen_count`` to 0, on its device, so that
+    :func:`clamp_fractions` counts from here on.
 
     Args:
-        model: a module holding Online Normalization layers (or one layer).
+        model: a module holding Online Normalization layers (or one layer); layers with another ``ecm``
+            are left as they are.
     """
     for _, module in _clamping_layers(model):
         module.clamp_count.zero_()

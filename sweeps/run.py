@@ -43,7 +43,17 @@ class ExperimentError(ValueError):
 
 @dataclass(frozen=True)
 class SweepOutcome:
-    """Where a finished (or stopped) sweep is, its trial counts by state, and Ray Tune's ``ResultGrid``."""
+    """What :func:`run_sweep` and :func:`resume_sweep` return: where a finished (or stopped) sweep is, its
+    trial counts by state, and Ray Tune's ``ResultGrid``.
+
+    Attributes:
+        name: the experiment's name, the last part of ``path``.
+        path: the experiment directory, ``STORAGE/NAME`` (an absolute local path or a storage URI).
+        counts: the number of trials in each state, states with no trial left out: ``"TERMINATED"``
+            (finished), ``"DIVERGED"`` (finished, but the run reported ``diverged``), ``"ERROR"`` (errored
+            out of its retries) and ``"UNFINISHED"`` (left running or pending when the sweep was stopped).
+        results: Ray Tune's ``ResultGrid`` of the run (not part of the repr or of equality). Default: ``None``
+    """
 
     name: str
     path: str
@@ -254,8 +264,32 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run every trial of ``spec`` to the end in ``STORAGE/<spec name>``, which must not exist yet.
 
-    ``verbose``: 0 prints nothing, 1 a status table and one line per trial event, 2 Ray Tune's own output
-    (:mod:`sweeps.progress`)."""
+    Connects to Ray (:func:`connected`), prepares the data on every node, writes the effective spec to
+    ``spec.yaml`` in the experiment directory, then fits one ``tune.Tuner`` over the spec's trials, holding
+    the experiment's lock (:mod:`sweeps.lock`) throughout.
+
+    Args:
+        spec: the checked sweep spec, as :func:`sweeps.spec.load_spec` returns it; its ``name`` names the
+            experiment directory.
+        address: the Ray cluster to run on (a ``ray://`` address is tried up to 3 times through Ray
+            Client), or ``None`` for an embedded Ray sized to this machine. A Ray instance already
+            initialized in this process is used as it is, whatever ``address`` says; one this call started
+            or connected to is shut down at the end. Default: ``None``
+        storage: the folder or storage URI (``s3://...``) that holds the experiment directory; a local path
+            is made absolute. Default: ``None``, which means ``results``
+        verbose: 0 prints nothing, 1 a status table and one line per trial event, 2 Ray Tune's own output
+            (:mod:`sweeps.progress`). Default: 1
+        callbacks: more Ray Tune callbacks, run after the spec's trackers (:mod:`sweeps.callbacks`).
+            Default: ``None``
+
+    Returns:
+        A :class:`SweepOutcome`: the experiment directory, the trial counts by state and the ``ResultGrid``;
+        trials left running or pending when the sweep was stopped (Ctrl-C) count as ``"UNFINISHED"``.
+
+    Raises:
+        ExperimentError: the experiment directory exists already (resume it with
+            ``onlinenorm sweep resume``), or another driver holds its lock.
+    """
     name = spec.name
     path = experiment_path(storage, name)
     with _sole_driver(path):

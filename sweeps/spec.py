@@ -439,8 +439,27 @@ def parse_spec(raw: dict, source: str = "spec") -> SweepSpec:
 def load_spec(
     path: str | Path, overrides: list[str] = (), name: str | None = None, tracking: str | None = None
 ) -> SweepSpec:
-    """The checked spec in file ``path`` with ``--set`` ``overrides`` applied and, if given, another ``name``
-    and the ``--tracking`` choice of trackers."""
+    """Read, check and expand the sweep spec in the YAML file ``path``.
+
+    The overrides, name and trackers are applied to the file's mapping first, so the checks see the
+    effective spec.
+
+    Args:
+        path: the spec file.
+        overrides: ``--set`` items ``a.b=value`` (the value parsed as YAML), applied in order; a missing
+            parent key is created as a mapping. Default: ``()``
+        name: the sweep's name instead of the spec's ``name``. Default: ``None`` (the spec's)
+        tracking: the ``--tracking`` choice: ``none`` or a comma-separated list of trackers, each keeping its
+            spec settings or getting the defaults; the spec's other trackers are dropped. Default: ``None``
+            (the spec's trackers)
+
+    Returns:
+        The checked :class:`SweepSpec`, its trials expanded into resolved training configs.
+
+    Raises:
+        SpecError: the file cannot be read or does not hold a YAML mapping, an override or the tracking
+            choice is malformed, or the spec has problems (each listed with its key path).
+    """
     raw = apply_overrides(read_yaml(path), list(overrides))
     raw = select_trackers(raw, tracking) if tracking is not None else raw
     return parse_spec({**raw, "name": name} if name is not None else raw, str(path))

@@ -64,8 +64,8 @@ def findings(results: Results, margin: float = 0.01, confidence: float = 0.95) -
 
     Args:
         results: from ``analysis.load``.
-        margin: the equivalence margin, in accuracy (0.01 = one point).
-        confidence: the confidence level of every interval.
+        margin: the equivalence margin, in accuracy (default 0.01 = one point).
+        confidence: the confidence level of every interval (default 0.95).
 
     Returns:
         A frame with ``COLUMNS``: kind, question, subject (a setting or a
@@ -73,6 +73,9 @@ def findings(results: Results, margin: float = 0.01, confidence: float = 0.95) -
         ci_low, ci_high, n_runs, verdict, sentence (the finding in words, with
         its numbers), reason (why the verdict is inconclusive or
         unsupported), n_failed, estimate/ci_low/ci_high/verdict_without_failed.
+
+    Raises:
+        ValueError: ``margin`` or ``confidence`` is not in (0, 1).
     """
     if not 0 < margin < 1:
         raise ValueError(f"margin must be in (0, 1) (an accuracy difference, 0.01 = one point); got {margin!r}")

@@ -12,9 +12,21 @@ SHOWN_PER_QUESTION = 8  # the rest of a long group is summarised (terminal) or f
 
 
 def headline(findings: pd.DataFrame, margin: float) -> list[str]:
-    """The lines a reader must see first: settings where removing the clamp
-    is not safe (or lost more than the margin in a single run), that every
-    setting ran once, runs that failed to learn, trials stopped early."""
+    """The lines a reader must see first.
+
+    In this order, each only where it applies: the settings where removing the
+    clamp is not safe (``removal`` verdict ``worse``); those where it lost more
+    than ``margin`` in a single run (inconclusive, one run); a note that every
+    compared setting ran once; the sentences of runs that failed to learn; the
+    sentences of trials stopped early.
+
+    Args:
+        findings: the frame ``analysis.findings`` returns.
+        margin: the equivalence margin the findings used, in accuracy (0.01 = one point).
+
+    Returns:
+        The lines, without markers; empty when nothing needs flagging.
+    """
     lines = []
     removal = findings[findings["kind"].eq("removal")]
     unsafe = removal[removal["verdict"].eq(WORSE)]
@@ -46,8 +58,17 @@ def headline(findings: pd.DataFrame, margin: float) -> list[str]:
 
 
 def by_question(findings: pd.DataFrame) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
-    """``(question, shown, folded)`` per question in row order: decisive
-    findings first, at most ``SHOWN_PER_QUESTION`` shown."""
+    """The findings grouped by question, decisive ones first.
+
+    Args:
+        findings: the frame ``analysis.findings`` returns.
+
+    Returns:
+        ``(question, shown, folded)`` per question, in the order questions first
+        appear in ``findings``: ``shown`` holds the first ``SHOWN_PER_QUESTION`` rows
+        (findings with a verdict other than inconclusive or unsupported first, each
+        part in row order), ``folded`` the rest (possibly empty).
+    """
     groups = []
     for question, rows in findings.groupby("question", sort=False):
         undecided = rows["verdict"].isin([INCONCLUSIVE, UNSUPPORTED])
@@ -57,7 +78,20 @@ def by_question(findings: pd.DataFrame) -> list[tuple[str, pd.DataFrame, pd.Data
 
 
 def to_text(findings: pd.DataFrame, margin: float, confidence: float) -> str:
-    """The findings as terminal text: headline, then each question's sentences."""
+    """The findings as terminal text, as ``onlinenorm report`` prints them.
+
+    A title line naming the confidence and margin, the ``headline`` lines
+    (marked ``!``), then each question with its shown sentences (marked ``-``)
+    and a count by verdict of the folded ones (see ``by_question``).
+
+    Args:
+        findings: the frame ``analysis.findings`` returns.
+        margin: the equivalence margin the findings used, in accuracy (0.01 = one point).
+        confidence: the confidence level of their intervals (0.95 is written 95%).
+
+    Returns:
+        The text, lines joined by newlines, without a trailing newline.
+    """
     lines = [
         f"Findings ({confidence:.0%} bootstrap intervals over runs; equivalent = within "
         f"\u00b1{100 * margin:.1f} points)"

@@ -4,12 +4,11 @@ Every candidate runs one forward+backward step per round, the candidates
 interleaved within each round so that machine noise hits them alike, in an
 order shuffled afresh each round so that no candidate always follows the same
 one: what a step leaves in the caches, or in the allocator, changes the next
-step's time (measured up to 7%; rotating the order by one each round, as this
-module first did, still left every candidate the same predecessor, and put
-``ac+`` after batch norm in every round: 5-10% on its median). The figure
-reported is the median over rounds, and ratios are taken between medians
-measured in the same process; the ac-vs-ls ratios are the median of the
-per-round ratios with its 95% confidence interval. What each ECM itself costs
+step's time (measured up to 7%), and a fixed rotation of the order would give
+every candidate the same predecessor in every round, which moved a median by
+5-10% where measured. The figure reported is the median over rounds, and ratios
+are taken between medians measured in the same process; the ac-vs-ls ratios are
+the median of the per-round ratios with its 95% confidence interval. What each ECM itself costs
 (tens of microseconds, next to a layer step's fixed cost of hundreds) is
 timed apart, in the C kernels without autograd (:func:`ecm_kernel_costs`).
 

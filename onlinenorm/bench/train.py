@@ -56,13 +56,36 @@ def bench_train(
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """One row per variant (``"batch"``, ``"online-ac"``, ``"norm-ecm"``...) with its median step time.
+    """Time a training step of ``model`` under each normalizer variant, relative to batch norm.
 
-    Row keys: ``model``, ``variant``, ``batch_size``, ``device``, ``threads``,
-    ``step_ms`` (median over ``rounds`` of the mean over ``steps``),
-    ``step_ms_min``, ``ratio`` (``step_ms`` / the batch-norm ``step_ms``, or
-    ``nan`` when batch norm is not among ``norms``), ``ratio_best`` (the same
-    for ``step_ms_min``: steadier than the median on a loaded machine).
+    Each variant gets its own model (built after ``torch.manual_seed(0)``, for 10 classes), an SGD optimizer
+    (lr 0.01, momentum 0.9) and one fixed random batch; a step is forward, cross-entropy, backward and the
+    SGD update. The variants are timed interleaved, in an order shuffled each round
+    (:func:`onlinenorm.bench.layer.time_interleaved`).
+
+    Args:
+        model: a model name of :data:`onlinenorm.models.MODELS`. Default: ``"resnet20"``
+        batch_size: samples per step. Default: 128
+        steps: steps per variant and round; a round's sample is their mean time. Default: 5
+        norms: the variants, each ``"NORM"`` (a :func:`~onlinenorm.norms.create_norm` name, e.g.
+            ``"batch"``) or ``"online-ECM"`` (the online layer with that ECM, e.g. ``"online-ac"``).
+            Default: ``("batch", "online-ac", "online-ls")``
+        rounds: timed rounds; each row reports the median and the best over them. Default: 5
+        warmup: untimed steps of each variant before the first round. Default: 2
+        image_size: height and width of the random 3-channel input images. Default: 32
+        device: the device the models and the batch live on, e.g. ``"cpu"`` or ``"cuda"``. Default: ``"cpu"``
+        progress: called with one status line before the timing starts; ``None`` prints nothing.
+            Default: ``None``
+
+    Returns:
+        One row (a dict) per variant, in the order of ``norms``, with keys ``model``, ``variant``,
+        ``batch_size``, ``device``, ``threads`` (``torch.get_num_threads()``), ``step_ms`` (median over
+        ``rounds`` of the mean over ``steps``), ``step_ms_min`` (the best round), ``ratio`` (``step_ms`` /
+        the batch-norm ``step_ms``, or ``nan`` when ``"batch"`` is not among ``norms``) and ``ratio_best``
+        (the same for ``step_ms_min``: steadier than the median on a loaded machine).
+
+    Raises:
+        ValueError: an unknown model, normalizer or ECM name.
     """
     where = torch.device(device)
     candidates = {v: _training_step(v, model, batch_size, image_size, where) for v in norms}
@@ -89,7 +112,17 @@ def bench_train(
 
 
 def format_train_table(rows: list[dict]) -> str:
-    """A plain-text table: variant, median and best step time, their ratios to batch norm."""
+    """Format :func:`bench_train`'s rows as a plain-text table.
+
+    A header line (model, batch size, device and threads, from the first row), a line of column titles,
+    then one line per row: variant, median and best step time in ms, and their ratios to batch norm.
+
+    Args:
+        rows: the rows :func:`bench_train` returned; at least one.
+
+    Returns:
+        The table, its lines joined by newlines (no trailing newline).
+    """
     lines = [
         f"{rows[0]['model']}, batch {rows[0]['batch_size']}, {rows[0]['device']}, {rows[0]['threads']} threads",
         f"{'variant':<14}{'median ms':>10}{'best ms':>10}{'median/bn':>10}{'best/bn':>10}",

@@ -27,14 +27,15 @@
  * (BENCHMARKS.md, "Implementation notes").
  * Without clamping the caller passes no flags, and no loop looks at the clamp.
  * The clamp telemetry goes straight into the layer's int64 counters (the number clamped, and seen), so a
- * step spends no tensor operation on it (the two in-place adds it replaces cost about 5 us a step).
+ * step spends no tensor operation on it (two in-place adds in Python would cost about 5 us a step).
  * Likewise the state (mu, var; u, v) is advanced in place, and the backward returns the weight and bias
  * gradients summed over the batch (from its scan), not per-(sample, channel) sums for torch to add up:
  * each tensor operation around the kernels costs a few microseconds, more just after a kernel has
  * filled the caches with activations (BENCHMARKS.md, "Passes over the activations").
  *
- * Built at run time by onlinenorm/native.py (cc -O3 -march=native -fopenmp), or ahead of time for any
- * CPU of the architecture (-march=x86-64-v3: `onlinenorm kernels build --portable`, the Docker image).
+ * Built at run time by onlinenorm/kernels/native.py (cc -O3 -march=native -fopenmp), or ahead of time for
+ * any CPU of the architecture (-march=x86-64-v3 on x86-64, -march=armv8-a on aarch64:
+ * `onlinenorm kernels build --portable`, the Docker image).
  */
 
 #include <math.h>
@@ -264,7 +265,7 @@ void onlinenorm_backward(const float *grad, const float *x, float *grad_x, int64
             int64_t t1, c1, first, last;
             block_rows(t0, c0, block, group, n, channels, &t1, &c1, &first, &last);
             /* (1) per row, g' (the gradient at y', zero where clamped): sum(g') and sum(g' y).
-             * float lanes: with the mask, double accumulators measured 4x slower (gcc 12). */
+             * float lanes: with the mask, double accumulators run 4x slower (measured with gcc 12). */
             for (int64_t row = first; row < last; ++row) {
                 const float *g = grad + row * m, *xr = x + row * m;
                 const float scale = scale_in[row], shift = shift_in[row], mu_prev = mu_prev_in[row];
