@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -106,3 +108,14 @@ def test_missing_data_is_a_usage_error_and_writes_nothing(tmp_path, capsys):
     assert main(["train", "--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert "onlinenorm data synth --format cifar10" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_executable_exits_quietly_after_a_run(data_dir, tmp_path):
+    """The ``onlinenorm`` executable's exit path (``run``), not just ``main``: a training run prints its summary
+    and nothing else at exit (torch's Triton bindings report objects left uncollected at exit as leaks)."""
+    code = "import sys; from onlinenorm.cli import run; sys.argv[0] = 'onlinenorm'; run()"
+    args = [*flags(data_dir, tmp_path / "run"), "--epochs", "1", "--kernels", "eager"]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert (tmp_path / "run" / "metrics.jsonl").is_file()

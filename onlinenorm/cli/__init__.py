@@ -145,14 +145,17 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """The ``onlinenorm`` executable: ``main`` on the process's arguments, then exit with its code.
 
-    Before exiting, ``gc.freeze()`` moves every object to the permanent
-    generation, which the interpreter's last collection skips: after a report,
-    that walk over what pandas, matplotlib and scipy hold took 0.3 s. Objects
-    are still freed as their modules are cleared; only garbage in reference
-    cycles is left to the operating system.
+    Before a torch-free command (``report``, ``sweep status``, the help) exits,
+    ``gc.freeze()`` moves every object to the permanent generation, which the
+    interpreter's last collection skips: after a report, that walk over what
+    pandas, matplotlib and scipy hold took 0.3 s. Objects are still freed as
+    their modules are cleared; only garbage in reference cycles is left to the
+    operating system. Not where torch is loaded: it loads Triton, whose
+    bindings (nanobind) report every object still alive at exit as a leak.
     """
     code = main()
-    gc.freeze()
+    if "torch" not in sys.modules:
+        gc.freeze()
     sys.exit(code)
 
 
