@@ -25,7 +25,8 @@ NUM_CLASSES = 1000
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, 3, S, S) uint8, 1-based labels (N,)) of one file."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # The file is ours to close: np.load leaves the one it opened open when the archive is unreadable.
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as archive:
             data, labels = archive["data"], np.asarray(archive["labels"], dtype=np.int64).reshape(-1)
     except KeyError as err:
         raise DatasetError(f"{path}: missing array {err}") from None
