@@ -12,7 +12,7 @@ def register(actions) -> None:
     build.add_argument(
         "--portable",
         action="store_true",
-        help="build for any CPU of this architecture with AVX2 and FMA (x86-64-v3), not just this one: "
+        help="build for any CPU of this architecture (x86-64-v3: AVX2 and FMA; aarch64: ARMv8-A), not just this one: "
         "machines without a compiler that share the folder use it (the Docker image does)",
     )
 
@@ -20,8 +20,8 @@ def register(actions) -> None:
 def run_build(args) -> int:
     """Build the C kernels into ONLINENORM_CACHE_DIR (else ~/.cache/onlinenorm); print the path.
 
-    Compile the C kernels for this machine (or, with --portable, for any x86-64-v3 CPU) into ONLINENORM_CACHE_DIR,
-    else ~/.cache/onlinenorm, and print the library's path.
+    Compile the C kernels for this machine (or, with --portable, for any CPU of its architecture) into
+    ONLINENORM_CACHE_DIR, else ~/.cache/onlinenorm, and print the library's path.
     """
     from onlinenorm.cli import UsageError
     from onlinenorm.kernels import native
