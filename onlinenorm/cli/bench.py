@@ -44,16 +44,20 @@ def register(kinds) -> None:
         help="input shape (repeatable); default: ResNet-20 shapes and one ResNet-50 shape",
     )
     layer.add_argument(
-        "--rounds", type=int, default=25, metavar="N", help="timed rounds per candidate (median reported)"
+        "--rounds",
+        type=int,
+        default=25,
+        metavar="N",
+        help="timed rounds per candidate, median reported (default: %(default)s)",
     )
     layer.add_argument(
         "--oracle-rounds",
         type=int,
         default=3,
         metavar="N",
-        help="rounds of the slow per-sample loop oracle (0 skips it)",
+        help="rounds of the slow per-sample loop oracle, 0 skips it (default: %(default)s)",
     )
-    layer.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu or cuda")
+    layer.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu or cuda (default: %(default)s)")
     layer.add_argument(
         "--dtype",
         type=_dtypes,
@@ -80,7 +84,8 @@ def register(kinds) -> None:
         type=int,
         default=200,
         metavar="N",
-        help="rounds timing what each ECM adds to the C kernels (0 skips it; needs native in --kernels)",
+        help="rounds timing what each ECM adds to the C kernels, 0 skips it; needs native in --kernels "
+        "(default: %(default)s)",
     )
     layer.add_argument(
         "--clamp-value",
@@ -99,13 +104,16 @@ def register(kinds) -> None:
         metavar="LIST",
         help="comma-separated variants: a norm name, or online-<ecm> (default: %(default)s)",
     )
-    train.add_argument("--steps", type=int, default=5, metavar="N", help="steps per timed round")
-    train.add_argument("--rounds", type=int, default=5, metavar="N", help="interleaved rounds (median reported)")
+    train.add_argument("--steps", type=int, default=5, metavar="N", help="steps per timed round (default: %(default)s)")
+    train.add_argument(
+        "--rounds", type=int, default=5, metavar="N", help="interleaved rounds, median reported (default: %(default)s)"
+    )
     train.add_argument(
         "--kernels",
         choices=KERNEL_CHOICES,
         default=None,
-        help="kernels of the online layers (default: ONLINENORM_KERNELS, else auto)",
+        metavar="NAME",
+        help=f"kernels of the online layers: {', '.join(KERNEL_CHOICES)} (default: ONLINENORM_KERNELS, else auto)",
     )
     train.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
     train.add_argument(
@@ -121,13 +129,31 @@ def register(kinds) -> None:
     sweep.add_argument("--cpus", type=int, default=None, metavar="N", help="CPUs of the embedded Ray (default: all)")
 
     report = add_command(kinds, "report", run_report, extra="analysis")
-    report.add_argument("--trials", type=int, default=1000, metavar="N", help="trials of the generated experiment")
-    report.add_argument("--epochs", type=int, default=100, metavar="N", help="epochs per trial")
     report.add_argument(
-        "--layers", type=int, default=20, metavar="N", help="normalization layers reporting a clamp fraction"
+        "--trials",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="trials of the generated experiment (default: %(default)s)",
     )
-    report.add_argument("--rounds", type=int, default=3, metavar="N", help="rounds per stage (median reported)")
-    report.add_argument("--workers", type=int, default=2, metavar="N", help="processes of the parallel chart stage")
+    report.add_argument("--epochs", type=int, default=100, metavar="N", help="epochs per trial (default: %(default)s)")
+    report.add_argument(
+        "--layers",
+        type=int,
+        default=20,
+        metavar="N",
+        help="normalization layers reporting a clamp fraction (default: %(default)s)",
+    )
+    report.add_argument(
+        "--rounds", type=int, default=3, metavar="N", help="rounds per stage, median reported (default: %(default)s)"
+    )
+    report.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="processes of the parallel chart stage (default: %(default)s)",
+    )
     report.add_argument("--experiment", metavar="DIR", help="time this experiment directory instead of generating one")
 
 

@@ -14,18 +14,24 @@ FORMATS = DATASETS  # every dataset format can be synthesized (onlinenorm.traini
 @command_group("data", help="datasets: synthetic data, downloads, caches")
 def register(actions) -> None:
     synth = add_command(actions, "synth", run_synth)
-    synth.add_argument("--format", required=True, choices=FORMATS, help="file layout to write")
+    synth.add_argument(
+        "--format", required=True, choices=FORMATS, metavar="NAME", help=f"file layout to write: {', '.join(FORMATS)}"
+    )
     synth.add_argument("--out", required=True, metavar="DIR", help="folder to write into (the dataset's data_dir)")
     synth.add_argument("--train", type=int, default=5000, metavar="N", help="training images (default 5000)")
     synth.add_argument("--test", type=int, default=1000, metavar="N", help="test/validation images (default 1000)")
-    synth.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the class structure and the samples")
+    synth.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seed of the class structure and the samples (default: 0)"
+    )
     synth.add_argument(
         "--classes", type=int, metavar="N", help="number of classes (imagefolder, imagenet-npz; default 10)"
     )
     synth.add_argument("--image-size", type=int, metavar="N", help="image side in pixels (imagefolder, imagenet-npz)")
 
     download = add_command(actions, "download", run_download)
-    download.add_argument("--dataset", required=True, choices=("cifar10", "cifar100"))
+    download.add_argument(
+        "--dataset", required=True, choices=("cifar10", "cifar100"), metavar="NAME", help="cifar10 or cifar100"
+    )
     download.add_argument("--out", required=True, metavar="DIR", help="folder to extract into (the dataset's data_dir)")
 
     prepare = add_command(actions, "prepare", run_prepare)
