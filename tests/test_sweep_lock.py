@@ -38,16 +38,15 @@ with experiment_lock(sys.argv[1]):
 
 def test_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
     experiment = str(tmp_path / "results" / "exp")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, experiment], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        busy = f"in use by another sweep driver \\(pid {holder.pid}\\)"
-        with pytest.raises(ExperimentBusyError, match=busy), experiment_lock(experiment):
-            pass
-        assert not Path(experiment).exists()  # beside the experiment, not inside it
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
+    with subprocess.Popen([sys.executable, "-c", HOLD, experiment], stdout=subprocess.PIPE, text=True) as holder:
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            busy = f"in use by another sweep driver \\(pid {holder.pid}\\)"
+            with pytest.raises(ExperimentBusyError, match=busy), experiment_lock(experiment):
+                pass
+            assert not Path(experiment).exists()  # beside the experiment, not inside it
+        finally:
+            holder.send_signal(signal.SIGKILL)
     with experiment_lock(experiment):  # the kernel released it with the killed holder
         assert lock_path(experiment).read_text() == str(os.getpid())
 
