@@ -33,8 +33,8 @@ SUBCOMMAND_MODULES = (
 )
 
 
-# Top-level modules of the optional dependencies -> the extra that installs them
-# (pyarrow is in both; `onlinenorm report` names the analysis extra, see EXTRA_OF_COMMAND).
+# Top-level modules of the optional dependencies -> the extra that installs them, named where the command
+# declares no extra of its own (pyarrow is in both: `onlinenorm report` declares the analysis extra).
 EXTRA_OF_MODULE = {
     "ray": "sweep",
     "pyarrow": "sweep",
@@ -42,7 +42,6 @@ EXTRA_OF_MODULE = {
     "scipy": "analysis",
     "matplotlib": "analysis",
 }
-EXTRA_OF_COMMAND = {"report": "analysis", "sweep": "sweep"}
 
 
 class UsageError(Exception):
@@ -53,7 +52,7 @@ def add_command(subparsers, name: str, func, *, extra: str | None = None) -> arg
     """Add the (sub)command ``name``, run as ``func(args)`` and described by its docstring: the first paragraph
     is its one-line help in its parent's list of commands (in argparse's style: first letter lower-cased, no
     final period), the rest the paragraph of its own ``--help``, which ends by naming the optional ``extra`` it
-    needs. Returns its parser, to add its arguments to."""
+    needs (also named by the error a missing module of it gives). Returns its parser, to add its arguments to."""
     summary, _, description = (func.__doc__ or "").partition("\n\n")  # no docstrings under python -OO
     summary = " ".join(summary.split())
     parser = subparsers.add_parser(
@@ -62,6 +61,8 @@ def add_command(subparsers, name: str, func, *, extra: str | None = None) -> arg
         description=_with_extra(description, extra) or None,
     )
     parser.set_defaults(func=func)
+    if extra:
+        parser.set_defaults(extra=extra)
     return parser
 
 
@@ -75,6 +76,8 @@ def command_group(name: str, *, help: str, metavar: str = "ACTION", extra: str |
         def register(subparsers) -> None:
             description = _with_extra(sys.modules[add_actions.__module__].__doc__ or "", extra)
             parser = subparsers.add_parser(name, help=help, description=description or None)
+            if extra:  # for every subcommand that declares none of its own
+                parser.set_defaults(extra=extra)
             add_actions(parser.add_subparsers(dest=f"{name}_{metavar.lower()}", metavar=metavar, required=True))
 
         return register
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         module = (err.name or "").partition(".")[0]
         if module not in EXTRA_OF_MODULE:
             raise
-        extra = EXTRA_OF_COMMAND.get(args.command, EXTRA_OF_MODULE[module])
+        extra = getattr(args, "extra", None) or EXTRA_OF_MODULE[module]
         print(
             f"onlinenorm {args.command}: error: this command needs {err.name}, which is not installed; "
             f"install it with: pip install 'onlinenorm[{extra}]'",
