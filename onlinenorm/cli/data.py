@@ -21,7 +21,11 @@ def register(actions) -> None:
     synth.add_argument("--train", type=int, default=5000, metavar="N", help="training images (default 5000)")
     synth.add_argument("--test", type=int, default=1000, metavar="N", help="test/validation images (default 1000)")
     synth.add_argument(
-        "--seed", type=int, default=0, metavar="N", help="seed of the class structure and the samples (default: 0)"
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the class structure and the samples (default: %(default)s)",
     )
     synth.add_argument(
         "--classes", type=int, metavar="N", help="number of classes (imagefolder, imagenet-npz; default 10)"
